@@ -1,0 +1,38 @@
+/* SysTick as a 64-bit counter of core clock ticks: the 24-bit down-counter plus wraps counted in its
+ * interrupt. Under QEMU's -icount shift=0 one tick is a fixed number of executed instructions; on hardware
+ * it is one core cycle. */
+#include "tr_board.h"
+
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
+#define SCB_ICSR (*(volatile uint32_t *)0xE000ED04)
+#define ICSR_PENDSTSET (1u << 26)
+#define RELOAD 0xFFFFFFu
+
+static volatile uint32_t wraps;
+
+void SysTick_Handler(void)
+{
+    wraps++;
+}
+
+void tr_counter_init(void)
+{
+    SYST_RVR = RELOAD;
+    SYST_CVR = 0;
+    SYST_CSR = 7; /* processor clock, interrupt on wrap, enabled */
+}
+
+uint64_t tr_counter_read(void)
+{
+    __asm volatile("cpsid i" ::: "memory");
+    uint32_t hi = wraps;
+    uint32_t lo = SYST_CVR;
+    if (SCB_ICSR & ICSR_PENDSTSET) { /* wrapped, interrupt not yet taken: count that wrap here */
+        hi++;
+        lo = SYST_CVR;
+    }
+    __asm volatile("cpsie i" ::: "memory");
+    return ((uint64_t)hi << 24) + (RELOAD - lo);
+}

@@ -1,0 +1,45 @@
+/* Vector table and reset for Armv7-M / Armv8-M cores: copy .data, zero .bss, enable the FPU, run main. */
+#include <stdint.h>
+#include <string.h>
+
+extern uint32_t __stack_top, __data_load, __data_start, __data_end, __bss_start, __bss_end;
+int main(void);
+void SysTick_Handler(void);
+
+#define SCB_CPACR (*(volatile uint32_t *)0xE000ED88)
+
+void Reset_Handler(void)
+{
+    memcpy(&__data_start, &__data_load, (uint32_t)((char *)&__data_end - (char *)&__data_start));
+    memset(&__bss_start, 0, (uint32_t)((char *)&__bss_end - (char *)&__bss_start));
+#if defined(__ARM_FP)
+    SCB_CPACR |= 0xFu << 20; /* CP10 and CP11 full access */
+    __asm volatile("dsb\n isb");
+#endif
+    main();
+    for (;;) {
+    }
+}
+
+static void Fault_Handler(void)
+{
+    for (;;) {
+    }
+}
+
+__attribute__((section(".vectors"), used)) static void (*const vectors[16])(void) = {
+    (void (*)(void))&__stack_top,
+    Reset_Handler,
+    Fault_Handler, /* NMI */
+    Fault_Handler, /* HardFault */
+    Fault_Handler, /* MemManage */
+    Fault_Handler, /* BusFault */
+    Fault_Handler, /* UsageFault */
+    Fault_Handler, /* SecureFault (Armv8-M) */
+    0, 0, 0,
+    Fault_Handler, /* SVCall */
+    Fault_Handler, /* DebugMonitor */
+    0,
+    Fault_Handler, /* PendSV */
+    SysTick_Handler,
+};

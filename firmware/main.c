@@ -1,0 +1,116 @@
+/* Device side of the host-device protocol (docs/protocol.md): answer INFO and INFER requests forever. */
+#include <string.h>
+#include "model.h"
+#include "tr_board.h"
+#include "tr_frame.h"
+
+#define PROTOCOL_VERSION 1
+#define MSG_INFO 0x01
+#define MSG_INFER 0x02
+#define MSG_REPLY 0x80
+#define MSG_ERROR 0x7F
+
+enum { ERR_BAD_CRC = 1, ERR_TOO_LONG = 2, ERR_UNKNOWN_TYPE = 3, ERR_BAD_LENGTH = 4 };
+enum { COUNTER_SYSTICK = 0 };
+
+#define INFO_BYTES (1 + 1 + 2 + 4 * 4 + 32)
+#define INFER_REPLY_BYTES (8 + TR_OUTPUT_BYTES)
+#define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
+#define MAX_PAYLOAD MAX3(TR_INPUT_BYTES, INFER_REPLY_BYTES, INFO_BYTES)
+
+static uint8_t rx[MAX_PAYLOAD];
+static uint8_t tx[MAX_PAYLOAD];
+
+static void put_u16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    put_u16(p, v);
+    put_u16(p + 2, v >> 16);
+}
+
+static void send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t length)
+{
+    uint8_t header[TR_HEADER_BYTES] = {TR_SYNC0, TR_SYNC1, type};
+    put_u16(header + 3, seq);
+    put_u16(header + 5, length);
+    uint32_t crc = tr_crc32_update(TR_CRC32_INIT, header + 2, TR_HEADER_BYTES - 2);
+    crc = TR_CRC32_FINAL(tr_crc32_update(crc, payload, length));
+    uint8_t trailer[TR_CRC_BYTES];
+    put_u32(trailer, crc);
+    for (int i = 0; i < TR_HEADER_BYTES; i++) {
+        tr_uart_put(header[i]);
+    }
+    for (uint16_t i = 0; i < length; i++) {
+        tr_uart_put(payload[i]);
+    }
+    for (int i = 0; i < TR_CRC_BYTES; i++) {
+        tr_uart_put(trailer[i]);
+    }
+}
+
+static void send_error(uint16_t seq, uint8_t code)
+{
+    send(MSG_ERROR, seq, &code, 1);
+}
+
+static void handle(const tr_parser *p)
+{
+    switch (p->type) {
+    case MSG_INFO:
+        tx[0] = PROTOCOL_VERSION;
+        tx[1] = COUNTER_SYSTICK;
+        put_u16(tx + 2, MAX_PAYLOAD);
+        put_u32(tx + 4, TR_INPUT_BYTES);
+        put_u32(tx + 8, TR_OUTPUT_BYTES);
+        put_u32(tx + 12, TR_ARENA_BYTES);
+        put_u32(tx + 16, TR_CLOCK_HZ);
+        memcpy(tx + 20, tr_model_hash, 32);
+        send(MSG_INFO | MSG_REPLY, p->seq, tx, INFO_BYTES);
+        break;
+    case MSG_INFER: {
+        if (p->length != TR_INPUT_BYTES) {
+            send_error(p->seq, ERR_BAD_LENGTH);
+            break;
+        }
+        memcpy(tr_model_input(), rx, TR_INPUT_BYTES);
+        uint64_t start = tr_counter_read();
+        tr_model_invoke();
+        uint64_t ticks = tr_counter_read() - start;
+        put_u32(tx, (uint32_t)ticks);
+        put_u32(tx + 4, (uint32_t)(ticks >> 32));
+        memcpy(tx + 8, tr_model_output(), TR_OUTPUT_BYTES);
+        send(MSG_INFER | MSG_REPLY, p->seq, tx, INFER_REPLY_BYTES);
+        break;
+    }
+    default:
+        send_error(p->seq, ERR_UNKNOWN_TYPE);
+    }
+}
+
+int main(void)
+{
+    static tr_parser parser;
+    tr_uart_init();
+    tr_counter_init();
+    tr_parser_init(&parser, rx, sizeof rx);
+    for (;;) {
+        switch (tr_parser_feed(&parser, tr_uart_get())) {
+        case TR_FEED_FRAME:
+            handle(&parser);
+            break;
+        case TR_FEED_BAD_CRC:
+            send_error(parser.seq, ERR_BAD_CRC);
+            break;
+        case TR_FEED_TOO_LONG:
+            send_error(parser.seq, ERR_TOO_LONG);
+            break;
+        default:
+            break;
+        }
+    }
+}

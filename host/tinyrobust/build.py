@@ -1,0 +1,131 @@
+"""Build firmware for a board with arm-none-eabi-gcc (or a native test binary with the host gcc)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import ROOT
+from .boards import Board
+from .compiler import CompiledModel, render
+from .errors import UserError
+from .templates import render_template
+
+FIRMWARE = ROOT / "firmware"
+STACK_BYTES = 8192
+ARM_GCC = "arm-none-eabi-gcc"
+
+
+@dataclass
+class MemoryReport:
+    flash_bytes: int  # everything stored in flash: code, weights, parameters, initial data
+    ram_bytes: int  # static RAM: data, bss (including the arena) and the reserved stack
+    arena_bytes: int  # planned activation arena
+    weights_bytes: int  # model weights and biases in flash
+    code_bytes: int  # flash minus weights: runtime, kernels, protocol, parameters
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Firmware:
+    elf: Path
+    memory: MemoryReport
+
+
+def _sources(*dirs: Path) -> list[Path]:
+    return [p for d in dirs for p in sorted(d.glob("*.c"))]
+
+
+def _compile(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"compilation failed:\n{' '.join(command)}\n{result.stderr[-4000:]}")
+
+
+def cpu_flags(board: Board) -> list[str]:
+    flags = [f"-mcpu={board.core}", "-mthumb"]
+    if board.fpu:
+        flags += [f"-mfpu={board.fpu}", "-mfloat-abi=hard"]
+    else:
+        flags += ["-mfloat-abi=soft"]
+    return flags
+
+
+def build_firmware(model: CompiledModel, board: Board, out_dir: Path) -> Firmware:
+    """Render the model and the linker script, compile everything, and report memory from the ELF."""
+    if shutil.which(ARM_GCC) is None:
+        raise UserError(
+            f"{ARM_GCC} is not installed; run: apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi"
+        )
+    _check_fits(model, board)
+    gen = out_dir / "generated"
+    render(model, gen)
+    linker_script = gen / "link.ld"
+    linker_script.write_text(render_template("link.ld.j2", board=board, stack_bytes=STACK_BYTES))
+    elf = out_dir / "firmware.elf"
+    family = FIRMWARE / "boards" / board.family
+    command = [
+        ARM_GCC, *cpu_flags(board), "-O2", "-g", "-std=c11", "-Wall", "-Wextra",
+        "-ffunction-sections", "-fdata-sections",
+        f"-DTR_UART_BASE={board.uart['base']:#x}u", f"-DTR_UART_BAUDDIV={board.uart.get('bauddiv', 16)}",
+        f"-DTR_CLOCK_HZ={board.clock_hz}u",
+        f"-I{FIRMWARE / 'runtime'}", f"-I{FIRMWARE / 'link'}", f"-I{FIRMWARE / 'boards'}", f"-I{gen}",
+        *map(str, _sources(FIRMWARE / "runtime", FIRMWARE / "link", FIRMWARE / "boards" / "cortex-m", family)),
+        str(FIRMWARE / "main.c"), str(gen / "model.c"),
+        "--specs=nano.specs", "-nostartfiles", f"-T{linker_script}", "-Wl,--gc-sections",
+        f"-Wl,-Map={out_dir / 'firmware.map'}", "-o", str(elf),
+    ]  # fmt: skip
+    _compile(command)
+    return Firmware(elf, memory_report(elf, model.arena_bytes))
+
+
+def _check_fits(model: CompiledModel, board: Board) -> None:
+    """Refuse, before building, a model whose weights or arena alone exceed the board's memory."""
+    weights = sum(c.values.size * (1 if c.ctype == "int8_t" else 4) for c in model.constants)
+    if weights > board.flash["size"]:
+        raise UserError(
+            f"the model's {weights} bytes of weights do not fit {board.name}'s {board.flash['size']} bytes of flash"
+        )
+    if model.arena_bytes + STACK_BYTES > board.ram["size"]:
+        raise UserError(
+            f"the model's {model.arena_bytes}-byte arena plus a {STACK_BYTES}-byte stack do not fit "
+            f"{board.name}'s {board.ram['size']} bytes of RAM"
+        )
+
+
+def memory_report(elf: Path, arena_bytes: int) -> MemoryReport:
+    from elftools.elf.elffile import ELFFile
+
+    with elf.open("rb") as f:
+        e = ELFFile(f)
+        sizes = {s.name: s["sh_size"] for s in e.iter_sections()}
+        symtab = e.get_section_by_name(".symtab")
+        weights = sum(s["st_size"] for s in symtab.iter_symbols() if s.name.startswith("tr_w_"))
+    flash = sizes.get(".text", 0) + sizes.get(".ARM.exidx", 0) + sizes.get(".data", 0)
+    ram = sizes.get(".data", 0) + sizes.get(".bss", 0) + sizes.get(".stack", 0)
+    return MemoryReport(flash, ram, arena_bytes, weights, flash - weights)
+
+
+def build_native(model: CompiledModel, out_dir: Path, sanitize: bool = True) -> Path:
+    """The generated model and the kernels compiled for this machine, with a stdin/stdout harness."""
+    gen = out_dir / "generated"
+    render(model, gen)
+    exe = out_dir / "model-native"
+    flags = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"] if sanitize else ["-O2"]
+    command = [
+        "gcc", *flags, "-std=c11", "-Wall", "-Wextra", "-Werror",
+        f"-I{FIRMWARE / 'runtime'}", f"-I{gen}",
+        *map(str, _sources(FIRMWARE / "runtime")), str(FIRMWARE / "native" / "harness.c"), str(gen / "model.c"),
+        "-o", str(exe),
+    ]  # fmt: skip
+    _compile(command)
+    return exe
+
+
+def run_native(exe: Path, inputs) -> bytes:
+    result = subprocess.run([str(exe)], input=inputs.tobytes(), capture_output=True, check=True)
+    return result.stdout

@@ -1,0 +1,129 @@
+"""Read a .tflite flatbuffer into a small graph: tensors (shape, type, quantization, constant data) and ops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+
+# Tensor types of the TFLite schema that the runtime can meet.
+DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
+TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    type_name: str
+    scale: np.ndarray | None = None  # float32, one per tensor or per channel
+    zero_point: np.ndarray | None = None
+    quantized_dimension: int = 0
+    data: np.ndarray | None = None  # constant tensors only
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(DTYPES[_type_code(self.type_name)]).itemsize
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+
+@dataclass
+class Op:
+    position: int  # index in the model's operator list, as a user sees it in Netron
+    kind: str  # builtin operator name, e.g. CONV_2D
+    inputs: list[int]  # tensor indices; -1 for an omitted optional input
+    outputs: list[int]
+    options: object = None  # the schema's *OptionsT object
+    version: int = 1
+
+
+@dataclass
+class Graph:
+    tensors: list[Tensor]
+    ops: list[Op]
+    inputs: list[int]
+    outputs: list[int]
+    consumers: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _type_code(name: str) -> int:
+    return next(code for code, n in TYPE_NAMES.items() if n == name)
+
+
+def read_tflite(data: bytes) -> Graph:
+    """Parse the flatbuffer with the schema bindings shipped in the tflite-micro package."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    try:
+        model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(data, 0))
+    except Exception:  # the flatbuffer reader raises assorted errors on garbage
+        raise UserError("the model file is not a valid .tflite flatbuffer; export it with TFLiteConverter") from None
+    if not model.subgraphs or len(model.subgraphs) != 1:
+        raise UserError("the model must have exactly one subgraph; control flow (WHILE, IF) is not supported")
+    op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    sub = model.subgraphs[0]
+    tensors = []
+    for index, t in enumerate(sub.tensors):
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+        tensor = Tensor(index, t.name.decode(errors="replace"), shape, TYPE_NAMES.get(t.type, f"type{t.type}"))
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale):
+            tensor.scale = np.asarray(q.scale, dtype=np.float32)
+            tensor.zero_point = np.asarray(q.zeroPoint, dtype=np.int64)
+            tensor.quantized_dimension = int(q.quantizedDimension)
+        buffer = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        if buffer is not None and buffer.data is not None and len(buffer.data) and t.type in DTYPES:
+            raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
+            tensor.data = np.frombuffer(raw, dtype=DTYPES[t.type]).reshape(shape)
+        elif buffer is not None and buffer.offset and t.type in DTYPES:  # models over 2 GB keep data outside
+            count = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[t.type]).itemsize
+            raw = data[buffer.offset : buffer.offset + count]
+            tensor.data = np.frombuffer(raw, dtype=DTYPES[t.type]).reshape(shape)
+        tensors.append(tensor)
+    ops = []
+    for position, o in enumerate(sub.operators or []):
+        code = model.operatorCodes[o.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        kind = op_names.get(builtin, f"BUILTIN_{builtin}")
+        if builtin == fb.BuiltinOperator.CUSTOM:
+            kind = f"CUSTOM({(code.customCode or b'').decode(errors='replace')})"
+        ops.append(
+            Op(position, kind, [int(i) for i in o.inputs], [int(i) for i in o.outputs], o.builtinOptions, code.version)
+        )
+    graph = Graph(tensors, ops, [int(i) for i in sub.inputs], [int(i) for i in sub.outputs])
+    reindex(graph)
+    return graph
+
+
+def reindex(graph: Graph) -> None:
+    graph.consumers = {}
+    for i, op in enumerate(graph.ops):
+        for t in op.inputs:
+            if t >= 0:
+                graph.consumers.setdefault(t, []).append(i)
+
+
+def remove_dead_ops(graph: Graph) -> None:
+    """Drop ops whose outputs reach no graph output, such as the shape arithmetic a Keras Flatten emits
+    (SHAPE, STRIDED_SLICE, PACK) when the RESHAPE it feeds has a static output shape."""
+    needed = set(graph.outputs)
+    keep = []
+    for op in reversed(graph.ops):
+        if any(t in needed for t in op.outputs):
+            keep.append(op)
+            needed.update(t for t in live_inputs(graph, op) if t >= 0)
+    graph.ops = keep[::-1]
+    reindex(graph)
+
+
+def live_inputs(graph: Graph, op: Op) -> list[int]:
+    """The inputs an op really reads: RESHAPE with a static output shape ignores its shape operand."""
+    if op.kind in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
+        return op.inputs[:1]
+    return op.inputs

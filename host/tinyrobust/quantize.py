@@ -1,0 +1,34 @@
+"""Post-training full-integer quantization with a representative data set."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PRECISIONS = ("int8", "int16x8")
+
+
+def quantize(keras_model, representative: np.ndarray, precision: str = "int8", samples: int = 200) -> bytes:
+    """Quantize a float Keras model; int8 means int8 activations, int16x8 int16 activations and int8 weights."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    def dataset():
+        for x in representative[:samples]:
+            yield [x[None].astype(np.float32)]
+
+    converter.representative_dataset = dataset
+    if precision == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = tf.int8
+    elif precision == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        io_type = tf.int16
+    else:
+        raise ValueError(f"precision must be one of {PRECISIONS}")
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    return converter.convert()

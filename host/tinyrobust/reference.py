@@ -1,0 +1,49 @@
+"""Host references for the same quantized inputs: the float model, TFLite and the TFLM reference kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Tensor
+
+
+def quantize_inputs(x: np.ndarray, tensor: Tensor) -> np.ndarray:
+    """Float inputs to the model's int8 input tensor, with its scale and zero point."""
+    q = np.round(x / tensor.scale[0]) + tensor.zero_point[0]
+    return np.clip(q, -128, 127).astype(np.int8).reshape((len(x),) + tensor.shape[1:])
+
+
+def dequantize(q: np.ndarray, tensor: Tensor) -> np.ndarray:
+    return ((q.astype(np.float32) - tensor.zero_point[0]) * tensor.scale[0]).astype(np.float32)
+
+
+def tflm_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
+    """Outputs of TFLite Micro's reference kernels (PyPI tflite-micro), one inference per sample."""
+    from tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(tflite)
+    outputs = []
+    for sample in xq:
+        interpreter.set_input(sample[None], 0)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0).reshape(-1).copy())
+    return np.stack(outputs)
+
+
+def tflite_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
+    """Outputs of the desktop LiteRT (TFLite) interpreter with its default, optimized kernels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for sample in xq:
+        interpreter.set_tensor(inp, sample[None])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(out).reshape(-1).copy())
+    return np.stack(outputs)
+
+
+def float_outputs(keras_model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0)).reshape(len(x), -1)
