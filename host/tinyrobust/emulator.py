@@ -89,3 +89,8 @@ class Emulator:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+
+
+def instructions_per_tick(board: Board) -> float:
+    """Under -icount shift=0 an instruction takes 1 ns of virtual time and SysTick runs at the core clock."""
+    return 1e9 / board.clock_hz

@@ -1,0 +1,130 @@
+"""Command line: argument handling only; the work is in the modules it calls."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers such as 0.05,0.1") from None
+    if any(v <= 0 for v in values):
+        raise click.BadParameter("every eps must be positive")
+    return values
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tinyrobust")
+def cli() -> None:
+    """Measure the adversarial robustness of quantized neural networks on Cortex-M devices."""
+
+
+@cli.command("flash-and-evaluate")
+@click.option("--model", default="digits-cnn", show_default=True, help="Built-in model name or an int8 .tflite file.")
+@click.option("--float-model", type=click.Path(path_type=Path), help="The float .keras/.h5 model (white-box attacks).")
+@click.option("--data", type=click.Path(path_type=Path), help="An .npz with arrays x (inputs) and y (labels).")
+@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
+@click.option("--samples", default=200, show_default=True, help="Test samples per attack and eps.")
+@click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attacks; empty for clean only.")
+@click.option("--eps", "eps", default="0.05,0.1,0.2", show_default=True, help="Comma-separated L-inf budgets.")
+@click.option("--seed", default=0, show_default=True, help="Seed for sample choice and attacks.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Directory for results.json, report.html and the firmware.")  # fmt: skip
+def flash_and_evaluate(model, float_model, data, board, samples, attacks, eps, seed, out) -> None:
+    """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
+    from .evaluate import Settings
+    from .evaluate import flash_and_evaluate as run
+
+    settings = Settings(
+        model=model, float_model=float_model, data=data, board=board, samples=samples,
+        attacks=[a.strip() for a in attacks.split(",") if a.strip()], eps=_floats(eps), seed=seed, out=out,
+    )  # fmt: skip
+    results = run(settings, progress=True)
+    _print_summary(results, out)
+
+
+def _print_summary(results: dict, out: Path) -> None:
+    click.echo(f"{'attack':<8} {'eps':>6} {'float':>6} {'tflite':>6} {'tflm':>6} {'device':>6}  device=TFLM")
+    for r in results["runs"]:
+        acc = r["accuracy"]
+        cells = " ".join(f"{acc[k]:6.3f}" if acc[k] is not None else f"{'-':>6}" for k in ("float", "tflite", "tflm", "device"))
+        click.echo(f"{r['attack']:<8} {r['eps']:6g} {cells}  {r['agreement']['device_vs_tflm_bit_exact']:.3f}")
+    lat, mem = results["latency"], results["memory"]
+    click.echo(
+        f"latency: {lat['per_inference']['median']:,.0f} {lat['unit']} per inference (median); "
+        f"flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B, arena {mem['arena_bytes']:,} B"
+    )
+    click.echo(f"wall time {results['wall_seconds']:.1f} s; report: {out / 'report.html'}")
+
+
+@cli.command()
+def doctor() -> None:
+    """List what is missing (toolchain, emulator, Python packages) and how to install it."""
+    from .doctor import checks
+
+    missing = 0
+    for name, ok, fix in checks():
+        click.echo(f"{'ok     ' if ok else 'MISSING'} {name}" + ("" if ok else f"  ->  {fix}"))
+        missing += not ok
+    if missing:
+        raise SystemExit(1)
+
+
+@cli.command()
+def boards() -> None:
+    """List the built-in boards."""
+    from .boards import board_names, load_board
+
+    click.echo(f"{'board':<20} {'core':<11} {'FPU':<12} {'flash':>9} {'RAM':>9}  run by")
+    for name in board_names():
+        b = load_board(name)
+        how = b.emulator["program"] + " -M " + b.emulator["machine"] if b.emulated else "flashed over USB"
+        click.echo(
+            f"{name:<20} {b.core:<11} {b.fpu or 'none':<12} {b.flash['size'] // 1024:>6} KB {b.ram['size'] // 1024:>6} KB  {how}"
+        )
+
+
+@cli.command()
+def models() -> None:
+    """List the built-in models."""
+    from .zoo import builtin_names, builtin_spec
+
+    for name in builtin_names():
+        spec = builtin_spec(name)
+        shape = "x".join(map(str, spec["input_shape"]))
+        click.echo(f"{name:<16} input {shape:<8} {spec['classes']:>3} classes  {spec['description']}")
+
+
+def main() -> None:
+    _quiet_libraries()
+    from .link import LinkError
+
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted; the emulator was stopped and results measured so far are in the output folder", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except LinkError as exc:
+        click.echo(f"error: the link to the device failed ({exc}); results measured so far are saved", err=True)
+        sys.exit(1)
