@@ -1,0 +1,40 @@
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
+
+
+def quantized_model(layers, input_shape, seed=0, precision="int8") -> bytes:
+    """A Keras model of the given layers with random weights, quantized with a random representative set."""
+    import keras
+
+    from tinyrobust.quantize import quantize
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input(shape=input_shape), *layers])
+    # Random biases too, so that bias handling is exercised (Keras initializes them to zero).
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(np.random.default_rng(seed).normal(0, 0.3, layer.bias.shape))
+    representative = np.random.default_rng(seed).uniform(-1, 1, (64, *input_shape)).astype(np.float32)
+    return quantize(model, representative, precision)
+
+
+def random_inputs(tflite: bytes, count: int, seed: int = 1) -> np.ndarray:
+    from tinyrobust.graph import read_tflite
+
+    graph = read_tflite(tflite)
+    shape = graph.tensors[graph.inputs[0]].shape
+    return np.random.default_rng(seed).integers(-128, 128, (count, *shape[1:])).astype(np.int8)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The built-in digits-cnn model (trained once, cached)."""
+    from tinyrobust import zoo
+
+    return zoo.load_builtin("digits-cnn")
