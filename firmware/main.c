@@ -78,9 +78,9 @@ static void handle(const tr_parser *p)
             break;
         }
         memcpy(tr_model_input(), rx, TR_INPUT_BYTES);
-        uint64_t start = tr_counter_read();
+        tr_counter_restart();
         tr_model_invoke();
-        uint64_t ticks = tr_counter_read() - start;
+        uint64_t ticks = tr_counter_read();
         put_u32(tx, (uint32_t)ticks);
         put_u32(tx + 4, (uint32_t)(ticks >> 32));
         memcpy(tx + 8, tr_model_output(), TR_OUTPUT_BYTES);

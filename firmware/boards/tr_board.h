@@ -9,6 +9,7 @@ uint8_t tr_uart_get(void); /* blocks until a byte arrives */
 void tr_uart_put(uint8_t byte);
 
 void tr_counter_init(void);
-uint64_t tr_counter_read(void); /* ticks of the core clock since tr_counter_init */
+void tr_counter_restart(void);   /* start counting from zero */
+uint64_t tr_counter_read(void); /* ticks of the core clock since the last restart */
 
 #endif

@@ -20,6 +20,15 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def qemu_command(board: Board, elf: Path, port: int) -> list[str]:
     # -icount shift=0: one instruction is one nanosecond of virtual time, so SysTick counts instructions
     # exactly and repeatably. nodelay=on: without it every reply waits for Nagle's algorithm.
@@ -53,6 +62,8 @@ class Emulator:
         import serial
 
         self.port = self.requested_port or free_tcp_port()
+        if self.requested_port and not _port_free(self.port):
+            raise UserError(f"TCP port {self.port} is already in use; choose another port or stop its user")
         log = self.log.open("wb") if self.log else subprocess.DEVNULL
         self.process = subprocess.Popen(
             qemu_command(self.board, self.elf, self.port), stdin=subprocess.DEVNULL, stdout=log, stderr=log

@@ -8,6 +8,7 @@
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018)
 #define SCB_ICSR (*(volatile uint32_t *)0xE000ED04)
 #define ICSR_PENDSTSET (1u << 26)
+#define ICSR_PENDSTCLR (1u << 25)
 #define RELOAD 0xFFFFFFu
 
 static volatile uint32_t wraps;
@@ -22,6 +23,17 @@ void tr_counter_init(void)
     SYST_RVR = RELOAD;
     SYST_CVR = 0;
     SYST_CSR = 7; /* processor clock, interrupt on wrap, enabled */
+}
+
+void tr_counter_restart(void)
+{
+    /* Writing CVR restarts the count from the reload value at this instruction, so that what is measured
+     * from here does not depend on where in a SysTick period the measurement began. */
+    __asm volatile("cpsid i" ::: "memory");
+    SYST_CVR = 0;
+    SCB_ICSR = ICSR_PENDSTCLR;
+    wraps = 0;
+    __asm volatile("cpsie i" ::: "memory");
 }
 
 uint64_t tr_counter_read(void)

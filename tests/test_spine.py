@@ -1,0 +1,103 @@
+"""flash-and-evaluate end to end on the emulated Cortex-M4: real compiler, emulator and references."""
+
+import json
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from tinyrobust import reference
+from tinyrobust.boards import load_board
+from tinyrobust.build import build_firmware
+from tinyrobust.compiler import compile_model
+from tinyrobust.emulator import Emulator
+from tinyrobust.errors import UserError
+from tinyrobust.evaluate import Settings, flash_and_evaluate
+from tinyrobust.link import Device, handshake
+
+pytestmark = pytest.mark.emulator
+BOARD = "qemu-mps2-an386"
+
+
+@pytest.fixture(scope="module")
+def firmware(digits, tmp_path_factory):
+    compiled = compile_model(digits.tflite)
+    return compiled, build_firmware(compiled, load_board(BOARD), tmp_path_factory.mktemp("fw"))
+
+
+def qemu_running(elf) -> bool:
+    return subprocess.run(["pgrep", "-f", str(elf)], capture_output=True).returncode == 0
+
+
+def test_flash_and_evaluate_is_bit_exact_clean_and_adversarial(digits, tmp_path):
+    out = tmp_path / "run"
+    results = flash_and_evaluate(Settings(samples=60, eps=[0.05, 0.2], out=out), progress=False)
+
+    assert [(r["attack"], r["eps"]) for r in results["runs"]] == [
+        ("none", 0.0), ("fgsm", 0.05), ("fgsm", 0.2), ("pgd", 0.05), ("pgd", 0.2)
+    ]  # fmt: skip
+    for run in results["runs"]:
+        assert run["samples"] == 60
+        assert run["agreement"]["device_vs_tflm_bit_exact"] == 1.0, run
+        assert all(0.0 <= v <= 1.0 for v in run["agreement"].values())
+        assert run["accuracy"]["device"] == run["accuracy"]["tflm"]
+    clean, strongest = results["runs"][0], results["runs"][-1]
+    assert clean["accuracy"]["device"] > 0.9
+    assert strongest["accuracy"]["device"] < clean["accuracy"]["device"] - 0.3  # PGD at eps 0.2 must hurt
+
+    latency = results["latency"]
+    assert latency["unit"] == "instructions" and latency["inferences"] == 5 * 60
+    assert 0 < latency["per_inference"]["min"] <= latency["per_inference"]["median"] <= latency["per_inference"]["max"]
+    memory = results["memory"]
+    assert 0 < memory["weights_bytes"] < memory["flash_bytes"]
+    assert 0 < memory["arena_bytes"] < memory["ram_bytes"]
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["runs"] == results["runs"]
+    report = (out / "report.html").read_text()
+    assert "data:image/png;base64," in report and "TFLM reference int8" in report
+    raw = np.load(out / "outputs.npz")
+    assert np.array_equal(raw["pgd_eps0.2_device"], raw["pgd_eps0.2_tflm"])
+    assert not qemu_running(out / "firmware" / "firmware.elf")
+
+
+def test_instruction_counts_repeat_for_the_same_input(digits, firmware):
+    compiled, fw = firmware
+    xq = reference.quantize_inputs(digits.x_test[:3], compiled.input)
+    with Emulator(load_board(BOARD), fw.elf) as emulator:
+        device = Device(emulator.start())
+        handshake(device, compiled.model_hash)
+        first = [device.infer(x.tobytes()) for x in xq]
+        second = [device.infer(x.tobytes()) for x in xq]
+    assert first == second
+    assert all(ticks > 0 for _, ticks in first)
+
+
+def test_device_running_another_model_is_refused(firmware):
+    compiled, fw = firmware
+    with Emulator(load_board(BOARD), fw.elf) as emulator:
+        device = Device(emulator.start())
+        with pytest.raises(UserError, match="flash the firmware built for this model"):
+            handshake(device, bytes(32))
+
+
+def test_emulator_is_stopped_when_the_run_fails(firmware):
+    _, fw = firmware
+    with pytest.raises(RuntimeError):
+        with Emulator(load_board(BOARD), fw.elf) as emulator:
+            emulator.start()
+            assert qemu_running(fw.elf)
+            raise RuntimeError("failure in the middle of a run")
+    assert not qemu_running(fw.elf)
+
+
+def test_port_in_use_is_one_clear_error(firmware):
+    _, fw = firmware
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"TCP port {port} is already in use"):
+            with Emulator(load_board(BOARD), fw.elf, port=port, log=fw.elf.parent / "qemu.log") as emulator:
+                emulator.start()
