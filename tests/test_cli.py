@@ -5,8 +5,8 @@ import subprocess
 import keras
 import numpy as np
 import pytest
-from conftest import quantized_model
 
+from conftest import quantized_model
 from tinyrobust.compiler import compile_model
 from tinyrobust.errors import UserError
 
@@ -73,7 +73,10 @@ def test_float_model_is_refused_as_not_int8():
 
 
 def test_unsupported_operators_are_all_named_with_their_position():
-    tflite = quantized_model([keras.layers.Dense(6), keras.layers.LeakyReLU(), keras.layers.Dense(3), keras.layers.LeakyReLU()], (5,))
+    tflite = quantized_model(
+        [keras.layers.Dense(6), keras.layers.LeakyReLU(), keras.layers.Dense(3), keras.layers.LeakyReLU()],
+        (5,),
+    )
     with pytest.raises(UserError) as error:
         compile_model(tflite)
     message = str(error.value)

@@ -64,7 +64,11 @@ def test_c_parser_reads_host_frames_after_garbage(frame_lib):
 def test_c_parser_rejects_corrupt_and_oversize_frames(frame_lib):
     corrupt = bytearray(encode_frame(MSG_INFER, 7, b"abcd"))
     corrupt[9] ^= 0x10
-    events = feed(frame_lib, 8, bytes(corrupt) + encode_frame(MSG_INFER, 8, b"x" * 9) + encode_frame(MSG_INFER, 9, b"ok"))
+    events = feed(
+        frame_lib,
+        8,
+        bytes(corrupt) + encode_frame(MSG_INFER, 8, b"x" * 9) + encode_frame(MSG_INFER, 9, b"ok"),
+    )
     assert [(e[0], e[2]) for e in events] == [(FEED_BAD_CRC, 7), (FEED_TOO_LONG, 8), (FEED_FRAME, 9)]
     assert events[-1][3] == b"ok"
 

@@ -84,11 +84,10 @@ def test_device_running_another_model_is_refused(firmware):
 
 def test_emulator_is_stopped_when_the_run_fails(firmware):
     _, fw = firmware
-    with pytest.raises(RuntimeError):
-        with Emulator(load_board(BOARD), fw.elf) as emulator:
-            emulator.start()
-            assert qemu_running(fw.elf)
-            raise RuntimeError("failure in the middle of a run")
+    with pytest.raises(RuntimeError), Emulator(load_board(BOARD), fw.elf) as emulator:
+        emulator.start()
+        assert qemu_running(fw.elf)
+        raise RuntimeError("failure in the middle of a run")
     assert not qemu_running(fw.elf)
 
 
@@ -98,6 +97,6 @@ def test_port_in_use_is_one_clear_error(firmware):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(UserError, match=f"TCP port {port} is already in use"):
-            with Emulator(load_board(BOARD), fw.elf, port=port, log=fw.elf.parent / "qemu.log") as emulator:
-                emulator.start()
+        emulator = Emulator(load_board(BOARD), fw.elf, port=port, log=fw.elf.parent / "qemu.log")
+        with emulator, pytest.raises(UserError, match=f"TCP port {port} is already in use"):
+            emulator.start()

@@ -62,7 +62,9 @@ def _print_summary(results: dict, out: Path) -> None:
     click.echo(f"{'attack':<8} {'eps':>6} {'float':>6} {'tflite':>6} {'tflm':>6} {'device':>6}  device=TFLM")
     for r in results["runs"]:
         acc = r["accuracy"]
-        cells = " ".join(f"{acc[k]:6.3f}" if acc[k] is not None else f"{'-':>6}" for k in ("float", "tflite", "tflm", "device"))
+        cells = " ".join(
+            f"{acc[k]:6.3f}" if acc[k] is not None else f"{'-':>6}" for k in ("float", "tflite", "tflm", "device")
+        )
         click.echo(f"{r['attack']:<8} {r['eps']:6g} {cells}  {r['agreement']['device_vs_tflm_bit_exact']:.3f}")
     lat, mem = results["latency"], results["memory"]
     click.echo(
@@ -117,7 +119,10 @@ def main() -> None:
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("interrupted; the emulator was stopped and results measured so far are in the output folder", err=True)
+        click.echo(
+            "interrupted; the emulator was stopped and results measured so far are in the output folder",
+            err=True,
+        )
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -168,7 +168,11 @@ class Evaluation:
         counts = np.array(self.ticks, dtype=np.float64) * per_tick
         summary = {"median": None, "min": None, "max": None}
         if len(counts):
-            summary = {"median": float(np.median(counts)), "min": float(counts.min()), "max": float(counts.max())}
+            summary = {
+                "median": float(np.median(counts)),
+                "min": float(counts.min()),
+                "max": float(counts.max()),
+            }
         return {
             "unit": "instructions",
             "source": "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles",

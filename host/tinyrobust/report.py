@@ -8,7 +8,12 @@ from pathlib import Path
 
 from .templates import render_template
 
-ENGINES = [("float", "float (Keras)"), ("tflite", "TFLite int8"), ("tflm", "TFLM reference int8"), ("device", "device")]
+ENGINES = [
+    ("float", "float (Keras)"),
+    ("tflite", "TFLite int8"),
+    ("tflm", "TFLM reference int8"),
+    ("device", "device"),
+]
 
 
 def _png(fig) -> str:
@@ -30,10 +35,10 @@ def accuracy_plot(results: dict) -> str | None:
         return None
     panels = names or ["none"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], panels):
+    for ax, name in zip(axes[0], panels, strict=True):
         runs = [clean] + sorted((r for r in results["runs"] if r["attack"] == name), key=lambda r: r["eps"])
         eps = [r["eps"] for r in runs]
-        for (key, label), style in zip(ENGINES, ["-o", "--s", ":^", "-x"]):
+        for (key, label), style in zip(ENGINES, ["-o", "--s", ":^", "-x"], strict=True):
             values = [r["accuracy"][key] for r in runs]
             if all(v is not None for v in values):
                 ax.plot(eps, values, style, label=label, markersize=5)
