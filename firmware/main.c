@@ -7,19 +7,28 @@
 #define PROTOCOL_VERSION 1
 #define MSG_INFO 0x01
 #define MSG_INFER 0x02
+#define MSG_SESSION 0x03
 #define MSG_REPLY 0x80
 #define MSG_ERROR 0x7F
 
 enum { ERR_BAD_CRC = 1, ERR_TOO_LONG = 2, ERR_UNKNOWN_TYPE = 3, ERR_BAD_LENGTH = 4 };
 enum { COUNTER_SYSTICK = 0 };
 
-#define INFO_BYTES (1 + 1 + 2 + 4 * 4 + 32)
+#define INFO_BYTES (1 + 1 + 2 + 5 * 4 + 32)
 #define INFER_REPLY_BYTES (8 + TR_OUTPUT_BYTES)
 #define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
 #define MAX_PAYLOAD MAX3(TR_INPUT_BYTES, INFER_REPLY_BYTES, INFO_BYTES)
 
 static uint8_t rx[MAX_PAYLOAD];
 static uint8_t tx[MAX_PAYLOAD];
+
+/* The last reply sent, kept so that a repeated request (the host did not get the reply) is answered again
+ * without running it twice. Zeroed at reset, like the session the host set: a reset device has neither. */
+static struct {
+    uint8_t valid, type;
+    uint16_t seq, length;
+} last;
+static uint32_t session;
 
 static void put_u16(uint8_t *p, uint32_t v)
 {
@@ -53,6 +62,15 @@ static void send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t le
     }
 }
 
+static void reply(const tr_parser *p, uint16_t length)
+{
+    last.valid = 1;
+    last.type = p->type;
+    last.seq = p->seq;
+    last.length = length;
+    send(p->type | MSG_REPLY, p->seq, tx, length);
+}
+
 static void send_error(uint16_t seq, uint8_t code)
 {
     send(MSG_ERROR, seq, &code, 1);
@@ -60,6 +78,10 @@ static void send_error(uint16_t seq, uint8_t code)
 
 static void handle(const tr_parser *p)
 {
+    if (last.valid && p->seq == last.seq && p->type == last.type) {
+        send(last.type | MSG_REPLY, last.seq, tx, last.length);
+        return;
+    }
     switch (p->type) {
     case MSG_INFO:
         tx[0] = PROTOCOL_VERSION;
@@ -69,8 +91,17 @@ static void handle(const tr_parser *p)
         put_u32(tx + 8, TR_OUTPUT_BYTES);
         put_u32(tx + 12, TR_ARENA_BYTES);
         put_u32(tx + 16, TR_CLOCK_HZ);
-        memcpy(tx + 20, tr_model_hash, 32);
-        send(MSG_INFO | MSG_REPLY, p->seq, tx, INFO_BYTES);
+        put_u32(tx + 20, session);
+        memcpy(tx + 24, tr_model_hash, 32);
+        reply(p, INFO_BYTES);
+        break;
+    case MSG_SESSION:
+        if (p->length != 4) {
+            send_error(p->seq, ERR_BAD_LENGTH);
+            break;
+        }
+        session = (uint32_t)rx[0] | ((uint32_t)rx[1] << 8) | ((uint32_t)rx[2] << 16) | ((uint32_t)rx[3] << 24);
+        reply(p, 0);
         break;
     case MSG_INFER: {
         if (p->length != TR_INPUT_BYTES) {
@@ -84,7 +115,7 @@ static void handle(const tr_parser *p)
         put_u32(tx, (uint32_t)ticks);
         put_u32(tx + 4, (uint32_t)(ticks >> 32));
         memcpy(tx + 8, tr_model_output(), TR_OUTPUT_BYTES);
-        send(MSG_INFER | MSG_REPLY, p->seq, tx, INFER_REPLY_BYTES);
+        reply(p, INFER_REPLY_BYTES);
         break;
     }
     default:

@@ -75,7 +75,7 @@ def test_c_parser_rejects_corrupt_and_oversize_frames(frame_lib):
 
 def test_host_reader_skips_noise_stale_and_corrupt_replies():
     port = serial.serial_for_url("loop://", timeout=0.2)
-    device = Device(port, timeout_s=1.0)
+    device = Device(port, bytes_per_s=1e6)
     device.seq = 41  # the next request is 42
     bad = bytearray(encode_frame(MSG_INFER | MSG_REPLY, 42, b"\x00" * 12))
     bad[-1] ^= 1

@@ -14,7 +14,9 @@ from tinyrobust.compiler import compile_model
 from tinyrobust.emulator import Emulator
 from tinyrobust.errors import UserError
 from tinyrobust.evaluate import Settings, flash_and_evaluate
-from tinyrobust.link import Device, handshake
+from tinyrobust.link import Device
+from tinyrobust.store import Store
+from tinyrobust.targets import EMULATED_UART_BYTES_PER_S
 
 pytestmark = pytest.mark.emulator
 BOARD = "qemu-mps2-an386"
@@ -57,8 +59,9 @@ def test_flash_and_evaluate_is_bit_exact_clean_and_adversarial(digits, tmp_path)
     assert saved["runs"] == results["runs"]
     report = (out / "report.html").read_text()
     assert "data:image/png;base64," in report and "TFLM reference int8" in report
-    raw = np.load(out / "outputs.npz")
-    assert np.array_equal(raw["pgd_eps0.2_device"], raw["pgd_eps0.2_tflm"])
+    store = Store(out / "results.sqlite")
+    stored = store.outputs(store.condition("pgd", 0.2), np.int8)
+    assert len(stored["device"]) == 60 and np.array_equal(stored["device"], stored["tflm"])
     assert not qemu_running(out / "firmware" / "firmware.elf")
 
 
@@ -66,8 +69,8 @@ def test_instruction_counts_repeat_for_the_same_input(digits, firmware):
     compiled, fw = firmware
     xq = reference.quantize_inputs(digits.x_test[:3], compiled.input)
     with Emulator(load_board(BOARD), fw.elf) as emulator:
-        device = Device(emulator.start())
-        handshake(device, compiled.model_hash)
+        device = Device(emulator.start(), EMULATED_UART_BYTES_PER_S)
+        device.handshake(compiled.model_hash)
         first = [device.infer(x.tobytes()) for x in xq]
         second = [device.infer(x.tobytes()) for x in xq]
     assert first == second
@@ -77,9 +80,9 @@ def test_instruction_counts_repeat_for_the_same_input(digits, firmware):
 def test_device_running_another_model_is_refused(firmware):
     compiled, fw = firmware
     with Emulator(load_board(BOARD), fw.elf) as emulator:
-        device = Device(emulator.start())
+        device = Device(emulator.start(), EMULATED_UART_BYTES_PER_S)
         with pytest.raises(UserError, match="flash the firmware built for this model"):
-            handshake(device, bytes(32))
+            device.handshake(bytes(32))
 
 
 def test_emulator_is_stopped_when_the_run_fails(firmware):

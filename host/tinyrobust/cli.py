@@ -36,26 +36,50 @@ def cli() -> None:
 
 @cli.command("flash-and-evaluate")
 @click.option("--model", default="digits-cnn", show_default=True, help="Built-in model name or an int8 .tflite file.")
-@click.option("--float-model", type=click.Path(path_type=Path), help="The float .keras/.h5 model (white-box attacks).")
-@click.option("--data", type=click.Path(path_type=Path), help="An .npz with arrays x (inputs) and y (labels).")
+@click.option("--float-model", type=click.Path(), help="The float .keras/.h5 model (needed by white-box attacks).")
+@click.option("--data", type=click.Path(), help="An .npz with arrays x (inputs) and y (labels).")
 @click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--samples", default=200, show_default=True, help="Test samples per attack and eps.")
 @click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attacks; empty for clean only.")
 @click.option("--eps", "eps", default="0.05,0.1,0.2", show_default=True, help="Comma-separated L-inf budgets.")
 @click.option("--seed", default=0, show_default=True, help="Seed for sample choice and attacks.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
-              help="Directory for results.json, report.html and the firmware.")  # fmt: skip
-def flash_and_evaluate(model, float_model, data, board, samples, attacks, eps, seed, out) -> None:
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Directory for results.json, report.html, the results store and the firmware.",
+)
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue the interrupted run in this directory.")
+def flash_and_evaluate(model, float_model, data, board, samples, attacks, eps, seed, out, resume) -> None:
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
-    from .evaluate import Settings
+    from .evaluate import Settings, resume_settings
     from .evaluate import flash_and_evaluate as run
 
-    settings = Settings(
-        model=model, float_model=float_model, data=data, board=board, samples=samples,
-        attacks=[a.strip() for a in attacks.split(",") if a.strip()], eps=_floats(eps), seed=seed, out=out,
-    )  # fmt: skip
-    results = run(settings, progress=True)
-    _print_summary(results, out)
+    if resume is not None:
+        settings = resume_settings(resume)
+    else:
+        settings = Settings(
+            model=model,
+            float_model=float_model,
+            data=data,
+            board=board,
+            samples=samples,
+            attacks=[a.strip() for a in attacks.split(",") if a.strip()],
+            eps=_floats(eps),
+            seed=seed,
+            out=out,
+        )
+    try:
+        results = run(settings, progress=True)
+    except KeyboardInterrupt:
+        click.echo(
+            "\ninterrupted; the emulator was stopped and every finished sample is saved: "
+            f"continue with tinyrobust flash-and-evaluate --resume {settings.out}",
+            err=True,
+        )
+        sys.exit(130)
+    _print_summary(results, settings.out)
 
 
 def _print_summary(results: dict, out: Path) -> None:
@@ -131,5 +155,5 @@ def main() -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except LinkError as exc:
-        click.echo(f"error: the link to the device failed ({exc}); results measured so far are saved", err=True)
+        click.echo(f"error: the link to the device failed ({exc}); finished samples are saved, use --resume", err=True)
         sys.exit(1)

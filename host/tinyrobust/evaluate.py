@@ -1,7 +1,11 @@
-"""flash-and-evaluate: build the model's firmware, run it on the device, and compare it with the host."""
+"""flash-and-evaluate: build the model's firmware, run it on the device, and compare it with the host.
+
+Every measured sample goes to the run's SQLite store as it arrives, so an interrupted run resumes where it
+stopped and the results are always computed from what the store holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -13,17 +17,23 @@ import numpy as np
 from . import __version__, attacks, reference, zoo
 from .boards import Board, load_board
 from .build import build_firmware
-from .compiler import CompiledModel, compile_model
-from .emulator import Emulator, instructions_per_tick
+from .compiler import compile_model
+from .emulator import instructions_per_tick
 from .errors import UserError
-from .link import Device, handshake
+from .link import Device, LinkError
+from .store import Store
+from .targets import EmulatorTarget
+
+STORE_NAME = "results.sqlite"
+# How often one sample may lose its link (reconnect, then restart the device) before the run gives up.
+MAX_RECOVERIES = 4
 
 
 @dataclass
 class Settings:
     model: str = "digits-cnn"  # a built-in name or a .tflite path
-    float_model: Path | None = None
-    data: Path | None = None
+    float_model: str | None = None
+    data: str | None = None
     board: str = "qemu-mps2-an386"
     samples: int = 200
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
@@ -31,19 +41,39 @@ class Settings:
     seed: int = 0
     out: Path = Path("results")
 
+    def recorded(self) -> dict:
+        """What defines the run's results (not where they are written)."""
+        values = dataclasses.asdict(self)
+        del values["out"]
+        return values
+
 
 def load_model(settings: Settings) -> zoo.Model:
     if settings.model.endswith(".tflite"):
-        return zoo.load_user(Path(settings.model), settings.float_model, settings.data)
+        optional = [Path(p) if p else None for p in (settings.float_model, settings.data)]
+        return zoo.load_user(Path(settings.model), *optional)
     if settings.float_model or settings.data:
         raise UserError("--float-model and --data go with a .tflite file passed to --model, not a built-in model")
     return zoo.load_builtin(settings.model)
 
 
+def resume_settings(out: Path) -> Settings:
+    """The settings of the interrupted run in out."""
+    path = out / STORE_NAME
+    if not path.is_file():
+        raise UserError(f"{out} holds no run to resume (no {STORE_NAME}); start one with --out {out}")
+    store = Store(path)
+    recorded = store.get_meta("settings")
+    store.close()
+    if recorded is None:
+        raise UserError(f"{path} was created but its run never started; start it again with --out {out}")
+    return Settings(**recorded, out=out)
+
+
 def rates(outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
     """Accuracy of each engine and the agreements between them, as rates in [0, 1]."""
     top1 = {name: out.argmax(axis=1) for name, out in outputs.items()}
-    accuracy = {name: float(np.mean(pred == labels)) for name, pred in top1.items()}
+    accuracy = {name: float(np.mean(top1[name] == labels)) if name in top1 else None for name in ENGINES}
     return {
         "accuracy": accuracy,
         "agreement": {
@@ -54,92 +84,145 @@ def rates(outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
     }
 
 
-class Evaluation:
-    """One flash-and-evaluate run; results.json is rewritten after every (attack, eps) so none is lost."""
+ENGINES = ("float", "tflite", "tflm", "device")
 
-    def __init__(self, settings: Settings):
+
+class Evaluation:
+    def __init__(self, settings: Settings, target=None):
         self.settings = settings
         self.out = settings.out
-        self.runs: list[dict] = []
-        self.raw: dict[str, np.ndarray] = {}
-        self.ticks: list[int] = []
+        self.target = target  # default: the board's emulator, started here
         self.started = time.monotonic()
         self.notes: list[str] = []
+        self.link = {"retransmissions": 0, "device_resets": 0, "reconnects": 0, "device_restarts": 0}
+        self.device: Device | None = None
 
     def run(self, progress: bool = True) -> dict:
         s = self.settings
         if s.samples < 1:
             raise UserError(f"--samples must be at least 1, not {s.samples}")
         attacks.check_names(s.attacks)
-        board = load_board(s.board)
+        self.board = load_board(s.board)
         self.out.mkdir(parents=True, exist_ok=True)
-        model = load_model(s)
-        compiled = compile_model(model.tflite)
-        firmware = build_firmware(compiled, board, self.out / "firmware")
-        self.context = (model, compiled, board, firmware)
+        self.store = Store(self.out / STORE_NAME)
+        try:
+            return self._run(progress)
+        finally:
+            self.store.close()
+
+    def _run(self, progress: bool) -> dict:
+        s, store = self.settings, self.store
+        recorded = store.get_meta("settings")
+        if recorded is not None and recorded != s.recorded():
+            raise UserError(
+                f"{self.out} already holds a run with other settings; resume it with --resume {self.out} "
+                "or choose another --out"
+            )
+        store.set_meta("settings", s.recorded())
+        self.model = load_model(s)
+        self.compiled = compile_model(self.model.tflite)
+        sha = self.compiled.model_hash.hex()
+        if store.get_meta("model_sha256") not in (None, sha):
+            raise UserError(f"the model changed since the run in {self.out} began; start a new run with another --out")
+        store.set_meta("model_sha256", sha)
+        self.firmware = build_firmware(self.compiled, self.board, self.out / "firmware")
 
         rng = np.random.default_rng(s.seed)
-        chosen = np.sort(rng.permutation(len(model.x_test))[: s.samples])
-        x, y = model.x_test[chosen], model.y_test[chosen]
-        conditions = [("none", 0.0)]
-        if model.keras is not None:
-            conditions += [(a, float(e)) for a in s.attacks for e in s.eps]
+        chosen = np.sort(rng.permutation(len(self.model.x_test))[: s.samples])
+        x, y = self.model.x_test[chosen], self.model.y_test[chosen]
+        self.conditions = [("none", 0.0)]
+        if self.model.keras is not None:
+            self.conditions += [(a, float(e)) for a in s.attacks for e in s.eps]
         elif s.attacks:
             self.notes.append("no float model was given (--float-model), so only clean inputs were evaluated")
-        classifier = None
-        if model.keras is not None and len(conditions) > 1:
-            lo, hi = (reference.dequantize(np.array([-128, 127]), compiled.input)).tolist()
-            classifier = attacks.classifier(model.keras, (lo, hi))
 
         from tqdm import tqdm
 
-        bar = tqdm(total=len(conditions) * len(x), unit="inference", disable=not progress or None)
-        emulator = Emulator(board, firmware.elf, log=self.out / "firmware" / "emulator.log")
+        total = len(self.conditions) * len(x)
+        done = len(store.ticks())
+        bar = tqdm(total=total, initial=done, unit="inference", disable=not progress or None)
+        if self.target is None:
+            log = self.out / "firmware" / "emulator.log"
+            self.target = EmulatorTarget(self.board, self.firmware.elf, log=log).start()
         try:
-            with emulator:
-                device = Device(emulator.start())
-                handshake(device, compiled.model_hash)
-                for attack, eps in conditions:
-                    bar.set_description(f"{attack} eps={eps:g}")
-                    x_adv = x if attack == "none" else attacks.generate(attack, classifier, x, y, eps, s.seed)
-                    self._run_condition(attack, eps, x_adv, y, model, compiled, device, bar)
+            self._connect()
+            for attack, eps in self.conditions:
+                bar.set_description(f"{attack} eps={eps:g}")
+                condition = store.condition(attack, eps)
+                if not store.has_samples(condition):
+                    self._add_samples(condition, attack, eps, x, y)
+                for sample, tensor in store.pending(condition):
+                    output, ticks = self._infer(tensor)
+                    store.add_device_output(condition, sample, output, ticks)
+                    bar.update()
+                self.save()
         finally:
             bar.close()
-            if self.runs:
+            self.target.close()
+            if store.ticks():
                 self.save()
         return self.results()
 
-    def _run_condition(self, attack, eps, x_adv, y, model, compiled: CompiledModel, device: Device, bar) -> None:
-        xq = reference.quantize_inputs(x_adv, compiled.input)
-        outputs = {
-            "tflite": reference.tflite_outputs(model.tflite, xq),
-            "tflm": reference.tflm_outputs(model.tflite, xq),
-        }
+    def _add_samples(self, condition: int, attack: str, eps: float, x, y) -> None:
+        """Make the condition's inputs and the host references for them, stored before the device runs."""
+        model, tensor = self.model, self.compiled.input
+        if attack == "none":
+            x_adv = x
+        else:
+            lo, hi = reference.dequantize(np.array([-128, 127]), tensor).tolist()
+            classifier = attacks.classifier(model.keras, (lo, hi))
+            x_adv = attacks.generate(attack, classifier, x, y, eps, self.settings.seed)
+        xq = reference.quantize_inputs(x_adv, tensor)
+        floats = None
         if model.keras is not None:
-            outputs["float"] = reference.float_outputs(model.keras, reference.dequantize(xq, compiled.input))
-        device_out = []
-        for sample in xq:
-            raw, ticks = device.infer(sample.tobytes())
-            device_out.append(np.frombuffer(raw, dtype=np.int8))
-            self.ticks.append(ticks)
-            bar.update()
-        outputs["device"] = np.stack(device_out)
-        run = {"attack": attack, "eps": eps, "samples": len(xq), **rates(outputs, y)}
-        if "float" not in outputs:
-            run["accuracy"]["float"] = None
-        self.runs.append(run)
-        key = f"{attack}_eps{eps:g}"
-        self.raw[f"{key}_input"] = xq
-        self.raw["labels"] = y
-        for name, out in outputs.items():
-            self.raw[f"{key}_{name}"] = out
+            floats = reference.float_outputs(model.keras, reference.dequantize(xq, tensor))
+        tflite = reference.tflite_outputs(model.tflite, xq)
+        tflm = reference.tflm_outputs(model.tflite, xq)
+        self.store.add_samples(condition, y, xq, tflite, tflm, floats)
+
+    def _connect(self) -> None:
+        self.device = Device(self.target.open(), self.target.bytes_per_s)
+        self.device.handshake(self.compiled.model_hash)
+
+    def _infer(self, tensor: bytes) -> tuple[bytes, int]:
+        """One inference that survives a lost connection (reconnect) or an unresponsive device (restart)."""
+        import serial
+
+        problem: Exception | None = None
+        for attempt in range(MAX_RECOVERIES + 1):
+            try:
+                if attempt:
+                    if attempt > 1 or isinstance(problem, LinkError):
+                        self.link["device_restarts"] += 1
+                        self.target.restart()
+                    self.link["reconnects"] += 1
+                    self._connect()
+                output, ticks = self.device.infer(tensor)
+                return output, ticks
+            except (LinkError, serial.SerialException, OSError) as exc:
+                problem = exc
+            finally:
+                if self.device is not None:
+                    self.link["retransmissions"] += self.device.retransmissions
+                    self.link["device_resets"] += self.device.resets
+                    self.device.retransmissions = self.device.resets = 0
+        raise LinkError(f"the device stopped answering after {MAX_RECOVERIES} recoveries ({problem})")
 
     def results(self) -> dict:
-        model, compiled, board, firmware = self.context
+        runs = []
+        for attack, eps in self.conditions:
+            condition = self.store.condition(attack, eps)
+            if self.store.pending(condition) or not self.store.has_samples(condition):
+                continue
+            outputs = self.store.outputs(condition, np.int8)
+            labels = outputs.pop("labels")
+            outputs.pop("input")
+            runs.append({"attack": attack, "eps": eps, "samples": len(labels), **rates(outputs, labels)})
+        compiled, board = self.compiled, self.board
         return {
             "tinyrobust_version": __version__,
             "model": {
-                "name": model.name,
+                "name": self.model.name,
                 "sha256": compiled.model_hash.hex(),
                 "input": {
                     "shape": list(compiled.input.shape),
@@ -148,36 +231,15 @@ class Evaluation:
                 },
                 "operators": compiled.op_counts,
             },
-            "board": board_summary(board),
-            "memory": firmware.memory.as_dict(),
-            "latency": self.latency(board),
-            "runs": self.runs,
-            "settings": {
-                "samples": self.settings.samples,
-                "attacks": self.settings.attacks,
-                "eps": self.settings.eps,
-                "seed": self.settings.seed,
-            },
+            "board": {"name": board.name, "core": board.core, "fpu": board.fpu, "emulated": board.emulated},
+            "memory": self.firmware.memory.as_dict(),
+            "latency": latency(board, self.store.ticks()),
+            "runs": runs,
+            "link": self.link,
+            "settings": self.settings.recorded(),
             "notes": self.notes,
             "host": {"python": platform.python_version(), "machine": platform.machine()},
             "wall_seconds": round(time.monotonic() - self.started, 2),
-        }
-
-    def latency(self, board: Board) -> dict:
-        per_tick = instructions_per_tick(board)
-        counts = np.array(self.ticks, dtype=np.float64) * per_tick
-        summary = {"median": None, "min": None, "max": None}
-        if len(counts):
-            summary = {
-                "median": float(np.median(counts)),
-                "min": float(counts.min()),
-                "max": float(counts.max()),
-            }
-        return {
-            "unit": "instructions",
-            "source": "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles",
-            "per_inference": summary,
-            "inferences": len(counts),
         }
 
     def save(self) -> None:
@@ -185,13 +247,21 @@ class Evaluation:
 
         results = self.results()
         (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        np.savez_compressed(self.out / "outputs.npz", **self.raw)
         write_report(results, self.out / "report.html")
 
 
-def board_summary(board: Board) -> dict:
-    return {"name": board.name, "core": board.core, "fpu": board.fpu, "emulated": board.emulated}
+def latency(board: Board, ticks: list[int]) -> dict:
+    counts = np.array(ticks, dtype=np.float64) * instructions_per_tick(board)
+    summary = {"median": None, "min": None, "max": None}
+    if len(counts):
+        summary = {"median": float(np.median(counts)), "min": float(counts.min()), "max": float(counts.max())}
+    return {
+        "unit": "instructions",
+        "source": "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles",
+        "per_inference": summary,
+        "inferences": len(counts),
+    }
 
 
-def flash_and_evaluate(settings: Settings, progress: bool = True) -> dict:
-    return Evaluation(settings).run(progress)
+def flash_and_evaluate(settings: Settings, progress: bool = True, target=None) -> dict:
+    return Evaluation(settings, target).run(progress)

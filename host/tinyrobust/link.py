@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import struct
 import time
 import zlib
@@ -12,10 +13,13 @@ from .errors import UserError
 SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<BHH")  # type, seq, length
 PROTOCOL_VERSION = 1
-MSG_INFO, MSG_INFER, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0x80, 0x7F
+MSG_INFO, MSG_INFER, MSG_SESSION, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0x03, 0x80, 0x7F
 DEVICE_ERRORS = {1: "bad CRC", 2: "frame too long", 3: "unknown message type", 4: "wrong payload length"}
 COUNTERS = {0: "systick"}
-INFO = struct.Struct("<BBHIIII32s")
+INFO = struct.Struct("<BBHIIIII32s")
+FRAME_OVERHEAD = 2 + HEADER.size + 4
+# Until the first inference is measured, allow this much for the device's work on one request.
+INITIAL_WORK_S = 2.0
 
 
 class LinkError(Exception):
@@ -36,31 +40,57 @@ class DeviceInfo:
     output_bytes: int
     arena_bytes: int
     clock_hz: int
+    session: int  # set by the host after the handshake; 0 after the device (re)booted
     model_hash: bytes
 
 
 class Device:
-    """Requests and replies with sequence numbers, CRC checks and retries."""
+    """Requests and replies with sequence numbers, CRC checks and retries.
 
-    def __init__(self, port, timeout_s: float = 10.0, retries: int = 3):
+    A request's timeout is derived from the link's byte rate and the device's work, learned from the
+    round trips measured so far. A request that gets no reply is sent again with the same sequence number,
+    which the device answers from its last reply; after two silent attempts the host checks the session,
+    and if the device was reset, hands shakes again (checking the model hash) before resending."""
+
+    def __init__(self, port, bytes_per_s: float, retries: int = 4):
         self.port = port
-        self.timeout_s = timeout_s
+        self.bytes_per_s = bytes_per_s
         self.retries = retries
         self.seq = 0
+        self.work_s = INITIAL_WORK_S
+        self.max_payload = INFO.size
+        self.model_hash: bytes | None = None
+        self.session = 0
+        self.output_bytes = 0
+        self.resets = 0  # device resets detected and recovered from
+        self.retransmissions = 0
         self._buffer = bytearray()
 
-    def request(self, msg_type: int, payload: bytes = b"") -> bytes:
+    def timeout_s(self, request_bytes: int, reply_bytes: int) -> float:
+        wire = (request_bytes + reply_bytes + 2 * FRAME_OVERHEAD) / self.bytes_per_s
+        return 0.25 + 4 * (wire + self.work_s)
+
+    def request(self, msg_type: int, payload: bytes = b"", reply_bytes: int = 0) -> bytes:
         self.seq = (self.seq + 1) & 0xFFFF
-        frame = encode_frame(msg_type, self.seq, payload)
+        seq, frame = self.seq, encode_frame(msg_type, self.seq, payload)
+        timeout = self.timeout_s(len(payload), reply_bytes)
         problem = "no reply"
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retransmissions += 1
+            if attempt >= 2 and self.model_hash is not None:
+                self._recover_from_reset()
+            started = time.monotonic()
             self.port.write(frame)
-            reply = self._read_reply(time.monotonic() + self.timeout_s)
+            reply = self._read_reply(seq, started + timeout)
             if reply is None:
-                problem = f"no reply within {self.timeout_s:.1f} s"
+                problem = f"no reply within {timeout:.2f} s"
                 continue
             reply_type, body = reply
             if reply_type == msg_type | MSG_REPLY:
+                if msg_type == MSG_INFER and attempt == 0:
+                    wire = (len(frame) + len(body) + FRAME_OVERHEAD) / self.bytes_per_s
+                    self.work_s = max(0.001, 2 * (time.monotonic() - started - wire))
                 return body
             if reply_type == MSG_ERROR:
                 problem = f"device error: {DEVICE_ERRORS.get(body[0] if body else 0, 'unknown')}"
@@ -68,16 +98,26 @@ class Device:
             problem = f"unexpected reply type {reply_type:#x}"
         raise LinkError(f"request {msg_type:#x} failed after {self.retries + 1} attempts: {problem}")
 
-    def _read_reply(self, deadline: float) -> tuple[int, bytes] | None:
-        """The next valid frame answering the current sequence number; stale or corrupt frames are skipped."""
-        while time.monotonic() < deadline:
+    def _recover_from_reset(self) -> None:
+        """If the device lost the session the host set, it was reset: shake hands again."""
+        try:
+            info = self.info()
+        except LinkError:
+            return  # still silent; the caller keeps retrying
+        if info.session != self.session:
+            self.resets += 1
+            self.handshake(self.model_hash)
+
+    def _read_reply(self, seq: int, deadline: float) -> tuple[int, bytes] | None:
+        """The next valid frame answering sequence number seq; stale or corrupt frames are skipped."""
+        while (remaining := deadline - time.monotonic()) > 0:
             frame = self._parse()
             if frame is None:
-                chunk = self.port.read(max(1, self.port.in_waiting))
-                self._buffer += chunk
+                self.port.timeout = min(remaining, 0.5)
+                self._buffer += self.port.read(max(1, self.port.in_waiting))
                 continue
-            msg_type, seq, payload = frame
-            if seq == self.seq:
+            msg_type, frame_seq, payload = frame
+            if frame_seq == seq:
                 return msg_type, payload
         return None
 
@@ -93,37 +133,43 @@ class Device:
                 return None
             msg_type, seq, length = HEADER.unpack_from(buf, 2)
             end = 2 + HEADER.size + length
-            if len(buf) < end + 4:
-                return None
-            (crc,) = struct.unpack_from("<I", buf, end)
-            if zlib.crc32(bytes(buf[2:end])) == crc:
-                payload = bytes(buf[2 + HEADER.size : end])
-                del buf[: end + 4]
-                return msg_type, seq, payload
+            if length <= self.max_payload:
+                if len(buf) < end + 4:
+                    return None
+                (crc,) = struct.unpack_from("<I", buf, end)
+                if zlib.crc32(bytes(buf[2:end])) == crc:
+                    payload = bytes(buf[2 + HEADER.size : end])
+                    del buf[: end + 4]
+                    return msg_type, seq, payload
             del buf[:1]  # not a frame after all: hunt for the next sync
 
     def info(self) -> DeviceInfo:
-        body = self.request(MSG_INFO)
+        body = self.request(MSG_INFO, reply_bytes=INFO.size)
         fields = INFO.unpack_from(body)
         if fields[0] != PROTOCOL_VERSION:
             raise UserError(
                 f"the device speaks protocol version {fields[0]}, this host {PROTOCOL_VERSION}; rebuild the firmware"
             )
-        return DeviceInfo(fields[0], COUNTERS.get(fields[1], f"counter{fields[1]}"), *fields[2:])
+        info = DeviceInfo(fields[0], COUNTERS.get(fields[1], f"counter{fields[1]}"), *fields[2:])
+        self.max_payload = info.max_payload
+        return info
+
+    def handshake(self, model_hash: bytes) -> DeviceInfo:
+        """Check that the device runs the model we are about to evaluate, and open a session on it."""
+        info = self.info()
+        if info.model_hash != model_hash:
+            raise UserError(
+                f"the device runs model {info.model_hash.hex()[:16]}, not the one evaluated "
+                f"({model_hash.hex()[:16]}); flash the firmware built for this model"
+            )
+        self.model_hash = model_hash
+        self.session = secrets.randbits(32) | 1  # never 0, the value of a freshly booted device
+        self.request(MSG_SESSION, struct.pack("<I", self.session))
+        self.output_bytes = info.output_bytes
+        return info
 
     def infer(self, tensor: bytes) -> tuple[bytes, int]:
         """Run one inference; returns the raw output tensor bytes and the counter ticks it took."""
-        body = self.request(MSG_INFER, tensor)
+        body = self.request(MSG_INFER, tensor, reply_bytes=8 + self.output_bytes)
         (ticks,) = struct.unpack_from("<Q", body)
         return body[8:], ticks
-
-
-def handshake(device: Device, model_hash: bytes) -> DeviceInfo:
-    """Check that the device runs the model we are about to evaluate."""
-    info = device.info()
-    if info.model_hash != model_hash:
-        raise UserError(
-            f"the device runs model {info.model_hash.hex()[:16]}, not the one evaluated ({model_hash.hex()[:16]}); "
-            "flash the firmware built for this model"
-        )
-    return info
