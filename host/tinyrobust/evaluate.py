@@ -88,10 +88,11 @@ ENGINES = ("float", "tflite", "tflm", "device")
 
 
 class Evaluation:
-    def __init__(self, settings: Settings, target=None):
+    def __init__(self, settings: Settings, connect=None):
         self.settings = settings
         self.out = settings.out
-        self.target = target  # default: the board's emulator, started here
+        # connect(board, elf) -> a started target; by default the board's emulator
+        self.connect = connect or (lambda board, elf: EmulatorTarget(board, elf, log=elf.parent / "emulator.log").start())
         self.started = time.monotonic()
         self.notes: list[str] = []
         self.link = {"retransmissions": 0, "device_resets": 0, "reconnects": 0, "device_restarts": 0}
@@ -141,9 +142,7 @@ class Evaluation:
         total = len(self.conditions) * len(x)
         done = len(store.ticks())
         bar = tqdm(total=total, initial=done, unit="inference", disable=not progress or None)
-        if self.target is None:
-            log = self.out / "firmware" / "emulator.log"
-            self.target = EmulatorTarget(self.board, self.firmware.elf, log=log).start()
+        self.target = self.connect(self.board, self.firmware.elf)
         try:
             self._connect()
             for attack, eps in self.conditions:
@@ -263,5 +262,5 @@ def latency(board: Board, ticks: list[int]) -> dict:
     }
 
 
-def flash_and_evaluate(settings: Settings, progress: bool = True, target=None) -> dict:
-    return Evaluation(settings, target).run(progress)
+def flash_and_evaluate(settings: Settings, progress: bool = True, connect=None) -> dict:
+    return Evaluation(settings, connect).run(progress)

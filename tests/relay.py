@@ -1,0 +1,118 @@
+"""A TCP relay between the host and the emulator's UART socket that injects faults, seeded and bounded."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+
+from tinyrobust.targets import EmulatorTarget
+
+FAULTS = ("drop", "flip", "delay", "split", "close", "restart")
+
+
+class FaultyRelay:
+    """Listens on a local port; each connection is relayed to the emulator, with one kind of fault.
+
+    Faults hit a chunk with probability `rate`, at most `limit` times, never in the first `grace` chunks
+    (so the handshake gets through once)."""
+
+    def __init__(self, target: EmulatorTarget, fault: str | None, seed: int = 0, rate: float = 0.04, limit: int = 6):
+        self.target, self.fault, self.rate, self.limit = target, fault, rate, limit
+        self.random = random.Random(seed)
+        self.injected = 0
+        self.chunks = 0
+        self.grace = 4
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.server.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target.emulator.port))
+            for s in (down, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connections += [down, up]
+            threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down), daemon=True).start()
+
+    def _strike(self) -> bool:
+        with self.lock:
+            self.chunks += 1
+            if self.fault is None or self.injected >= self.limit or self.chunks <= self.grace:
+                return False
+            if self.random.random() < self.rate:
+                self.injected += 1
+                return True
+            return False
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(4096):
+                if self._strike():
+                    data = self._apply(data, src, dst)
+                    if data is None:
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                s.close()
+
+    def _apply(self, data: bytes, src: socket.socket, dst: socket.socket) -> bytes | None:
+        r = self.random
+        if self.fault == "drop":
+            i = r.randrange(len(data))
+            return data[:i] + data[i + 1 :]
+        if self.fault == "flip":
+            i = r.randrange(len(data))
+            return data[:i] + bytes([data[i] ^ (1 << r.randrange(8))]) + data[i + 1 :]
+        if self.fault == "delay":
+            time.sleep(r.uniform(0.05, 0.6))
+            return data
+        if self.fault == "split":
+            for i in range(len(data)):
+                dst.sendall(data[i : i + 1])
+                time.sleep(0.001)
+            return b""
+        if self.fault == "close":
+            return None
+        if self.fault == "restart":  # the emulator dies mid-campaign, as a board losing power would
+            self.target.emulator.stop()
+            return None
+        raise ValueError(self.fault)
+
+    def close(self) -> None:
+        self.server.close()
+        for s in self.connections:
+            s.close()
+
+
+class RelayedTarget(EmulatorTarget):
+    """The emulator, reached through a FaultyRelay."""
+
+    def __init__(self, board, elf, fault: str | None, seed: int = 0):
+        super().__init__(board, elf)
+        self.relay = FaultyRelay(self, fault, seed)
+
+    def start(self):
+        super().start()
+        self.open().close()  # free QEMU's one client place for the relay
+        return self
+
+    def open(self):
+        import serial
+
+        return serial.serial_for_url(f"socket://127.0.0.1:{self.relay.port}", timeout=1.0)
+
+    def close(self) -> None:
+        super().close()
+        self.relay.close()

@@ -1,0 +1,101 @@
+"""Faults between host and device: each must leave the campaign's results identical to a clean run's."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from relay import FAULTS, RelayedTarget
+
+from tinyrobust.evaluate import Settings, flash_and_evaluate
+from tinyrobust.store import Store
+
+pytestmark = pytest.mark.emulator
+
+
+def settings(out, samples=40):
+    return Settings(samples=samples, attacks=["fgsm"], eps=[0.1], out=out)
+
+
+def device_rows(out):
+    store = Store(out / "results.sqlite")
+    rows = store.db.execute("SELECT condition, sample, output, ticks FROM device ORDER BY condition, sample").fetchall()
+    store.close()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("clean")
+    results = flash_and_evaluate(settings(out), progress=False)
+    return results, device_rows(out)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_campaign_survives_fault(fault, clean_run, tmp_path):
+    clean_results, clean_rows = clean_run
+    out = tmp_path / fault
+    targets = []
+
+    def connect(board, elf):
+        targets.append(RelayedTarget(board, elf, fault, seed=7).start())
+        return targets[-1]
+
+    results = flash_and_evaluate(settings(out), progress=False, connect=connect)
+
+    assert targets[0].relay.injected > 0, f"no {fault} fault was injected"
+    assert device_rows(out) == clean_rows
+    assert results["runs"] == clean_results["runs"]
+    assert sum(results["link"].values()) > 0  # the recovery was counted
+
+
+def test_interrupted_then_resumed_campaign_equals_uninterrupted(clean_run, tmp_path):
+    _, clean_rows = clean_run
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--samples", "40", "--attacks", "fgsm"]
+    command += ["--eps", "0.1", "--out", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(_rows_if_any(out)) < 20:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"--resume {out}" in stderr
+    partial = _rows_if_any(out)
+    assert 20 <= len(partial) < len(clean_rows)
+    assert subprocess.run(["pgrep", "-f", str(out / "firmware")], capture_output=True).returncode != 0
+
+    resumed = subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--resume", str(out)])
+    assert resumed.returncode == 0
+    assert device_rows(out) == clean_rows
+
+
+def test_killed_then_resumed_campaign_equals_uninterrupted(clean_run, tmp_path):
+    _, clean_rows = clean_run
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--samples", "40", "--attacks", "fgsm"]
+    command += ["--eps", "0.1", "--out", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(_rows_if_any(out)) < 30:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the host and its emulator die without cleaning up
+    process.wait()
+    assert 30 <= len(_rows_if_any(out)) < len(clean_rows)
+    resumed = subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--resume", str(out)])
+    assert resumed.returncode == 0
+    assert device_rows(out) == clean_rows
+
+
+def _rows_if_any(out):
+    if not (out / "results.sqlite").is_file():
+        return []
+    try:
+        return device_rows(out)
+    except Exception:  # the store may be mid-creation
+        return []
+
