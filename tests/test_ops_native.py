@@ -4,8 +4,8 @@ byte for byte with the TFLite Micro reference interpreter."""
 import keras
 import numpy as np
 import pytest
-from conftest import quantized_model, random_inputs
 
+from conftest import quantized_model, random_inputs
 from tinyrobust.build import build_native, run_native
 from tinyrobust.compiler import compile_model
 from tinyrobust.reference import tflm_outputs

@@ -51,6 +51,108 @@ typedef struct {
     int32_t act_min, act_max;
 } tr_pool_params;
 
+/* Up to this many dimensions in broadcasting, copies and reductions, after the compiler merged the
+ * dimensions it could (TFLM supports broadcasting up to 6-D). */
+#define TR_MAX_DIMS 6
+
+/* A walk over an N-d index space in row-major order; stride[d] is how far the data moves (in elements) when
+ * index d advances. */
+typedef struct {
+    int32_t ndims;
+    int32_t dims[TR_MAX_DIMS];
+    int32_t stride[TR_MAX_DIMS];
+} tr_walk;
+
+/* Binary elementwise ops with NumPy broadcasting: the output is written in order, each input follows its own
+ * strides over the output's dimensions (stride 0 along a broadcast dimension). */
+typedef struct {
+    int32_t ndims;
+    int32_t dims[TR_MAX_DIMS];
+    int32_t stride1[TR_MAX_DIMS];
+    int32_t stride2[TR_MAX_DIMS];
+} tr_broadcast;
+
+typedef struct {
+    tr_broadcast shape;
+    int32_t in1_offset, in2_offset; /* -input zero points */
+    int32_t out_offset;
+    int32_t left_shift;
+    int32_t in1_multiplier, in1_shift;
+    int32_t in2_multiplier, in2_shift;
+    int32_t out_multiplier, out_shift;
+    int32_t act_min, act_max;
+} tr_add_params;
+
+typedef struct {
+    tr_broadcast shape;
+    int32_t in1_offset, in2_offset; /* -input zero points */
+    int32_t out_offset;
+    int32_t out_multiplier, out_shift;
+    int32_t act_min, act_max;
+} tr_mul_params;
+
+/* out = clamp(out_zero_point + requantize(in - in_zero_point)): RELU and QUANTIZE (int8 -> int8). */
+typedef struct {
+    int32_t size;
+    int32_t in_zero_point, out_zero_point;
+    int32_t multiplier, shift;
+    int32_t act_min, act_max;
+} tr_rescale_params;
+
+/* RELU6, which TFLM applies as a clamp in the input's quantization. */
+typedef struct {
+    int32_t size;
+    int32_t lo, hi;
+} tr_clamp_params;
+
+/* LOGISTIC and TANH: TFLM's fixed-point algorithms on the input rescaled to Q4.27. */
+typedef struct {
+    int32_t size;
+    int32_t in_zero_point;
+    int32_t range_radius; /* inputs at or beyond it saturate */
+    int32_t multiplier, left_shift;
+} tr_sigmoid_params;
+
+typedef struct {
+    int32_t size;
+    int32_t in_zero_point, out_zero_point;
+    int16_t out_multiplier, reluish_multiplier; /* Q0.15 */
+    int32_t out_exponent, reluish_exponent;
+} tr_hard_swish_params;
+
+typedef struct {
+    int32_t outer, depth; /* softmax over the last dimension */
+    int32_t input_multiplier, input_left_shift;
+    int32_t diff_min;
+} tr_softmax_params;
+
+/* A strided N-d copy: element i of the walk goes from in[in_start + sum(i_d * in_stride[d])] to
+ * out[out_start + sum(i_d * out_stride[d])]. PAD first fills the whole output with fill_value. */
+typedef struct {
+    int32_t ndims;
+    int32_t dims[TR_MAX_DIMS];
+    int32_t in_stride[TR_MAX_DIMS];
+    int32_t out_stride[TR_MAX_DIMS];
+    int32_t in_start, out_start;
+    int32_t fill_size, fill_value;
+} tr_copy_params;
+
+typedef struct {
+    int32_t n_inputs;
+    int32_t outer;              /* product of the dimensions before the axis */
+    const int32_t *copy_sizes;  /* per input: product of its dimensions from the axis on */
+} tr_concatenation_params;
+
+/* MEAN: each output element reduces the input elements of `reduced`, starting where `kept` points. */
+typedef struct {
+    tr_walk kept;    /* over the output elements, with input strides */
+    tr_walk reduced; /* over the elements averaged into one output */
+    int32_t count;   /* elements in `reduced` */
+    int32_t plain;   /* same input and output quantization: TFLM's truncating integer mean */
+    int32_t in_zero_point, out_zero_point;
+    int32_t multiplier, shift; /* already divided by count, as TFLM does */
+} tr_mean_params;
+
 int32_t tr_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
@@ -58,5 +160,17 @@ void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out);
 void tr_max_pool_s8(const tr_pool_params *p, const int8_t *in, int8_t *out);
 void tr_avg_pool_s8(const tr_pool_params *p, const int8_t *in, int8_t *out);
+void tr_add_s8(const tr_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void tr_mul_s8(const tr_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void tr_rescale_s8(const tr_rescale_params *p, const int8_t *in, int8_t *out);
+void tr_clamp_s8(const tr_clamp_params *p, const int8_t *in, int8_t *out);
+void tr_logistic_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out);
+void tr_tanh_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out);
+void tr_hard_swish_s8(const tr_hard_swish_params *p, const int8_t *in, int8_t *out);
+void tr_softmax_s8(const tr_softmax_params *p, const int8_t *in, int8_t *out);
+void tr_pad_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
+void tr_strided_slice_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
+void tr_concatenation_s8(const tr_concatenation_params *p, const int8_t *const *in, int8_t *out);
+void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out);
 
 #endif

@@ -38,6 +38,18 @@ class Constant:
 
 
 @dataclass
+class Kernel:
+    """What a lowering function returns: the kernel to call, its parameters and the tensors it reads."""
+
+    function: str
+    struct: str
+    fields: dict[str, object]
+    constants: list[Constant] = field(default_factory=list)
+    inputs: list[int] | None = None  # in call order; None means the op's first input
+    variadic: bool = False  # the kernel takes its inputs as one array of pointers (CONCATENATION)
+
+
+@dataclass
 class Step:
     """One kernel call of the schedule."""
 
@@ -45,8 +57,9 @@ class Step:
     function: str
     struct: str
     fields: dict[str, object]
-    input: int
+    inputs: list[int]  # tensors the kernel reads, in call order: arena buffers, or constants (C arrays)
     output: int
+    variadic: bool = False
 
 
 @dataclass
@@ -166,17 +179,17 @@ def _conv_common(graph: Graph, op: Op, name: str, depthwise: bool) -> tuple[dict
     return fields, constants
 
 
-def lower_conv_2d(graph: Graph, op: Op, name: str):
+def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     fields, constants = _conv_common(graph, op, name, depthwise=False)
-    return "tr_conv_s8", "tr_conv_params", fields, constants
+    return Kernel("tr_conv_s8", "tr_conv_params", fields, constants)
 
 
-def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str):
+def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     fields, constants = _conv_common(graph, op, name, depthwise=True)
-    return "tr_depthwise_conv_s8", "tr_conv_params", fields, constants
+    return Kernel("tr_depthwise_conv_s8", "tr_conv_params", fields, constants)
 
 
-def lower_fully_connected(graph: Graph, op: Op, name: str):
+def lower_fully_connected(graph: Graph, op: Op, name: str) -> Kernel:
     x, w, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
     bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
     _require_int8(graph, op, x.index, w.index, out.index)
@@ -201,10 +214,10 @@ def lower_fully_connected(graph: Graph, op: Op, name: str):
         "weights": f"tr_w_{name}_weights", "bias": f"tr_w_{name}_bias" if bias is not None else "NULL",
         "requant": f"{{{name}_multiplier, {name}_shift}}",
     }  # fmt: skip
-    return "tr_fully_connected_s8", "tr_fc_params", fields, constants
+    return Kernel("tr_fully_connected_s8", "tr_fc_params", fields, constants)
 
 
-def _lower_pool(graph: Graph, op: Op, function: str):
+def _lower_pool(graph: Graph, op: Op, function: str) -> Kernel:
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     _require_int8(graph, op, x.index, out.index)
     if (x.scale[0], x.zero_point[0]) != (out.scale[0], out.zero_point[0]):
@@ -220,15 +233,361 @@ def _lower_pool(graph: Graph, op: Op, function: str):
         "f_h": o.filterHeight, "f_w": o.filterWidth, "stride_h": o.strideH, "stride_w": o.strideW,
         "pad_h": pad_h, "pad_w": pad_w, "act_min": lo, "act_max": hi,
     }  # fmt: skip
-    return function, "tr_pool_params", fields, []
+    return Kernel(function, "tr_pool_params", fields)
 
 
-def lower_max_pool_2d(graph: Graph, op: Op, name: str):
+def lower_max_pool_2d(graph: Graph, op: Op, name: str) -> Kernel:
     return _lower_pool(graph, op, "tr_max_pool_s8")
 
 
-def lower_average_pool_2d(graph: Graph, op: Op, name: str):
+def lower_average_pool_2d(graph: Graph, op: Op, name: str) -> Kernel:
     return _lower_pool(graph, op, "tr_avg_pool_s8")
+
+
+# --- Helpers for the elementwise and data-movement ops ------------------------------------------------------
+
+MAX_DIMS = 6  # TR_MAX_DIMS in tr_kernels.h
+
+
+def c_list(values) -> str:
+    return "{" + ", ".join(str(int(v)) for v in values) + "}"
+
+
+def _strides(shape: tuple[int, ...]) -> list[int]:
+    """Row-major element strides of a shape."""
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return strides[::-1]
+
+
+def _merge(dims: list[int], *stride_sets: list[int]) -> tuple[list[int], list[list[int]]]:
+    """Drop unit dimensions and merge neighbours that every stride set walks contiguously."""
+    out_dims: list[int] = []
+    out_sets: list[list[int]] = [[] for _ in stride_sets]
+    for i, d in enumerate(dims):
+        if d == 1:
+            continue
+        if out_dims and all(s[-1] == ss[i] * d for s, ss in zip(out_sets, stride_sets, strict=True)):
+            out_dims[-1] *= d
+            for s, ss in zip(out_sets, stride_sets, strict=True):
+                s[-1] = ss[i]
+            continue
+        out_dims.append(d)
+        for s, ss in zip(out_sets, stride_sets, strict=True):
+            s.append(ss[i])
+    if not out_dims:
+        return [1], [[0] for _ in stride_sets]
+    if len(out_dims) > MAX_DIMS:
+        raise Unsupported(f"more than {MAX_DIMS} dimensions")
+    return out_dims, out_sets
+
+
+def _tensor(graph: Graph, op: Op, i: int = 0, output: bool = False) -> Tensor:
+    return graph.tensors[(op.outputs if output else op.inputs)[i]]
+
+
+def _zp(t: Tensor) -> int:
+    return int(t.zero_point[0])
+
+
+def _scale(t: Tensor) -> float:
+    """The tensor's float32 scale as the double TFLM widens it to."""
+    return float(np.float32(t.scale[0]))
+
+
+def _size(t: Tensor) -> int:
+    return int(np.prod(t.shape, dtype=np.int64))
+
+
+def _unary(graph: Graph, op: Op) -> tuple[Tensor, Tensor]:
+    x, out = _tensor(graph, op), _tensor(graph, op, output=True)
+    _require_int8(graph, op, x.index, out.index)
+    if _size(x) != _size(out):
+        raise Unsupported(f"output shape {out.shape} differs from input shape {x.shape}")
+    return x, out
+
+
+def _constant_ints(graph: Graph, t: int, what: str) -> np.ndarray:
+    tensor = graph.tensors[t]
+    if tensor.data is None:
+        raise Unsupported(f"{what} that are not constant")
+    return tensor.data.astype(np.int64)
+
+
+def _broadcast(graph: Graph, op: Op) -> dict[str, object]:
+    """NumPy broadcasting of the two inputs over the output, as merged dimensions and strides."""
+    a, b, out = _tensor(graph, op, 0), _tensor(graph, op, 1), _tensor(graph, op, output=True)
+    rank = len(out.shape)
+    if max(len(a.shape), len(b.shape)) > rank:
+        raise Unsupported(f"output shape {out.shape} inconsistent with its inputs")
+    stride_sets = []
+    for t in (a, b):
+        shape = (1,) * (rank - len(t.shape)) + tuple(t.shape)
+        strides = _strides(shape)
+        for d, (n, m) in enumerate(zip(shape, out.shape, strict=True)):
+            if n == 1 and m != 1:
+                strides[d] = 0
+            elif n != m:
+                raise Unsupported(f"shapes {a.shape} and {b.shape} that do not broadcast to {out.shape}")
+        stride_sets.append(strides)
+    dims, (s1, s2) = _merge(list(out.shape), *stride_sets)
+    return {"shape": f"{{{len(dims)}, {c_list(dims)}, {c_list(s1)}, {c_list(s2)}}}"}
+
+
+def _small_multiplier(real: float) -> tuple[int, int]:
+    """TFLM's QuantizeMultiplierSmallerThanOneExp, which refuses multipliers outside (0, 1)."""
+    if not 0.0 < real < 1.0:
+        raise Unsupported(f"a rescaling factor of {real:g} (TFLM needs it in (0, 1))")
+    return quantize_multiplier(real)
+
+
+# --- Elementwise arithmetic ---------------------------------------------------------------------------------
+
+
+def lower_add(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's CalculateOpDataAdd: both inputs to twice the larger scale with 20 bits of headroom."""
+    a, b, out = _tensor(graph, op, 0), _tensor(graph, op, 1), _tensor(graph, op, output=True)
+    _require_int8(graph, op, a.index, b.index, out.index)
+    left_shift = 20
+    twice_max = 2 * max(_scale(a), _scale(b))
+    m1, s1 = _small_multiplier(_scale(a) / twice_max)
+    m2, s2 = _small_multiplier(_scale(b) / twice_max)
+    mo, so = _small_multiplier(twice_max / ((1 << left_shift) * _scale(out)))
+    lo, hi = activation_range(op.options.fusedActivationFunction, out)
+    fields = {
+        **_broadcast(graph, op), "in1_offset": -_zp(a), "in2_offset": -_zp(b), "out_offset": _zp(out),
+        "left_shift": left_shift, "in1_multiplier": m1, "in1_shift": s1, "in2_multiplier": m2, "in2_shift": s2,
+        "out_multiplier": mo, "out_shift": so, "act_min": lo, "act_max": hi,
+    }  # fmt: skip
+    return Kernel("tr_add_s8", "tr_add_params", fields, inputs=op.inputs[:2])
+
+
+def lower_mul(graph: Graph, op: Op, name: str) -> Kernel:
+    a, b, out = _tensor(graph, op, 0), _tensor(graph, op, 1), _tensor(graph, op, output=True)
+    _require_int8(graph, op, a.index, b.index, out.index)
+    m, s = quantize_multiplier(_scale(a) * _scale(b) / _scale(out))
+    lo, hi = activation_range(op.options.fusedActivationFunction, out)
+    fields = {
+        **_broadcast(graph, op), "in1_offset": -_zp(a), "in2_offset": -_zp(b), "out_offset": _zp(out),
+        "out_multiplier": m, "out_shift": s, "act_min": lo, "act_max": hi,
+    }  # fmt: skip
+    return Kernel("tr_mul_s8", "tr_mul_params", fields, inputs=op.inputs[:2])
+
+
+# --- Activations --------------------------------------------------------------------------------------------
+
+
+def _rescale(x: Tensor, out: Tensor, lo: int, hi: int) -> dict[str, object]:
+    m, s = quantize_multiplier(_scale(x) / _scale(out))
+    return {
+        "size": _size(x), "in_zero_point": _zp(x), "out_zero_point": _zp(out),
+        "multiplier": m, "shift": s, "act_min": lo, "act_max": hi,
+    }  # fmt: skip
+
+
+def lower_relu(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's CalculateReluOpData: requantize, then clamp below at the output's zero point."""
+    x, out = _unary(graph, op)
+    return Kernel("tr_rescale_s8", "tr_rescale_params", _rescale(x, out, max(INT8_MIN, _zp(out)), INT8_MAX))
+
+
+def lower_quantize(graph: Graph, op: Op, name: str) -> Kernel:
+    """int8 -> int8 QUANTIZE is TFLM's Requantize."""
+    x, out = _unary(graph, op)
+    return Kernel("tr_rescale_s8", "tr_rescale_params", _rescale(x, out, INT8_MIN, INT8_MAX))
+
+
+def lower_relu6(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM clamps RELU6 in the input's quantization and ignores the output's (FloatToQuantizedType)."""
+    x, out = _unary(graph, op)
+    six = round_half_away(float(np.float32(6.0) / np.float32(x.scale[0]))) + _zp(x)
+    fields = {"size": _size(x), "lo": _zp(x), "hi": min(max(six, INT8_MIN), INT8_MAX)}
+    return Kernel("tr_clamp_s8", "tr_clamp_params", fields)
+
+
+def _sigmoid(graph: Graph, op: Op, function: str) -> Kernel:
+    """TFLM's LOGISTIC and TANH prepare: the input scale times 2^27 as a Q31 multiplier and a left shift."""
+    x, out = _unary(graph, op)
+    q, left_shift = math.frexp(_scale(x) * float(1 << 27))
+    multiplier = round_half_away(q * (1 << 31))
+    multiplier = multiplier - (1 << 32) if multiplier >= 1 << 31 else multiplier  # TFLM's int32 cast
+    if left_shift < 0:
+        raise Unsupported(f"input scale {_scale(x):g}")
+    radius = math.floor(15 * (1 << 27) / (1 << left_shift))  # CalculateInputRadius(4, left_shift, 31)
+    fields = {
+        "size": _size(x), "in_zero_point": _zp(x), "range_radius": radius,
+        "multiplier": multiplier, "left_shift": left_shift,
+    }  # fmt: skip
+    return Kernel(function, "tr_sigmoid_params", fields)
+
+
+def lower_logistic(graph: Graph, op: Op, name: str) -> Kernel:
+    if _zp(_tensor(graph, op, output=True)) != INT8_MIN:
+        raise Unsupported("output zero point other than -128")
+    return _sigmoid(graph, op, "tr_logistic_s8")
+
+
+def lower_tanh(graph: Graph, op: Op, name: str) -> Kernel:
+    return _sigmoid(graph, op, "tr_tanh_s8")
+
+
+def _int16_multiplier(m: int) -> int:
+    """TFLM's DownScaleInt32ToInt16Multiplier."""
+    return 32767 if m >= (1 << 31) - 1 - (1 << 15) else (m + (1 << 15)) >> 16
+
+
+def lower_hard_swish(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's HardSwishPrepare, whose scales are float32 products and quotients."""
+    x, out = _unary(graph, op)
+    hires = np.float32(1.0 / 128.0) * np.float32(x.scale[0])
+    reluish_scale = np.float32(3.0) / np.float32(32768.0)
+    out_m, out_exp = quantize_multiplier(float(np.float32(hires / np.float32(out.scale[0]))))
+    if out_exp > 0:
+        raise Unsupported("an output scale below 1/128 of the input scale")
+    relu_m, relu_exp = quantize_multiplier(float(np.float32(hires / reluish_scale)))
+    fields = {
+        "size": _size(x), "in_zero_point": _zp(x), "out_zero_point": _zp(out),
+        "out_multiplier": _int16_multiplier(out_m), "reluish_multiplier": _int16_multiplier(relu_m),
+        "out_exponent": out_exp, "reluish_exponent": relu_exp,
+    }  # fmt: skip
+    return Kernel("tr_hard_swish_s8", "tr_hard_swish_params", fields)
+
+
+def lower_softmax(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's CalculateSoftmaxParams for int8: PreprocessSoftmaxScaling with 5 integer bits and diff_min."""
+    x, out = _unary(graph, op)
+    if _zp(out) != INT8_MIN or np.float32(out.scale[0]) != np.float32(1.0 / 256):
+        raise Unsupported("output quantization other than scale 1/256, zero point -128")
+    scaled_diff_integer_bits = 5
+    real = min(
+        float(np.float32(op.options.beta)) * _scale(x) * float(1 << (31 - scaled_diff_integer_bits)),
+        float((1 << 31) - 1),
+    )
+    if real <= 1.0:
+        raise Unsupported(f"beta times input scale too small ({real:g} after scaling)")
+    multiplier, left_shift = quantize_multiplier(real)
+    radius = ((1 << scaled_diff_integer_bits) - 1) * (1 << (31 - scaled_diff_integer_bits)) / (1 << left_shift)
+    depth = x.shape[-1]
+    fields = {
+        "outer": _size(x) // depth, "depth": depth,
+        "input_multiplier": multiplier, "input_left_shift": left_shift, "diff_min": -math.floor(radius),
+    }  # fmt: skip
+    return Kernel("tr_softmax_s8", "tr_softmax_params", fields)
+
+
+# --- Data movement ------------------------------------------------------------------------------------------
+
+
+def _copy_fields(
+    dims: list[int], in_strides: list[int], out_strides: list[int], in_start: int, out_start: int
+) -> dict[str, object]:
+    dims, (si, so) = _merge(dims, in_strides, out_strides)
+    return {
+        "ndims": len(dims), "dims": c_list(dims), "in_stride": c_list(si), "out_stride": c_list(so),
+        "in_start": in_start, "out_start": out_start,
+    }  # fmt: skip
+
+
+def lower_pad(graph: Graph, op: Op, name: str) -> Kernel:
+    """PAD and PADV2: TFLM copies the input bytes and fills with the output zero point or the constant."""
+    x, out = _tensor(graph, op), _tensor(graph, op, output=True)
+    _require_int8(graph, op, x.index, out.index)
+    paddings = _constant_ints(graph, op.inputs[1], "paddings").reshape(-1, 2)
+    if len(paddings) != len(x.shape) or np.any(paddings < 0):
+        raise Unsupported(f"paddings {paddings.tolist()}")
+    fill = _zp(out)
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        fill = int(_constant_ints(graph, op.inputs[2], "pad values").reshape(-1)[0])
+    expected = tuple(int(n + before + after) for n, (before, after) in zip(x.shape, paddings, strict=True))
+    if expected != tuple(out.shape):
+        raise Unsupported(f"output shape {out.shape} inconsistent with its paddings")
+    out_strides = _strides(out.shape)
+    start = int(sum(before * s for (before, _), s in zip(paddings, out_strides, strict=True)))
+    fields = _copy_fields(list(x.shape), _strides(x.shape), out_strides, 0, start)
+    fields |= {"fill_size": _size(out), "fill_value": fill}
+    return Kernel("tr_pad_s8", "tr_copy_params", fields)
+
+
+def lower_strided_slice(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's StridedSlice with begin/end masks and shrink_axis_mask, as Python slicing computes it."""
+    x, out = _tensor(graph, op), _tensor(graph, op, output=True)
+    _require_int8(graph, op, x.index, out.index)
+    o = op.options
+    if o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False):
+        raise Unsupported("ellipsis, new-axis or offset masks")
+    begin, end, strides = (_constant_ints(graph, t, "slice bounds") for t in op.inputs[1:4])
+    if len(begin) != len(x.shape):
+        raise Unsupported("slice bounds that do not cover every dimension")
+    starts, counts, steps, kept = [], [], [], []
+    for d, n in enumerate(x.shape):
+        if o.shrinkAxisMask >> d & 1:
+            start = int(begin[d]) + (n if begin[d] < 0 else 0)
+            if not 0 <= start < n:
+                raise Unsupported(f"index {int(begin[d])} out of range")
+            starts.append(start), counts.append(1), steps.append(1)
+            continue
+        s = slice(None if o.beginMask >> d & 1 else int(begin[d]), None if o.endMask >> d & 1 else int(end[d]),
+                  int(strides[d]))  # fmt: skip
+        start, stop, step = s.indices(n)
+        starts.append(start), counts.append(len(range(start, stop, step))), steps.append(step)
+        kept.append(counts[-1])
+    if tuple(kept) != tuple(out.shape):
+        raise Unsupported(f"output shape {out.shape} inconsistent with the slice ({kept})")
+    in_strides = _strides(x.shape)
+    fields = _copy_fields(
+        counts, [s * st for s, st in zip(in_strides, steps, strict=True)], _strides(tuple(counts)),
+        int(sum(a * s for a, s in zip(starts, in_strides, strict=True))), 0,
+    )  # fmt: skip
+    fields |= {"fill_size": 0, "fill_value": 0}
+    return Kernel("tr_strided_slice_s8", "tr_copy_params", fields)
+
+
+def lower_concatenation(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's int8 CONCATENATION copies the input bytes as they are, whatever their quantization."""
+    out = _tensor(graph, op, output=True)
+    _require_int8(graph, op, out.index, *op.inputs)
+    if op.options.fusedActivationFunction:
+        raise Unsupported("a fused activation")
+    axis = op.options.axis + (len(out.shape) if op.options.axis < 0 else 0)
+    sizes = [int(np.prod(graph.tensors[t].shape[axis:], dtype=np.int64)) for t in op.inputs]
+    outer = int(np.prod(out.shape[:axis], dtype=np.int64))
+    if outer * sum(sizes) != _size(out):
+        raise Unsupported(f"output shape {out.shape} inconsistent with its inputs")
+    constants = [Constant(f"{name}_sizes", "int32_t", np.array(sizes, dtype=np.int64), weight=False)]
+    fields = {"n_inputs": len(sizes), "outer": outer, "copy_sizes": f"{name}_sizes"}
+    return Kernel("tr_concatenation_s8", "tr_concatenation_params", fields, constants, op.inputs, variadic=True)
+
+
+def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's int8 MEAN: a truncating integer mean when the quantization is unchanged, else QuantizedMeanOrSum
+    with the 1/count factor folded into the multiplier as its eval does."""
+    x, out = _tensor(graph, op), _tensor(graph, op, output=True)
+    _require_int8(graph, op, x.index, out.index)
+    axes = {int(a) + (len(x.shape) if a < 0 else 0) for a in _constant_ints(graph, op.inputs[1], "axes")}
+    strides = _strides(x.shape)
+    kept = [d for d in range(len(x.shape)) if d not in axes]
+    reduced = sorted(axes)
+    kept_dims, (kept_strides,) = _merge([x.shape[d] for d in kept], [strides[d] for d in kept])
+    red_dims, (red_strides,) = _merge([x.shape[d] for d in reduced], [strides[d] for d in reduced])
+    count = int(np.prod([x.shape[d] for d in reduced], dtype=np.int64))
+    if int(np.prod(kept_dims)) != _size(out) or count == 0:
+        raise Unsupported(f"output shape {out.shape} inconsistent with the axes")
+    plain = _zp(x) == _zp(out) and np.float32(x.scale[0]) == np.float32(out.scale[0])
+    multiplier, shift = quantize_multiplier(_scale(x) / _scale(out))
+    extra = min(count.bit_length() - 1, 32, 31 + shift)
+    multiplier, shift = (multiplier << extra) // count, shift - extra
+
+    def walk(dims: list[int], steps: list[int]) -> str:
+        return f"{{{len(dims)}, {c_list(dims)}, {c_list(steps)}}}"
+
+    fields = {
+        "kept": walk(kept_dims, kept_strides), "reduced": walk(red_dims, red_strides), "count": count,
+        "plain": int(plain), "in_zero_point": _zp(x), "out_zero_point": _zp(out),
+        "multiplier": multiplier, "shift": shift,
+    }  # fmt: skip
+    return Kernel("tr_mean_s8", "tr_mean_params", fields)
 
 
 LOWERINGS = {
@@ -237,6 +596,20 @@ LOWERINGS = {
     "FULLY_CONNECTED": lower_fully_connected,
     "MAX_POOL_2D": lower_max_pool_2d,
     "AVERAGE_POOL_2D": lower_average_pool_2d,
+    "ADD": lower_add,
+    "MUL": lower_mul,
+    "SOFTMAX": lower_softmax,
+    "LOGISTIC": lower_logistic,
+    "TANH": lower_tanh,
+    "RELU": lower_relu,
+    "RELU6": lower_relu6,
+    "HARD_SWISH": lower_hard_swish,
+    "QUANTIZE": lower_quantize,
+    "PAD": lower_pad,
+    "PADV2": lower_pad,
+    "STRIDED_SLICE": lower_strided_slice,
+    "CONCATENATION": lower_concatenation,
+    "MEAN": lower_mean,
 }
 # Ops that only reinterpret the shape: their output shares the input's bytes in the arena.
 ALIASES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
@@ -263,6 +636,7 @@ def compile_model(tflite: bytes) -> CompiledModel:
             )
     remove_dead_ops(graph)
     steps, constants, problems = [], [], []
+    operand_constants: set[int] = set()
     alias_of: dict[int, int] = {}  # aliased tensor -> tensor that owns the bytes
     for op in graph.ops:
         if op.kind in ALIASES:
@@ -277,12 +651,17 @@ def compile_model(tflite: bytes) -> CompiledModel:
             continue
         name = f"l{op.position}_{op.kind.lower()}"
         try:
-            function, struct, fields, consts = lower(graph, op, name)
+            kernel = lower(graph, op, name)
         except Unsupported as exc:
             problems.append(f"{describe(graph, op)}: {exc}")
             continue
-        steps.append(Step(op, function, struct, fields, op.inputs[0], op.outputs[0]))
-        constants += consts
+        inputs = list(kernel.inputs if kernel.inputs is not None else op.inputs[:1])
+        for t in inputs:  # constant operands (an ADD's bias, a CONCATENATION's table) become C arrays
+            if graph.tensors[t].is_constant and t not in operand_constants:
+                operand_constants.add(t)
+                constants.append(Constant(operand_name(t), "int8_t", graph.tensors[t].data.reshape(-1)))
+        steps.append(Step(op, kernel.function, kernel.struct, kernel.fields, inputs, op.outputs[0], kernel.variadic))
+        constants += kernel.constants
     if problems:
         raise UserError("the model uses operators the runtime does not support: " + "; ".join(problems))
 
@@ -296,9 +675,12 @@ def compile_model(tflite: bytes) -> CompiledModel:
     counts: dict[str, int] = {}
     for op in graph.ops:
         counts[op.kind] = counts.get(op.kind, 0) + 1
-    return CompiledModel(
-        steps, constants, arena_bytes, offsets, x, y, hashlib.sha256(tflite).digest(), counts
-    )
+    return CompiledModel(steps, constants, arena_bytes, offsets, x, y, hashlib.sha256(tflite).digest(), counts)
+
+
+def operand_name(tensor: int) -> str:
+    """The C array of a constant kernel operand."""
+    return f"tr_w_t{tensor}"
 
 
 def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, y: int) -> list[Buffer]:
@@ -306,7 +688,9 @@ def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, 
     first: dict[int, int] = {alias_of.get(x, x): 0}
     last: dict[int, int] = {}
     for i, step in enumerate(steps):
-        for t in (step.input,):
+        for t in step.inputs:
+            if graph.tensors[t].is_constant:
+                continue
             owner = alias_of.get(t, t)
             first.setdefault(owner, i)
             last[owner] = i
@@ -327,8 +711,15 @@ def render(model: CompiledModel, out_dir: Path) -> list[Path]:
     """Write model.h and model.c for the compiled model."""
     from .templates import render_template
 
+    def operand(t: int) -> str:
+        return f"arena + {model.offsets[t]}" if t in model.offsets else operand_name(t)
+
+    def arguments(step: Step) -> str:
+        reads = ", ".join(operand(t) for t in step.inputs)
+        return f"(const int8_t *const[]){{{reads}}}" if step.variadic else reads
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = {"model": model, "c_array": c_array}
+    context = {"model": model, "c_array": c_array, "arguments": arguments}
     paths = []
     for name in ("model.h", "model.c"):
         path = out_dir / name

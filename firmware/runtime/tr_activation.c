@@ -1,0 +1,133 @@
+#include "tr_fixedpoint.h"
+#include "tr_kernels.h"
+
+static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+void tr_rescale_s8(const tr_rescale_params *p, const int8_t *in, int8_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t y = p->out_zero_point + tr_requantize(in[i] - p->in_zero_point, p->multiplier, p->shift);
+        out[i] = (int8_t)clamp(y, p->act_min, p->act_max);
+    }
+}
+
+void tr_clamp_s8(const tr_clamp_params *p, const int8_t *in, int8_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        out[i] = (int8_t)clamp(in[i], p->lo, p->hi);
+    }
+}
+
+/* logistic(a) of a Q4 value as a Q0 value, from exp(-|a|) and 1 / (1 + x). */
+static int32_t logistic_q0(int32_t a)
+{
+    if (a == 0) {
+        return 1 << 30;
+    }
+    const int32_t abs_a = a > 0 ? a : -a;
+    const int32_t positive = tr_fp_one_over_one_plus(tr_fp_exp_negative(-abs_a, 4));
+    return a > 0 ? positive : INT32_MAX - positive;
+}
+
+/* tanh(a) of a Q4 value as a Q0 value, from exp(-2|a|) and (1 - x) / (1 + x). */
+static int32_t tanh_q0(int32_t a)
+{
+    if (a == 0) {
+        return 0;
+    }
+    const int32_t negative_abs = a < 0 ? a : -a;
+    const int32_t t = tr_fp_one_minus_over_one_plus(tr_fp_exp_negative(negative_abs, 5));
+    return a < 0 ? -t : t;
+}
+
+void tr_logistic_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t x = in[i] - p->in_zero_point;
+        if (x <= -p->range_radius) {
+            out[i] = INT8_MIN;
+        } else if (x >= p->range_radius) {
+            out[i] = INT8_MAX;
+        } else {
+            const int32_t q4 = tr_requantize(x, p->multiplier, p->left_shift);
+            const int32_t y = tr_fp_rdivpot(logistic_q0(q4), 23) - 128; /* output scale 1/256, zero point -128 */
+            out[i] = (int8_t)clamp(y, INT8_MIN, INT8_MAX);
+        }
+    }
+}
+
+void tr_tanh_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t x = in[i] - p->in_zero_point;
+        if (x <= -p->range_radius) {
+            out[i] = INT8_MIN;
+        } else if (x >= p->range_radius) {
+            out[i] = INT8_MAX;
+        } else {
+            const int32_t q4 = tr_requantize(x, p->multiplier, p->left_shift);
+            const int32_t y = tr_fp_rdivpot(tanh_q0(q4), 24); /* output scale 1/128, zero point 0 */
+            out[i] = (int8_t)clamp(y, INT8_MIN, INT8_MAX);
+        }
+    }
+}
+
+/* The int16 fixed-point helpers of TFLM's reference HardSwish, with its int16 wrap-arounds. */
+static int16_t mul16_round(int16_t a, int16_t b)
+{
+    if (a == INT16_MIN && b == INT16_MIN) {
+        return INT16_MAX;
+    }
+    const int32_t ab = (int32_t)a * b;
+    const int32_t nudge = ab >= 0 ? (1 << 14) : (1 - (1 << 14));
+    return (int16_t)((ab + nudge) / (1 << 15));
+}
+
+static int16_t mul16_truncate(int16_t a, int16_t b)
+{
+    if (a == INT16_MIN && b == INT16_MIN) {
+        return INT16_MAX;
+    }
+    return (int16_t)(((int32_t)a * b) / (1 << 15));
+}
+
+static int16_t shift16_saturate(int16_t v, int32_t amount)
+{
+    const int64_t r = (int64_t)v * (1ll << amount);
+    return (int16_t)(r > INT16_MAX ? INT16_MAX : (r < INT16_MIN ? INT16_MIN : r));
+}
+
+static int16_t rdivpot16(int16_t x, int32_t exponent)
+{
+    const int16_t mask = (int16_t)((1ll << exponent) - 1);
+    const int16_t remainder = (int16_t)(x & mask);
+    const int16_t threshold = (int16_t)((mask >> 1) + (x < 0 ? 1 : 0));
+    return (int16_t)((x >> exponent) + (remainder > threshold ? 1 : 0));
+}
+
+void tr_hard_swish_s8(const tr_hard_swish_params *p, const int8_t *in, int8_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        const int16_t x = (int16_t)(in[i] - p->in_zero_point);
+        const int16_t x_hires = (int16_t)(x * (1 << 7));
+        const int16_t x_preshift = mul16_round(x_hires, p->out_multiplier);
+        int16_t reluish = x_hires;
+        if (p->reluish_exponent > 0) {
+            reluish = shift16_saturate(reluish, p->reluish_exponent - 1);
+        }
+        reluish = mul16_round(reluish, p->reluish_multiplier);
+        if (p->reluish_exponent > 0) {
+            reluish = shift16_saturate(reluish, 1);
+        }
+        if (p->reluish_exponent < 0) {
+            reluish = rdivpot16(reluish, -p->reluish_exponent);
+        }
+        reluish = (int16_t)((reluish + (1 << 15)) >> 1); /* [-1, 1] to [0, 1] */
+        int16_t y = rdivpot16(mul16_truncate(reluish, x_preshift), -p->out_exponent);
+        y = (int16_t)(y + p->out_zero_point);
+        out[i] = (int8_t)clamp(y, INT8_MIN, INT8_MAX);
+    }
+}

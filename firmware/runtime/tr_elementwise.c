@@ -1,0 +1,61 @@
+#include "tr_fixedpoint.h"
+#include "tr_kernels.h"
+
+static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* Advance the output index by one, moving both input offsets along their strides. */
+static inline void next(const tr_broadcast *b, int32_t *index, int32_t *off1, int32_t *off2)
+{
+    for (int d = b->ndims - 1; d >= 0; d--) {
+        *off1 += b->stride1[d];
+        *off2 += b->stride2[d];
+        if (++index[d] < b->dims[d]) {
+            return;
+        }
+        index[d] = 0;
+        *off1 -= b->stride1[d] * b->dims[d];
+        *off2 -= b->stride2[d] * b->dims[d];
+    }
+}
+
+static int32_t count(const tr_broadcast *b)
+{
+    int32_t n = 1;
+    for (int d = 0; d < b->ndims; d++) {
+        n *= b->dims[d];
+    }
+    return n;
+}
+
+/* TFLM's AddFunc: both inputs to a common scale with 20 bits of headroom, summed, then to the output scale. */
+void tr_add_s8(const tr_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+{
+    int32_t index[TR_MAX_DIMS] = {0};
+    int32_t off1 = 0, off2 = 0;
+    const int32_t n = count(&p->shape);
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t x1 = (p->in1_offset + in1[off1]) * (1 << p->left_shift);
+        const int32_t x2 = (p->in2_offset + in2[off2]) * (1 << p->left_shift);
+        const int32_t sum = tr_fp_rdivpot(tr_fp_mul(x1, p->in1_multiplier), -p->in1_shift) +
+                            tr_fp_rdivpot(tr_fp_mul(x2, p->in2_multiplier), -p->in2_shift);
+        const int32_t y = tr_fp_rdivpot(tr_fp_mul(sum, p->out_multiplier), -p->out_shift) + p->out_offset;
+        out[i] = (int8_t)clamp(y, p->act_min, p->act_max);
+        next(&p->shape, index, &off1, &off2);
+    }
+}
+
+void tr_mul_s8(const tr_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+{
+    int32_t index[TR_MAX_DIMS] = {0};
+    int32_t off1 = 0, off2 = 0;
+    const int32_t n = count(&p->shape);
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t product = (p->in1_offset + in1[off1]) * (p->in2_offset + in2[off2]);
+        const int32_t y = p->out_offset + tr_requantize(product, p->out_multiplier, p->out_shift);
+        out[i] = (int8_t)clamp(y, p->act_min, p->act_max);
+        next(&p->shape, index, &off1, &off2);
+    }
+}
