@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import ROOT
 from .errors import UserError
@@ -17,12 +17,13 @@ class Board:
     description: str
     core: str  # -mcpu value
     fpu: str | None  # -mfpu value, None for cores without one
-    family: str  # firmware/boards/<family>: startup code and UART driver
-    clock_hz: int
+    family: str  # firmware/boards/<family>: the UART driver (startup and counter are in cortex-m/)
+    clock_hz: int  # the clock SysTick counts: the core clock
     flash: dict  # {"origin": int, "size": int}
-    ram: dict
-    uart: dict
-    emulator: dict | None  # {"program", "machine"} when the board is emulated
+    ram: dict  # where data, the arena and the stack go
+    uart: dict  # {"base": int} plus driver settings such as "baud"
+    emulator: dict | None  # {"program", "machine", "instructions_per_tick"} when the board is emulated
+    extra_ram: dict[str, dict] = field(default_factory=dict)  # further RAM regions, declared but not filled
 
     @property
     def emulated(self) -> bool:
@@ -38,6 +39,7 @@ def load_board(name: str) -> Board:
     if not path.is_file():
         raise UserError(f"there is no board '{name}'; choose one of: {', '.join(board_names())}")
     data = tomllib.loads(path.read_text())
+    memory = dict(data["memory"])
     return Board(
         name=name,
         description=data["description"],
@@ -45,8 +47,9 @@ def load_board(name: str) -> Board:
         fpu=data.get("fpu"),
         family=data["family"],
         clock_hz=data["clock_hz"],
-        flash=data["memory"]["flash"],
-        ram=data["memory"]["ram"],
+        flash=memory.pop("flash"),
+        ram=memory.pop("ram"),
         uart=data["uart"],
         emulator=data.get("emulator"),
+        extra_ram=memory,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -55,32 +56,64 @@ def cpu_flags(board: Board) -> list[str]:
     return flags
 
 
-def build_firmware(model: CompiledModel, board: Board, out_dir: Path) -> Firmware:
-    """Render the model and the linker script, compile everything, and report memory from the ELF."""
+def _board_sources(board: Board) -> list[Path]:
+    """The board layer: Cortex-M startup and counter, and the family's UART driver."""
+    family = FIRMWARE / "boards" / board.family
+    if not family.is_dir():
+        raise UserError(f"board {board.name} names family '{board.family}', but {family} does not exist")
+    return _sources(FIRMWARE / "boards" / "cortex-m", family)
+
+
+def _link_for_board(
+    board: Board, sources: list[Path], includes: list[Path], out_dir: Path, name: str
+) -> Path:
+    """Compile and link sources into out_dir/<name>.elf with the board's CPU flags, defines and memory map."""
     if shutil.which(ARM_GCC) is None:
         raise UserError(
             f"{ARM_GCC} is not installed; run: apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi"
         )
-    _check_fits(model, board)
-    gen = out_dir / "generated"
-    render(model, gen)
-    linker_script = gen / "link.ld"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    linker_script = out_dir / f"{name}.ld"
     linker_script.write_text(render_template("link.ld.j2", board=board, stack_bytes=STACK_BYTES))
-    elf = out_dir / "firmware.elf"
-    family = FIRMWARE / "boards" / board.family
+    elf = out_dir / f"{name}.elf"
     command = [
         ARM_GCC, *cpu_flags(board), "-O2", "-g", "-std=c11", "-Wall", "-Wextra",
         "-ffunction-sections", "-fdata-sections",
         f"-DTR_UART_BASE={board.uart['base']:#x}u", f"-DTR_UART_BAUDDIV={board.uart.get('bauddiv', 16)}",
-        f"-DTR_CLOCK_HZ={board.clock_hz}u",
-        f"-I{FIRMWARE / 'runtime'}", f"-I{FIRMWARE / 'link'}", f"-I{FIRMWARE / 'boards'}", f"-I{gen}",
-        *map(str, _sources(FIRMWARE / "runtime", FIRMWARE / "link", FIRMWARE / "boards" / "cortex-m", family)),
-        str(FIRMWARE / "main.c"), str(gen / "model.c"),
+        f"-DTR_UART_BAUD={board.uart.get('baud', 115200)}u", f"-DTR_CLOCK_HZ={board.clock_hz}u",
+        *(f"-I{d}" for d in [FIRMWARE / "boards", *includes]),
+        *map(str, sources), *map(str, _board_sources(board)),
         "--specs=nano.specs", "-nostartfiles", f"-T{linker_script}", "-Wl,--gc-sections",
-        f"-Wl,-Map={out_dir / 'firmware.map'}", "-o", str(elf),
+        f"-Wl,-Map={out_dir / name}.map", "-o", str(elf),
     ]  # fmt: skip
-    _compile(command)
+    result = subprocess.run(command, capture_output=True, text=True)
+    overflow = re.search(r"region `(\w+)' overflowed by (\d+) bytes", result.stderr)
+    if result.returncode != 0 and overflow:
+        regions = {"flash": board.flash, "ram": board.ram, **board.extra_ram}
+        region, excess = overflow[1].lower(), int(overflow[2])
+        size = regions[region]["size"]
+        raise UserError(
+            f"the firmware needs {size + excess} bytes of {region} but {board.name} has {size}; "
+            "choose a smaller model or a board with more memory"
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"compilation failed:\n{' '.join(command)}\n{result.stderr[-4000:]}")
+    return elf
+
+
+def build_firmware(model: CompiledModel, board: Board, out_dir: Path) -> Firmware:
+    """Render the model and the linker script, compile everything, and report memory from the ELF."""
+    _check_fits(model, board)
+    gen = out_dir / "generated"
+    render(model, gen)
+    sources = [*_sources(FIRMWARE / "runtime", FIRMWARE / "link"), FIRMWARE / "main.c", gen / "model.c"]
+    elf = _link_for_board(board, sources, [FIRMWARE / "runtime", FIRMWARE / "link", gen], out_dir, "firmware")
     return Firmware(elf, memory_report(elf, model.arena_bytes))
+
+
+def build_calibration(board: Board, out_dir: Path) -> Path:
+    """Firmware that times spin loops of known length with the board's counter (see emulator.calibrate)."""
+    return _link_for_board(board, [FIRMWARE / "boards" / "calibrate.c"], [], out_dir, "calibrate")
 
 
 def _check_fits(model: CompiledModel, board: Board) -> None:
@@ -88,7 +121,8 @@ def _check_fits(model: CompiledModel, board: Board) -> None:
     weights = sum(c.values.size * (1 if c.ctype == "int8_t" else 4) for c in model.constants)
     if weights > board.flash["size"]:
         raise UserError(
-            f"the model's {weights} bytes of weights do not fit {board.name}'s {board.flash['size']} bytes of flash"
+            f"the model's {weights} bytes of weights do not fit {board.name}'s "
+            f"{board.flash['size']} bytes of flash"
         )
     if model.arena_bytes + STACK_BYTES > board.ram["size"]:
         raise UserError(
@@ -115,11 +149,14 @@ def build_native(model: CompiledModel, out_dir: Path, sanitize: bool = True) -> 
     gen = out_dir / "generated"
     render(model, gen)
     exe = out_dir / "model-native"
-    flags = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"] if sanitize else ["-O2"]
+    flags = (
+        ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"] if sanitize else ["-O2"]
+    )
     command = [
         "gcc", *flags, "-std=c11", "-Wall", "-Wextra", "-Werror",
         f"-I{FIRMWARE / 'runtime'}", f"-I{gen}",
-        *map(str, _sources(FIRMWARE / "runtime")), str(FIRMWARE / "native" / "harness.c"), str(gen / "model.c"),
+        *map(str, _sources(FIRMWARE / "runtime")),
+        str(FIRMWARE / "native" / "harness.c"), str(gen / "model.c"),
         "-o", str(exe),
     ]  # fmt: skip
     _compile(command)

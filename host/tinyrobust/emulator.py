@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -47,7 +48,9 @@ class Emulator:
         if not board.emulated:
             raise UserError(f"{board.name} is a real board, not an emulated one; pass --port to reach it")
         if shutil.which(board.emulator["program"]) is None:
-            raise UserError(f"{board.emulator['program']} is not installed; run: apt-get install -y qemu-system-arm")
+            raise UserError(
+                f"{board.emulator['program']} is not installed; run: apt-get install -y qemu-system-arm"
+            )
         self.board, self.elf, self.requested_port = board, elf, port
         self.log = log
         self.process: subprocess.Popen | None = None
@@ -74,7 +77,9 @@ class Emulator:
                 detail = self.log.read_text(errors="replace").strip() if self.log else ""
                 self.process = None
                 if "Address already in use" in detail:
-                    raise UserError(f"TCP port {self.port} is already in use; choose another port or stop its user")
+                    raise UserError(
+                        f"TCP port {self.port} is already in use; choose another port or stop its user"
+                    )
                 raise UserError(f"the emulator exited at start ({detail or 'no message'})")
             # QEMU holds the guest (wait=on) until its one client, this connection, arrives.
             try:
@@ -101,7 +106,37 @@ class Emulator:
         self.stop()
 
 
-
 def instructions_per_tick(board: Board) -> float:
-    """Under -icount shift=0 an instruction takes 1 ns of virtual time and SysTick runs at the core clock."""
+    """Executed instructions per counter tick: under -icount shift=0 an instruction takes 1 ns of virtual
+    time and SysTick counts the machine's cpuclk. Emulated boards record the value measured by calibrate()."""
+    if board.emulated and "instructions_per_tick" in board.emulator:
+        return float(board.emulator["instructions_per_tick"])
     return 1e9 / board.clock_hz
+
+
+CALIBRATION = struct.Struct("<IIQQ")  # short and long loop iterations, ticks of each
+
+
+def calibrate(board: Board, out_dir: Path) -> float:
+    """Measure instructions per counter tick in the emulator: firmware/boards/calibrate.c times two spin
+    loops of two instructions per iteration; their difference cancels every fixed overhead."""
+    from .build import build_calibration
+
+    elf = build_calibration(board, out_dir)
+    reply = b""
+    with Emulator(board, elf, log=out_dir / "calibrate.log") as emulator:
+        port = emulator.start()
+        port.timeout = 0.5
+        # Some UART models (QEMU's STM32 USART) drop what arrives before the firmware enabled them: say
+        # "start" again until the reply comes.
+        for _ in range(10):
+            port.write(b"\x00")
+            reply += port.read(CALIBRATION.size - len(reply))
+            if len(reply) == CALIBRATION.size:
+                break
+        port.close()
+    if len(reply) != CALIBRATION.size:
+        log = out_dir / "calibrate.log"
+        raise UserError(f"the calibration firmware on {board.name} did not answer; see {log}")
+    short_loops, long_loops, short_ticks, long_ticks = CALIBRATION.unpack(reply)
+    return 2 * (long_loops - short_loops) / (long_ticks - short_ticks)

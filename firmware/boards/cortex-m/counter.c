@@ -46,5 +46,7 @@ uint64_t tr_counter_read(void)
         lo = SYST_CVR;
     }
     __asm volatile("cpsie i" ::: "memory");
-    return ((uint64_t)hi << 24) + (RELOAD - lo);
+    /* The counter reads 0 for one tick before each reload (and after init), and that 0 already belongs to
+     * the next period: tick t of a period reads RELOAD + 1 - t, modulo 2^24. */
+    return ((uint64_t)hi << 24) + ((RELOAD + 1u - lo) & RELOAD);
 }
