@@ -111,18 +111,26 @@ def doctor() -> None:
         raise SystemExit(1)
 
 
+def _size(n: int) -> str:
+    return f"{n >> 20} MB" if n % (1 << 20) == 0 else f"{n >> 10} KB"
+
+
 @cli.command()
 def boards() -> None:
     """List the built-in boards."""
     from .boards import board_names, load_board
 
-    click.echo(f"{'board':<20} {'core':<11} {'FPU':<12} {'flash':>9} {'RAM':>9}  run by")
+    rows = [("board", "core", "FPU", "flash", "RAM", "run by")]
     for name in board_names():
         b = load_board(name)
-        how = b.emulator["program"] + " -M " + b.emulator["machine"] if b.emulated else "flashed over USB"
-        click.echo(
-            f"{name:<20} {b.core:<11} {b.fpu or 'none':<12} {b.flash['size'] // 1024:>6} KB {b.ram['size'] // 1024:>6} KB  {how}"
-        )
+        extra = [f"{_size(region['size'])} {region_name}" for region_name, region in b.extra_ram.items()]
+        ram = " + ".join([_size(b.ram["size"]), *extra])
+        how = f"{b.emulator['program']} -M {b.emulator['machine']}" if b.emulated else "flashed over USB"
+        rows.append((name, b.core, b.fpu or "none", _size(b.flash["size"]), ram, how))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [row[i].rjust(widths[i]) if i == 3 else row[i].ljust(widths[i]) for i in range(5)]
+        click.echo("  ".join([*cells, row[5]]))
 
 
 @cli.command()
