@@ -105,7 +105,7 @@ class RelayedTarget(EmulatorTarget):
 
     def start(self):
         super().start()
-        self.open().close()  # free QEMU's one client place for the relay
+        EmulatorTarget.open(self).close()  # free QEMU's one client place for the relay
         return self
 
     def open(self):

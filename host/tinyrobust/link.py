@@ -66,14 +66,14 @@ class Device:
         self.retransmissions = 0
         self._buffer = bytearray()
 
-    def timeout_s(self, request_bytes: int, reply_bytes: int) -> float:
+    def timeout_s(self, msg_type: int, request_bytes: int, reply_bytes: int) -> float:
         wire = (request_bytes + reply_bytes + 2 * FRAME_OVERHEAD) / self.bytes_per_s
-        return 0.25 + 4 * (wire + self.work_s)
+        return 0.25 + 4 * (wire + (self.work_s if msg_type == MSG_INFER else 0.0))
 
     def request(self, msg_type: int, payload: bytes = b"", reply_bytes: int = 0) -> bytes:
         self.seq = (self.seq + 1) & 0xFFFF
         seq, frame = self.seq, encode_frame(msg_type, self.seq, payload)
-        timeout = self.timeout_s(len(payload), reply_bytes)
+        timeout = self.timeout_s(msg_type, len(payload), reply_bytes)
         problem = "no reply"
         for attempt in range(self.retries + 1):
             if attempt:
