@@ -14,6 +14,7 @@ from tinyrobust.evaluate import Settings, flash_and_evaluate
 from tinyrobust.store import Store
 
 pytestmark = pytest.mark.emulator
+LOSSY = {"drop", "flip", "close", "restart"}  # faults that lose data, where the host must recover
 
 
 def settings(out, samples=40):
@@ -49,7 +50,8 @@ def test_campaign_survives_fault(fault, clean_run, tmp_path):
     assert targets[0].relay.injected > 0, f"no {fault} fault was injected"
     assert device_rows(out) == clean_rows
     assert results["runs"] == clean_results["runs"]
-    assert sum(results["link"].values()) > 0  # the recovery was counted
+    if fault in LOSSY:
+        assert sum(results["link"].values()) > 0, "the recovery was not counted"
 
 
 def test_interrupted_then_resumed_campaign_equals_uninterrupted(clean_run, tmp_path):
