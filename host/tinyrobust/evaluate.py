@@ -144,14 +144,14 @@ class Evaluation:
         bar = tqdm(total=total, initial=done, unit="inference", disable=not progress or None)
         self.target = self.connect(self.board, self.firmware.elf)
         try:
-            self._connect()
+            self._recovering(lambda: None)  # connect and check the model before the attacks are made
             for attack, eps in self.conditions:
                 bar.set_description(f"{attack} eps={eps:g}")
                 condition = store.condition(attack, eps)
                 if not store.has_samples(condition):
                     self._add_samples(condition, attack, eps, x, y)
                 for sample, tensor in store.pending(condition):
-                    output, ticks = self._infer(tensor)
+                    output, ticks = self._recovering(lambda tensor=tensor: self.device.infer(tensor))
                     store.add_device_output(condition, sample, output, ticks)
                     bar.update()
                 self.save()
@@ -183,8 +183,8 @@ class Evaluation:
         self.device = Device(self.target.open(), self.target.bytes_per_s)
         self.device.handshake(self.compiled.model_hash)
 
-    def _infer(self, tensor: bytes) -> tuple[bytes, int]:
-        """One inference that survives a lost connection (reconnect) or an unresponsive device (restart)."""
+    def _recovering(self, action):
+        """Run action on the device, surviving a lost connection (reconnect) or a silent device (restart)."""
         import serial
 
         problem: Exception | None = None
@@ -195,9 +195,9 @@ class Evaluation:
                         self.link["device_restarts"] += 1
                         self.target.restart()
                     self.link["reconnects"] += 1
+                if attempt or self.device is None:
                     self._connect()
-                output, ticks = self.device.infer(tensor)
-                return output, ticks
+                return action()
             except (LinkError, serial.SerialException, OSError) as exc:
                 problem = exc
             finally:
