@@ -7,12 +7,13 @@
 #define LONG_LOOPS 11000000u
 
 /* Exactly two instructions per iteration (subs, bne), so the difference between the two loops is
- * 2 * (LONG_LOOPS - SHORT_LOOPS) instructions whatever the call and counter overheads are. */
+ * 2 * (LONG_LOOPS - SHORT_LOOPS) instructions whatever the call and counter overheads are. Restarting
+ * the counter puts both loops at the same phase of a tick. */
 static uint64_t time_spin(uint32_t loops)
 {
-    uint64_t start = tr_counter_read();
+    tr_counter_restart();
     __asm volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(loops) : : "cc");
-    return tr_counter_read() - start;
+    return tr_counter_read();
 }
 
 static void put_le(uint64_t value, int bytes)
