@@ -180,6 +180,8 @@ class Evaluation:
         self.store.add_samples(condition, y, xq, tflite, tflm, floats)
 
     def _connect(self) -> None:
+        if self.device is not None:
+            self.device.port.close()  # an emulator serves one client: free its place first
         self.device = Device(self.target.open(), self.target.bytes_per_s)
         self.device.handshake(self.compiled.model_hash)
 
