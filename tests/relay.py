@@ -36,7 +36,11 @@ class FaultyRelay:
                 down, _ = self.server.accept()
             except OSError:
                 return
-            up = socket.create_connection(("127.0.0.1", self.target.emulator.port))
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target.emulator.port))
+            except OSError:  # the emulator is down: so is the link
+                down.close()
+                continue
             for s in (down, up):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.connections += [down, up]
