@@ -8,9 +8,47 @@ import pytest
 from conftest import quantized_model, random_inputs
 from tinyrobust.build import build_native, run_native
 from tinyrobust.compiler import compile_model
+from tinyrobust.graph import fold_shape_arithmetic, read_tflite, remove_dead_ops
 from tinyrobust.reference import tflm_outputs
 
 L = keras.layers
+K = keras.ops
+
+
+class Branch(L.Layer):
+    """combine(x, f(x)) for a chain of layers f: a residual ADD, a gating MUL, a CONCATENATION."""
+
+    def __init__(self, combine, *layers, **kwargs):
+        super().__init__(**kwargs)
+        self.combine, self.chain = combine, list(layers)
+
+    def call(self, x):
+        y = x
+        for layer in self.chain:
+            y = layer(y)
+        return self.combine(x, y)
+
+
+def fn(f):
+    return L.Lambda(f)
+
+
+def wide_dense(units, std):
+    """A Dense layer with large weights, so that the next activation sees a wide input range."""
+    return L.Dense(units, kernel_initializer=keras.initializers.RandomNormal(0, std))
+
+
+def conv(filters, **kwargs):
+    return L.Conv2D(filters, 3, padding="same", bias_initializer="random_normal", **kwargs)
+
+
+STATIC_BATCH = "static batch"  # built with batch size 1: Keras Dense on 3-D inputs becomes one FULLY_CONNECTED
+STATIC_SHAPES = "static shapes"  # dynamic-batch pattern; TFLM runs the model with the shapes fixed (see below)
+# The Keras 3 dilated-convolution pattern with a dynamic batch: TFLM keeps the file's placeholder shapes (batch 1
+# where SPACE_TO_BATCH_ND makes 4) and computes garbage, so the reference is TFLite's reference kernels, which
+# resize the tensors. Models with a static batch get a plain dilated CONV_2D, checked against TFLM above.
+TFLITE_REFERENCE = "TFLite reference kernels"
+
 CASES = {
     "conv3x3-same-relu": ([L.Conv2D(8, 3, padding="same", activation="relu")], (9, 9, 3)),
     "conv5x5-valid-stride2": ([L.Conv2D(6, 5, strides=2, padding="valid")], (13, 11, 2)),
@@ -26,17 +64,147 @@ CASES = {
     "avgpool2": ([L.AveragePooling2D(2)], (8, 8, 4)),
     "avgpool3-stride2-same": ([L.AveragePooling2D(3, strides=2, padding="same")], (9, 7, 3)),
     "avgpool-global-shape": ([L.AveragePooling2D((5, 5))], (5, 5, 10)),
+    # ADD: same shapes, constants, broadcasting along every kind of dimension, fused activations
+    "add-residual-conv": ([Branch(K.add, conv(4), conv(4))], (6, 6, 4)),
+    "add-residual-relu": ([Branch(lambda x, y: K.relu(x + y), conv(3, activation="relu"))], (5, 7, 3)),
+    "add-dense": ([L.Dense(10), Branch(K.add, L.Dense(10, activation="tanh"))], (6,)),
+    "add-const-channels": ([fn(lambda x: x + np.linspace(-1, 2, 5, dtype="float32"))], (3, 4, 5)),
+    "add-broadcast-channels": ([fn(lambda x: x + K.mean(x, axis=-1, keepdims=True))], (4, 5, 6)),
+    "add-broadcast-spatial": ([fn(lambda x: x + K.mean(x, axis=(1, 2), keepdims=True))], (5, 4, 3)),
+    "add-broadcast-both-inputs": ([fn(lambda x: x[:, :, :1, :] + x[:, :1, :, :])], (4, 6, 3)),
+    "add-broadcast-3d": ([fn(lambda x: K.tanh(x) + x[:, :1, :])], (7, 3)),
+    # MUL
+    "mul-swish": ([conv(4), fn(lambda x: x * K.sigmoid(x))], (5, 5, 2)),
+    "mul-const": ([fn(lambda x: x * np.array([0.5, -2.0, 3.0], dtype="float32"))], (4, 4, 3)),
+    "mul-squeeze-excite": ([fn(lambda x: x * K.sigmoid(K.mean(x, axis=(1, 2), keepdims=True)))], (4, 5, 6)),
+    "mul-relu": ([L.Dense(8), Branch(lambda x, y: K.relu(x * y), L.Dense(8))], (5,)),
+    # SOFTMAX
+    "softmax-dense": ([L.Dense(10), L.Softmax()], (8,)),
+    "softmax-wide-range": ([wide_dense(33, 3), L.Softmax()], (6,)),
+    "softmax-4d": ([L.Softmax()], (3, 4, 5)),
+    "softmax-2-classes": ([L.Flatten(), L.Dense(2), L.Softmax()], (3, 3, 2)),
+    # PAD, PADV2
+    "pad-2d-asymmetric": ([L.ZeroPadding2D(((1, 2), (0, 3)))], (4, 5, 3)),
+    "pad-after-conv": ([conv(4), L.ZeroPadding2D(2), L.Conv2D(3, 3)], (5, 5, 2)),
+    "pad-1d": ([L.ZeroPadding1D((2, 1))], (6, 4)),
+    "pad-channels": ([fn(lambda x: K.pad(x, ((0, 0), (0, 0), (0, 0), (1, 2))))], (3, 3, 2)),
+    "padv2-constant": ([fn(lambda x: K.pad(x, ((0, 0), (1, 1), (2, 0), (0, 0)), constant_values=0.5))], (4, 4, 3)),
+    # MEAN
+    "mean-global-pool": ([conv(6), L.GlobalAveragePooling2D()], (6, 5, 3)),
+    "mean-global-pool-keepdims": ([L.GlobalAveragePooling2D(keepdims=True)], (4, 4, 5)),
+    "mean-channels": ([fn(lambda x: K.mean(x, axis=-1))], (4, 3, 5)),
+    "mean-height": ([fn(lambda x: K.mean(x, axis=1))], (5, 3, 4)),
+    "mean-1d": ([L.GlobalAveragePooling1D()], (7, 5)),
+    # CONCATENATION
+    "concat-channels": ([Branch(lambda x, y: K.concatenate([x, y], axis=-1), conv(5, activation="relu"))], (4, 4, 3)),
+    "concat-width": ([Branch(lambda x, y: K.concatenate([x, y], axis=2), L.ReLU())], (3, 4, 2)),
+    "concat-three": ([fn(lambda x: K.concatenate([x, K.relu(x), x[:, :, :, :1]], axis=-1))], (3, 3, 2)),
+    # LOGISTIC, TANH
+    "logistic": ([L.Activation("sigmoid")], (4, 4, 3)),
+    "logistic-wide-range": ([wide_dense(32, 4), L.Activation("sigmoid")], (8,)),
+    "tanh": ([L.Activation("tanh")], (4, 4, 3)),
+    "tanh-after-conv": ([conv(6), L.Activation("tanh")], (5, 5, 3)),
+    "tanh-wide-range": ([wide_dense(32, 4), L.Activation("tanh")], (8,)),
+    # RELU, RELU6, HARD_SWISH, QUANTIZE
+    "relu": ([L.ReLU()], (4, 4, 3)),
+    "relu-after-concat": ([Branch(lambda x, y: K.relu(K.concatenate([x, y], axis=-1)), conv(3))], (4, 4, 2)),
+    "relu6": ([L.ReLU(6.0)], (4, 4, 3)),
+    "relu6-after-dense": ([wide_dense(12, 5), L.ReLU(6.0)], (6,)),
+    "hard-swish": ([L.Activation("hard_swish")], (4, 4, 3)),
+    "hard-swish-after-conv": ([conv(5), L.Activation("hard_swish")], (5, 5, 2)),
+    "hard-swish-wide-range": ([wide_dense(16, 6), L.Activation("hard_swish")], (8,)),
+    "quantize-requantize": ([fn(lambda x: K.concatenate([K.tanh(x), K.sigmoid(x)], axis=-1))], (4, 4, 3)),
+    "quantize-three-scales": ([fn(lambda x: K.concatenate([K.tanh(x), K.sigmoid(x), x], axis=1))], (3, 4, 2)),
+    # STRIDED_SLICE
+    "slice-strided": ([fn(lambda x: x[:, 1:3, ::2, :])], (4, 5, 3)),
+    "slice-reversed": ([fn(lambda x: x[:, ::-1, 1:, :])], (4, 4, 3)),
+    "slice-shrink-axis": ([fn(lambda x: x[:, 1, :, :])], (4, 4, 3)),
+    "slice-channels": ([fn(lambda x: x[..., 1:3])], (3, 4, 5)),
+    "slice-2d-step3": ([fn(lambda x: x[:, 2::3])], (11,)),
+    # FULLY_CONNECTED on inputs with leading dimensions
+    "dense-3d-input": ([L.Dense(5)], (4, 6), STATIC_BATCH),
+    "dense-4d-input-chain": ([L.Dense(7, activation="relu"), L.Dense(3)], (2, 3, 6), STATIC_BATCH),
+    "dense-3d-input-dynamic-batch": ([L.Dense(5)], (4, 6), STATIC_SHAPES),
+    "dense-4d-input-dynamic-batch": ([L.Dense(7, activation="relu"), L.Dense(3)], (2, 3, 6), STATIC_SHAPES),
+    # Dilated convolutions: a static batch gives CONV_2D with dilation, a dynamic batch the Keras 3
+    # SPACE_TO_BATCH_ND / CONV_2D / BATCH_TO_SPACE_ND pattern that the compiler fuses back
+    "dilated-conv": ([L.Conv2D(4, 3, dilation_rate=2, padding="same")], (9, 9, 3), STATIC_BATCH),
+    "dilated-conv-s2b-valid": ([L.Conv2D(4, 3, dilation_rate=2)], (9, 9, 3), TFLITE_REFERENCE),
+    "dilated-conv-s2b-same": ([L.Conv2D(4, 3, dilation_rate=2, padding="same")], (9, 9, 3), TFLITE_REFERENCE),
+    "dilated-conv-s2b-rect": ([L.Conv2D(5, (3, 2), dilation_rate=3, padding="same")], (11, 8, 2), TFLITE_REFERENCE),
+    "dilated-depthwise-s2b": ([L.DepthwiseConv2D(3, dilation_rate=2, padding="same")], (8, 8, 4), TFLITE_REFERENCE),
 }
+
+
+def static_batch_model(layers, input_shape, seed=0) -> bytes:
+    """conftest.quantized_model with the batch dimension fixed at 1 in the Keras model."""
+    from tinyrobust.quantize import quantize
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input(shape=input_shape, batch_size=1), *layers])
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(np.random.default_rng(seed).normal(0, 0.3, layer.bias.shape))
+    representative = np.random.default_rng(seed).uniform(-1, 1, (64, *input_shape)).astype(np.float32)
+    return quantize(model, representative)
+
+
+def tflite_reference_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for sample in xq:
+        interpreter.set_tensor(inp, sample[None])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(out).reshape(-1).copy())
+    return np.stack(outputs)
+
+
+def with_static_shapes(tflite: bytes) -> bytes:
+    """The model as TFLM can run it: Keras Dense on a 3-D input, converted with a dynamic batch, computes its
+    RESHAPE shapes with ops TFLM lacks (REDUCE_PROD) and keeps placeholder shapes. Here that shape arithmetic is
+    folded into constants and dropped, and the batch-1 shapes are written into the file. Only shapes change,
+    never an arithmetic op, so TFLM's outputs stay the reference."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    graph = read_tflite(tflite)
+    fold_shape_arithmetic(graph)
+    remove_dead_ops(graph)
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(tflite, 0))
+    sub = model.subgraphs[0]
+    for t in graph.tensors:
+        sub.tensors[t.index].shape = np.array(t.shape, dtype=np.int32)
+        sub.tensors[t.index].shapeSignature = None
+    for op in graph.ops:
+        if op.kind == "RESHAPE" and len(op.inputs) > 1 and model.buffers[sub.tensors[op.inputs[1]].buffer].data is None:
+            buffer = fb.BufferT()
+            buffer.data = np.frombuffer(graph.tensors[op.inputs[1]].data.astype("<i4").tobytes(), np.uint8)
+            model.buffers.append(buffer)
+            sub.tensors[op.inputs[1]].buffer = len(model.buffers) - 1
+    kept = {op.position for op in graph.ops}
+    sub.operators = [o for i, o in enumerate(sub.operators) if i in kept]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_native_bit_exact_with_tflm(case, tmp_path):
-    layers, input_shape = CASES[case]
-    tflite = quantized_model(layers, input_shape)
+    layers, input_shape, *variant = CASES[case]
+    build = static_batch_model if variant == [STATIC_BATCH] else quantized_model
+    tflite = build(layers, input_shape)
+    reference_model = with_static_shapes(tflite) if variant == [STATIC_SHAPES] else tflite
     xq = random_inputs(tflite, 40)
     compiled = compile_model(tflite)
     exe = build_native(compiled, tmp_path)
     native = np.frombuffer(run_native(exe, xq), dtype=np.int8).reshape(len(xq), -1)
-    reference = tflm_outputs(tflite, xq).reshape(len(xq), -1)
+    if variant == [TFLITE_REFERENCE]:
+        reference, engine = tflite_reference_outputs(tflite, xq).reshape(len(xq), -1), "TFLite's reference kernels"
+    else:
+        reference, engine = tflm_outputs(reference_model, xq).reshape(len(xq), -1), "TFLM"
     mismatches = np.argwhere(native != reference)
-    assert mismatches.size == 0, f"{len(mismatches)} output bytes differ from TFLM, first at {mismatches[0]}"
+    assert mismatches.size == 0, f"{len(mismatches)} output bytes differ from {engine}, first at {mismatches[0]}"

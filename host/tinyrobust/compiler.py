@@ -7,6 +7,7 @@ only runs integer arithmetic.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .graph import Graph, Op, Tensor, live_inputs, read_tflite, remove_dead_ops
+from .graph import Graph, Op, Tensor, fold_shape_arithmetic, live_inputs, read_tflite, reindex, remove_dead_ops
 from .planner import Buffer, plan_arena
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -157,7 +158,9 @@ def _conv_common(graph: Graph, op: Op, name: str, depthwise: bool) -> tuple[dict
     k_h, k_w = w.shape[1], w.shape[2]
     exp_h, pad_h = out_size_and_padding(o.padding, in_h, k_h, o.strideH, o.dilationHFactor)
     exp_w, pad_w = out_size_and_padding(o.padding, in_w, k_w, o.strideW, o.dilationWFactor)
-    if (exp_h, exp_w) != (out_h, out_w):
+    if getattr(o, "explicit_padding", None):  # a fused SPACE_TO_BATCH_ND pattern
+        pad_h, pad_w = o.explicit_padding
+    elif (exp_h, exp_w) != (out_h, out_w):
         raise Unsupported(f"output shape {out.shape} inconsistent with its attributes")
     lo, hi = activation_range(o.fusedActivationFunction, out)
     constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1))]
@@ -565,7 +568,7 @@ def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
     with the 1/count factor folded into the multiplier as its eval does."""
     x, out = _tensor(graph, op), _tensor(graph, op, output=True)
     _require_int8(graph, op, x.index, out.index)
-    axes = {int(a) + (len(x.shape) if a < 0 else 0) for a in _constant_ints(graph, op.inputs[1], "axes")}
+    axes = {int(a) + (len(x.shape) if a < 0 else 0) for a in _constant_ints(graph, op.inputs[1], "axes").reshape(-1)}
     strides = _strides(x.shape)
     kept = [d for d in range(len(x.shape)) if d not in axes]
     reduced = sorted(axes)
@@ -615,6 +618,54 @@ LOWERINGS = {
 ALIASES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 
 
+def _same_quantization(a: Tensor, b: Tensor) -> bool:
+    return a.scale is not None and b.scale is not None and (a.scale[0], _zp(a)) == (b.scale[0], _zp(b))
+
+
+def fuse_dilated_convolutions(graph: Graph) -> None:
+    """Keras 3 emits a dilated convolution as SPACE_TO_BATCH_ND -> CONV_2D (or DEPTHWISE_CONV_2D) with VALID
+    padding -> BATCH_TO_SPACE_ND. With batch 1 that is one convolution whose dilation is the block shape and
+    whose padding is the SPACE_TO_BATCH padding minus the BATCH_TO_SPACE crop. It is exact: TFLM pads with the
+    zero point, which contributes nothing, as taps outside the input contribute nothing here. Patterns that do
+    not match stay as they are (and are reported unsupported)."""
+    ops = graph.ops
+    replaced: dict[int, Op] = {}
+    removed: set[int] = set()
+    for i, s2b in enumerate(ops):
+        if s2b.kind != "SPACE_TO_BATCH_ND" or s2b.outputs[0] in graph.outputs:
+            continue
+        x = graph.tensors[s2b.inputs[0]]
+        users = graph.consumers.get(s2b.outputs[0], [])
+        if len(x.shape) != 4 or x.shape[0] != 1 or len(users) != 1 or ops[users[0]].kind not in CONVOLUTIONS:
+            continue
+        j = users[0]
+        conv, o = ops[j], ops[j].options
+        users = graph.consumers.get(conv.outputs[0], [])
+        if conv.outputs[0] in graph.outputs or len(users) != 1 or ops[users[0]].kind != "BATCH_TO_SPACE_ND":
+            continue
+        k = users[0]
+        b2s = ops[k]
+        constant = [graph.tensors[t].data for t in (*s2b.inputs[1:3], *b2s.inputs[1:3])]
+        if any(c is None for c in constant) or (o.padding, o.strideH, o.strideW) != (VALID, 1, 1):
+            continue
+        block, paddings, block2, crops = (c.astype(np.int64).reshape(-1) for c in constant)
+        if (o.dilationHFactor, o.dilationWFactor) != (1, 1) or list(block) != list(block2) or len(block) != 2:
+            continue
+        pairs = (graph.tensors[s2b.outputs[0]], x), (graph.tensors[b2s.inputs[0]], graph.tensors[b2s.outputs[0]])
+        if not all(_same_quantization(a, b) for a, b in pairs):
+            continue
+        options = copy.copy(o)
+        options.dilationHFactor, options.dilationWFactor = int(block[0]), int(block[1])
+        options.explicit_padding = (int(paddings[0] - crops[0]), int(paddings[2] - crops[2]))
+        replaced[j] = Op(conv.position, conv.kind, [x.index, *conv.inputs[1:]], b2s.outputs, options, conv.version)
+        removed |= {i, k}
+    graph.ops = [replaced.get(i, op) for i, op in enumerate(ops) if i not in removed]
+    reindex(graph)
+
+
+CONVOLUTIONS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+
+
 def describe(graph: Graph, op: Op) -> str:
     types = "/".join(sorted({graph.tensors[t].type_name for t in op.inputs + op.outputs if t >= 0}))
     return f"{op.kind} at position {op.position} ({types})"
@@ -634,7 +685,9 @@ def compile_model(tflite: bytes) -> CompiledModel:
                 f"the model's {role} is {t.type_name}, not int8; quantize it with inference_input_type and "
                 "inference_output_type set to tf.int8"
             )
+    fold_shape_arithmetic(graph)
     remove_dead_ops(graph)
+    fuse_dilated_convolutions(graph)
     steps, constants, problems = [], [], []
     operand_constants: set[int] = set()
     alias_of: dict[int, int] = {}  # aliased tensor -> tensor that owns the bytes

@@ -109,6 +109,43 @@ def reindex(graph: Graph) -> None:
                 graph.consumers.setdefault(t, []).append(i)
 
 
+# Shape arithmetic on int32 constants that a dynamic-batch model computes at run time.
+SHAPE_FOLDS = {
+    "GATHER": lambda v, o: np.take(v[0], v[1], axis=o.axis),
+    "REDUCE_PROD": lambda v, o: np.prod(v[0], axis=tuple(np.atleast_1d(v[1])), keepdims=o.keepDims),
+    "PACK": lambda v, o: np.stack(v, axis=o.axis),
+    "CONCATENATION": lambda v, o: np.concatenate([np.atleast_1d(x) for x in v], axis=o.axis),
+}
+
+
+def fold_shape_arithmetic(graph: Graph) -> None:
+    """Give static shapes to a model converted with a dynamic batch: Keras Dense on a 3-D input computes its
+    RESHAPE's shape at run time (SHAPE, GATHER, REDUCE_PROD, PACK, CONCATENATION) and stores placeholder shapes
+    for the tensors that follow. With batch 1 that arithmetic is constant: evaluate it, then give the RESHAPE
+    and the FULLY_CONNECTED after it their real output shapes."""
+    for op in graph.ops:
+        out = graph.tensors[op.outputs[0]]
+        ins = [graph.tensors[t] for t in op.inputs if t >= 0]
+        if op.kind == "SHAPE" and out.type_name == "int32":
+            out.data = np.array(ins[0].shape, dtype=np.int32)
+        elif op.kind in SHAPE_FOLDS and out.type_name == "int32" and all(t.data is not None for t in ins):
+            out.data = np.asarray(SHAPE_FOLDS[op.kind]([t.data for t in ins], op.options), dtype=np.int32)
+            out.shape = tuple(out.data.shape)
+        elif op.kind == "RESHAPE" and len(ins) > 1 and ins[1].data is not None:
+            shape = [int(d) for d in ins[1].data.reshape(-1)]
+            size = int(np.prod(ins[0].shape, dtype=np.int64))
+            known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+            if shape.count(-1) == 1 and known and size % known == 0:
+                shape[shape.index(-1)] = size // known
+            if -1 not in shape and int(np.prod(shape, dtype=np.int64)) == size:
+                out.shape = tuple(shape)
+        elif op.kind == "FULLY_CONNECTED" and not op.options.keepNumDims and len(ins) > 1:
+            out_n, in_n = ins[1].shape
+            size = int(np.prod(ins[0].shape, dtype=np.int64))
+            if size % in_n == 0:
+                out.shape = (size // in_n, out_n)
+
+
 def remove_dead_ops(graph: Graph) -> None:
     """Drop ops whose outputs reach no graph output, such as the shape arithmetic a Keras Flatten emits
     (SHAPE, STRIDED_SLICE, PACK) when the RESHAPE it feeds has a static output shape."""
