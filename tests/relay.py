@@ -15,15 +15,15 @@ FAULTS = ("drop", "flip", "delay", "split", "close", "restart")
 class FaultyRelay:
     """Listens on a local port; each connection is relayed to the emulator, with one kind of fault.
 
-    Faults hit a chunk with probability `rate`, at most `limit` times, never in the first `grace` chunks
-    (so the handshake gets through once)."""
+    Faults hit each relayed byte with probability `rate` (QEMU's UART sends byte by byte, the host whole
+    frames), at most `limit` times, never in the first `grace` bytes (so the first handshake gets through)."""
 
-    def __init__(self, target: EmulatorTarget, fault: str | None, seed: int = 0, rate: float = 0.04, limit: int = 6):
+    def __init__(self, target: EmulatorTarget, fault: str | None, seed: int = 0, rate: float = 0.003, limit: int = 6):
         self.target, self.fault, self.rate, self.limit = target, fault, rate, limit
         self.random = random.Random(seed)
         self.injected = 0
-        self.chunks = 0
-        self.grace = 4
+        self.relayed = 0
+        self.grace = 200
         self.lock = threading.Lock()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
@@ -47,12 +47,12 @@ class FaultyRelay:
             threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
             threading.Thread(target=self._pump, args=(up, down), daemon=True).start()
 
-    def _strike(self) -> bool:
+    def _strike(self, size: int) -> bool:
         with self.lock:
-            self.chunks += 1
-            if self.fault is None or self.injected >= self.limit or self.chunks <= self.grace:
+            self.relayed += size
+            if self.fault is None or self.injected >= self.limit or self.relayed <= self.grace:
                 return False
-            if self.random.random() < self.rate:
+            if self.random.random() < 1 - (1 - self.rate) ** size:
                 self.injected += 1
                 return True
             return False
@@ -60,7 +60,7 @@ class FaultyRelay:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(4096):
-                if self._strike():
+                if self._strike(len(data)):
                     data = self._apply(data, src, dst)
                     if data is None:
                         return
