@@ -82,7 +82,6 @@ CASES = {
     "softmax-dense": ([L.Dense(10), L.Softmax()], (8,)),
     "softmax-wide-range": ([wide_dense(33, 3), L.Softmax()], (6,)),
     "softmax-4d": ([L.Softmax()], (3, 4, 5)),
-    "softmax-2-classes": ([L.Flatten(), L.Dense(2), L.Softmax()], (3, 3, 2)),
     # PAD, PADV2
     "pad-2d-asymmetric": ([L.ZeroPadding2D(((1, 2), (0, 3)))], (4, 5, 3)),
     "pad-after-conv": ([conv(4), L.ZeroPadding2D(2), L.Conv2D(3, 3)], (5, 5, 2)),
@@ -93,7 +92,6 @@ CASES = {
     "mean-global-pool": ([conv(6), L.GlobalAveragePooling2D()], (6, 5, 3)),
     "mean-global-pool-keepdims": ([L.GlobalAveragePooling2D(keepdims=True)], (4, 4, 5)),
     "mean-channels": ([fn(lambda x: K.mean(x, axis=-1))], (4, 3, 5)),
-    "mean-height": ([fn(lambda x: K.mean(x, axis=1))], (5, 3, 4)),
     "mean-1d": ([L.GlobalAveragePooling1D()], (7, 5)),
     # CONCATENATION
     "concat-channels": ([Branch(lambda x, y: K.concatenate([x, y], axis=-1), conv(5, activation="relu"))], (4, 4, 3)),
@@ -103,7 +101,6 @@ CASES = {
     "logistic": ([L.Activation("sigmoid")], (4, 4, 3)),
     "logistic-wide-range": ([wide_dense(32, 4), L.Activation("sigmoid")], (8,)),
     "tanh": ([L.Activation("tanh")], (4, 4, 3)),
-    "tanh-after-conv": ([conv(6), L.Activation("tanh")], (5, 5, 3)),
     "tanh-wide-range": ([wide_dense(32, 4), L.Activation("tanh")], (8,)),
     # RELU, RELU6, HARD_SWISH, QUANTIZE
     "relu": ([L.ReLU()], (4, 4, 3)),
@@ -111,7 +108,6 @@ CASES = {
     "relu6": ([L.ReLU(6.0)], (4, 4, 3)),
     "relu6-after-dense": ([wide_dense(12, 5), L.ReLU(6.0)], (6,)),
     "hard-swish": ([L.Activation("hard_swish")], (4, 4, 3)),
-    "hard-swish-after-conv": ([conv(5), L.Activation("hard_swish")], (5, 5, 2)),
     "hard-swish-wide-range": ([wide_dense(16, 6), L.Activation("hard_swish")], (8,)),
     "quantize-requantize": ([fn(lambda x: K.concatenate([K.tanh(x), K.sigmoid(x)], axis=-1))], (4, 4, 3)),
     "quantize-three-scales": ([fn(lambda x: K.concatenate([K.tanh(x), K.sigmoid(x), x], axis=1))], (3, 4, 2)),
