@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what tinyrobust needs on Debian/Ubuntu: the Arm toolchain, newlib and QEMU from apt (when missing),
-# and the Python package with its dependencies into .venv.
+# Installs what tinyrobust needs on Debian/Ubuntu: the Arm toolchain, newlib, QEMU and clang (libFuzzer) from
+# apt (when missing), and the Python package with its dependencies into .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,6 +12,9 @@ command -v arm-none-eabi-gcc >/dev/null || packages+=(gcc-arm-none-eabi)
 [ -e /usr/lib/arm-none-eabi/newlib/libc.a ] || packages+=(libnewlib-arm-none-eabi)
 command -v qemu-system-arm >/dev/null || packages+=(qemu-system-arm)
 command -v gcc >/dev/null || packages+=(gcc)
+# clang with libFuzzer, for the tests that fuzz the firmware's frame parser
+fuzzer="$(clang -print-resource-dir 2>/dev/null)/lib/linux/libclang_rt.fuzzer-$(uname -m).a"
+[ -e "$fuzzer" ] || packages+=(clang libclang-rt-dev)
 python3 -c "import venv, ensurepip" 2>/dev/null || packages+=(python3-venv)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "installing with apt: ${packages[*]}"
