@@ -13,7 +13,7 @@ command -v arm-none-eabi-gcc >/dev/null || packages+=(gcc-arm-none-eabi)
 command -v qemu-system-arm >/dev/null || packages+=(qemu-system-arm)
 command -v gcc >/dev/null || packages+=(gcc)
 # clang with libFuzzer, for the tests that fuzz the firmware's frame parser
-fuzzer="$(clang -print-resource-dir 2>/dev/null)/lib/linux/libclang_rt.fuzzer-$(uname -m).a"
+fuzzer="$(clang -print-resource-dir 2>/dev/null || true)/lib/linux/libclang_rt.fuzzer-$(uname -m).a"
 [ -e "$fuzzer" ] || packages+=(clang libclang-rt-dev)
 python3 -c "import venv, ensurepip" 2>/dev/null || packages+=(python3-venv)
 if [ ${#packages[@]} -gt 0 ]; then
