@@ -128,12 +128,11 @@ def calibrate(board: Board, out_dir: Path) -> float:
         port = emulator.start()
         port.timeout = 0.5
         # Some UART models (QEMU's STM32 USART) drop what arrives before the firmware enabled them: say
-        # "start" again until the reply comes.
-        for _ in range(10):
+        # "start" again until the reply comes; the firmware ignores the extra bytes.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(reply) < CALIBRATION.size and time.monotonic() < deadline:
             port.write(b"\x00")
             reply += port.read(CALIBRATION.size - len(reply))
-            if len(reply) == CALIBRATION.size:
-                break
         port.close()
     if len(reply) != CALIBRATION.size:
         log = out_dir / "calibrate.log"
