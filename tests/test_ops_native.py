@@ -48,6 +48,7 @@ STATIC_SHAPES = "static shapes"  # dynamic-batch pattern; TFLM runs the model wi
 # where SPACE_TO_BATCH_ND makes 4) and computes garbage, so the reference is TFLite's reference kernels, which
 # resize the tensors. Models with a static batch get a plain dilated CONV_2D, checked against TFLM above.
 TFLITE_REFERENCE = "TFLite reference kernels"
+SAME_QUANTIZATION = "same quantization"  # the first op's output quantized like its input (the file edited)
 
 CASES = {
     "conv3x3-same-relu": ([L.Conv2D(8, 3, padding="same", activation="relu")], (9, 9, 3)),
@@ -92,6 +93,7 @@ CASES = {
     "mean-global-pool": ([conv(6), L.GlobalAveragePooling2D()], (6, 5, 3)),
     "mean-global-pool-keepdims": ([L.GlobalAveragePooling2D(keepdims=True)], (4, 4, 5)),
     "mean-channels": ([fn(lambda x: K.mean(x, axis=-1))], (4, 3, 5)),
+    "mean-same-quantization": ([L.GlobalAveragePooling2D()], (4, 4, 5), SAME_QUANTIZATION),
     "mean-1d": ([L.GlobalAveragePooling1D()], (7, 5)),
     # CONCATENATION
     "concat-channels": ([Branch(lambda x, y: K.concatenate([x, y], axis=-1), conv(5, activation="relu"))], (4, 4, 3)),
@@ -159,6 +161,20 @@ def tflite_reference_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
     return np.stack(outputs)
 
 
+def with_same_quantization(tflite: bytes) -> bytes:
+    """The model with its first op's output quantized like that op's input."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(tflite, 0))
+    sub = model.subgraphs[0]
+    first = sub.operators[0]
+    sub.tensors[first.outputs[0]].quantization = sub.tensors[first.inputs[0]].quantization
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def with_static_shapes(tflite: bytes) -> bytes:
     """The model as TFLM can run it: Keras Dense on a 3-D input, converted with a dynamic batch, computes its
     RESHAPE shapes with ops TFLM lacks (REDUCE_PROD) and keeps placeholder shapes. Here that shape arithmetic is
@@ -193,6 +209,8 @@ def test_native_bit_exact_with_tflm(case, tmp_path):
     layers, input_shape, *variant = CASES[case]
     build = static_batch_model if variant == [STATIC_BATCH] else quantized_model
     tflite = build(layers, input_shape)
+    if variant == [SAME_QUANTIZATION]:
+        tflite = with_same_quantization(tflite)
     reference_model = with_static_shapes(tflite) if variant == [STATIC_SHAPES] else tflite
     xq = random_inputs(tflite, 40)
     compiled = compile_model(tflite)

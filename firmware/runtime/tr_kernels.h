@@ -148,7 +148,6 @@ typedef struct {
     tr_walk kept;    /* over the output elements, with input strides */
     tr_walk reduced; /* over the elements averaged into one output */
     int32_t count;   /* elements in `reduced` */
-    int32_t plain;   /* same input and output quantization: TFLM's truncating integer mean */
     int32_t in_zero_point, out_zero_point;
     int32_t multiplier, shift; /* already divided by count, as TFLM does */
 } tr_mean_params;

@@ -29,13 +29,7 @@ void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out)
         for (int32_t k = 0; k < p->count; k++) {
             sum += base[offset_of(&p->reduced, k)];
         }
-        int32_t y;
-        if (p->plain) {
-            y = sum / p->count;
-        } else {
-            y = tr_requantize(sum - p->in_zero_point * p->count, p->multiplier, p->shift) + p->out_zero_point;
-            y = y < INT8_MIN ? INT8_MIN : (y > INT8_MAX ? INT8_MAX : y);
-        }
-        out[o] = (int8_t)y;
+        int32_t y = tr_requantize(sum - p->in_zero_point * p->count, p->multiplier, p->shift) + p->out_zero_point;
+        out[o] = (int8_t)(y < INT8_MIN ? INT8_MIN : (y > INT8_MAX ? INT8_MAX : y));
     }
 }

@@ -564,8 +564,8 @@ def lower_concatenation(graph: Graph, op: Op, name: str) -> Kernel:
 
 
 def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
-    """TFLM's int8 MEAN: a truncating integer mean when the quantization is unchanged, else QuantizedMeanOrSum
-    with the 1/count factor folded into the multiplier as its eval does."""
+    """TFLM's int8 MEAN (QuantizedMeanOrSum), with the 1/count factor folded into the multiplier as its eval
+    does. This TFLM takes that path even when the input and output quantization are equal."""
     x, out = _tensor(graph, op), _tensor(graph, op, output=True)
     _require_int8(graph, op, x.index, out.index)
     axes = {int(a) + (len(x.shape) if a < 0 else 0) for a in _constant_ints(graph, op.inputs[1], "axes").reshape(-1)}
@@ -577,7 +577,6 @@ def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
     count = int(np.prod([x.shape[d] for d in reduced], dtype=np.int64))
     if int(np.prod(kept_dims)) != _size(out) or count == 0:
         raise Unsupported(f"output shape {out.shape} inconsistent with the axes")
-    plain = _zp(x) == _zp(out) and np.float32(x.scale[0]) == np.float32(out.scale[0])
     multiplier, shift = quantize_multiplier(_scale(x) / _scale(out))
     extra = min(count.bit_length() - 1, 32, 31 + shift)
     multiplier, shift = (multiplier << extra) // count, shift - extra
@@ -587,7 +586,7 @@ def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
 
     fields = {
         "kept": walk(kept_dims, kept_strides), "reduced": walk(red_dims, red_strides), "count": count,
-        "plain": int(plain), "in_zero_point": _zp(x), "out_zero_point": _zp(out),
+        "in_zero_point": _zp(x), "out_zero_point": _zp(out),
         "multiplier": multiplier, "shift": shift,
     }  # fmt: skip
     return Kernel("tr_mean_s8", "tr_mean_params", fields)
