@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -16,14 +18,16 @@ class FaultyRelay:
     """Listens on a local port; each connection is relayed to the emulator, with one kind of fault.
 
     Faults hit each relayed byte with probability `rate` (QEMU's UART sends byte by byte, the host whole
-    frames), at most `limit` times, never in the first `grace` bytes (so the first handshake gets through)."""
+    frames), at most `limit` times, and never within `grace` bytes of the start or of the last fault, so
+    that a recovery's handshake gets through."""
 
     def __init__(self, target: EmulatorTarget, fault: str | None, seed: int = 0, rate: float = 0.003, limit: int = 6):
         self.target, self.fault, self.rate, self.limit = target, fault, rate, limit
         self.random = random.Random(seed)
         self.injected = 0
         self.relayed = 0
-        self.grace = 200
+        self.grace = 400
+        self.quiet_until = self.grace
         self.lock = threading.Lock()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
@@ -50,10 +54,11 @@ class FaultyRelay:
     def _strike(self, size: int) -> bool:
         with self.lock:
             self.relayed += size
-            if self.fault is None or self.injected >= self.limit or self.relayed <= self.grace:
+            if self.fault is None or self.injected >= self.limit or self.relayed <= self.quiet_until:
                 return False
             if self.random.random() < 1 - (1 - self.rate) ** size:
                 self.injected += 1
+                self.quiet_until = self.relayed + self.grace
                 return True
             return False
 
@@ -90,7 +95,7 @@ class FaultyRelay:
         if self.fault == "close":
             return None
         if self.fault == "restart":  # the emulator dies mid-campaign, as a board losing power would
-            self.target.emulator.stop()
+            os.kill(self.target.emulator.process.pid, signal.SIGKILL)
             return None
         raise ValueError(self.fault)
 
