@@ -66,9 +66,7 @@ def test_small_board_refuses_weights_beyond_its_flash(name, heavy_weights, tmp_p
     board = load_board(name)
     with pytest.raises(UserError) as refused:
         build_firmware(heavy_weights, board, tmp_path)
-    found = re.search(
-        r"model's (\d+) bytes of weights do not fit .* (\d+) bytes of flash", str(refused.value)
-    )
+    found = re.search(r"model's (\d+) bytes of weights do not fit .* (\d+) bytes of flash", str(refused.value))
     assert found, refused.value
     assert int(found[1]) > int(found[2]) == board.flash["size"]
     assert not (tmp_path / "firmware.elf").exists()

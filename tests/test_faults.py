@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from relay import FAULTS, RelayedTarget
 
@@ -100,4 +99,3 @@ def _rows_if_any(out):
         return device_rows(out)
     except Exception:  # the store may be mid-creation
         return []
-

@@ -64,9 +64,7 @@ def _board_sources(board: Board) -> list[Path]:
     return _sources(FIRMWARE / "boards" / "cortex-m", family)
 
 
-def _link_for_board(
-    board: Board, sources: list[Path], includes: list[Path], out_dir: Path, name: str
-) -> Path:
+def _link_for_board(board: Board, sources: list[Path], includes: list[Path], out_dir: Path, name: str) -> Path:
     """Compile and link sources into out_dir/<name>.elf with the board's CPU flags, defines and memory map."""
     if shutil.which(ARM_GCC) is None:
         raise UserError(
@@ -121,8 +119,7 @@ def _check_fits(model: CompiledModel, board: Board) -> None:
     weights = sum(c.values.size * (1 if c.ctype == "int8_t" else 4) for c in model.constants)
     if weights > board.flash["size"]:
         raise UserError(
-            f"the model's {weights} bytes of weights do not fit {board.name}'s "
-            f"{board.flash['size']} bytes of flash"
+            f"the model's {weights} bytes of weights do not fit {board.name}'s {board.flash['size']} bytes of flash"
         )
     if model.arena_bytes + STACK_BYTES > board.ram["size"]:
         raise UserError(
@@ -149,9 +146,7 @@ def build_native(model: CompiledModel, out_dir: Path, sanitize: bool = True) -> 
     gen = out_dir / "generated"
     render(model, gen)
     exe = out_dir / "model-native"
-    flags = (
-        ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"] if sanitize else ["-O2"]
-    )
+    flags = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"] if sanitize else ["-O2"]
     command = [
         "gcc", *flags, "-std=c11", "-Wall", "-Wextra", "-Werror",
         f"-I{FIRMWARE / 'runtime'}", f"-I{gen}",

@@ -48,9 +48,7 @@ class Emulator:
         if not board.emulated:
             raise UserError(f"{board.name} is a real board, not an emulated one; pass --port to reach it")
         if shutil.which(board.emulator["program"]) is None:
-            raise UserError(
-                f"{board.emulator['program']} is not installed; run: apt-get install -y qemu-system-arm"
-            )
+            raise UserError(f"{board.emulator['program']} is not installed; run: apt-get install -y qemu-system-arm")
         self.board, self.elf, self.requested_port = board, elf, port
         self.log = log
         self.process: subprocess.Popen | None = None
@@ -77,9 +75,7 @@ class Emulator:
                 detail = self.log.read_text(errors="replace").strip() if self.log else ""
                 self.process = None
                 if "Address already in use" in detail:
-                    raise UserError(
-                        f"TCP port {self.port} is already in use; choose another port or stop its user"
-                    )
+                    raise UserError(f"TCP port {self.port} is already in use; choose another port or stop its user")
                 raise UserError(f"the emulator exited at start ({detail or 'no message'})")
             # QEMU holds the guest (wait=on) until its one client, this connection, arrives.
             try:

@@ -91,8 +91,7 @@ class Evaluation:
     def __init__(self, settings: Settings, connect=None):
         self.settings = settings
         self.out = settings.out
-        # connect(board, elf) -> a started target; by default the board's emulator
-        self.connect = connect or (lambda board, elf: EmulatorTarget(board, elf, log=elf.parent / "emulator.log").start())
+        self.connect = connect or start_emulator  # connect(board, elf) -> a started target
         self.started = time.monotonic()
         self.notes: list[str] = []
         self.link = {"retransmissions": 0, "device_resets": 0, "reconnects": 0, "device_restarts": 0}
@@ -262,6 +261,10 @@ def latency(board: Board, ticks: list[int]) -> dict:
         "per_inference": summary,
         "inferences": len(counts),
     }
+
+
+def start_emulator(board: Board, elf: Path) -> EmulatorTarget:
+    return EmulatorTarget(board, elf, log=elf.parent / "emulator.log").start()
 
 
 def flash_and_evaluate(settings: Settings, progress: bool = True, connect=None) -> dict:
