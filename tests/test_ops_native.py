@@ -9,7 +9,7 @@ from conftest import quantized_model, random_inputs
 from tinyrobust.build import build_native, run_native
 from tinyrobust.compiler import compile_model
 from tinyrobust.graph import fold_shape_arithmetic, read_tflite, remove_dead_ops
-from tinyrobust.reference import tflm_outputs
+from tinyrobust.reference import tflite_outputs, tflm_outputs
 
 L = keras.layers
 K = keras.ops
@@ -147,20 +147,6 @@ def static_batch_model(layers, input_shape, seed=0) -> bytes:
     return quantize(model, representative)
 
 
-def tflite_reference_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    outputs = []
-    for sample in xq:
-        interpreter.set_tensor(inp, sample[None])
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(out).reshape(-1).copy())
-    return np.stack(outputs)
-
-
 def with_same_quantization(tflite: bytes) -> bytes:
     """The model with its first op's output quantized like that op's input."""
     import flatbuffers
@@ -217,7 +203,10 @@ def test_native_bit_exact_with_tflm(case, tmp_path):
     exe = build_native(compiled, tmp_path)
     native = np.frombuffer(run_native(exe, xq), dtype=np.int8).reshape(len(xq), -1)
     if variant == [TFLITE_REFERENCE]:
-        reference, engine = tflite_reference_outputs(tflite, xq).reshape(len(xq), -1), "TFLite's reference kernels"
+        reference, engine = (
+            tflite_outputs(tflite, xq, reference_kernels=True).reshape(len(xq), -1),
+            "TFLite's reference kernels",
+        )
     else:
         reference, engine = tflm_outputs(reference_model, xq).reshape(len(xq), -1), "TFLM"
     mismatches = np.argwhere(native != reference)

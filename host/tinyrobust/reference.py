@@ -30,11 +30,12 @@ def tflm_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
     return np.stack(outputs)
 
 
-def tflite_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
-    """Outputs of the desktop LiteRT (TFLite) interpreter with its default, optimized kernels."""
-    from ai_edge_litert.interpreter import Interpreter
+def tflite_outputs(tflite: bytes, xq: np.ndarray, reference_kernels: bool = False) -> np.ndarray:
+    """Outputs of the desktop LiteRT (TFLite) interpreter: its default, optimized kernels, or its reference ones."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=tflite)
+    resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+    interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
     outputs = []
