@@ -66,4 +66,5 @@ def generate(name: str, classifier, x: np.ndarray, y: np.ndarray, eps: float, se
 
     np.random.seed(seed)
     tf.random.set_seed(seed)
+    tf.config.experimental.enable_op_determinism()  # multithreaded CPU reductions would otherwise vary
     return ATTACKS[name](classifier, eps).generate(x.astype(np.float32), y=y).astype(np.float32)
