@@ -41,33 +41,92 @@ def cache_dir() -> Path:
     return Path(base) / "tinyrobust"
 
 
-def load_dataset(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Train and test splits, deterministic for the spec's seed."""
-    if spec["dataset"] != "sklearn-digits":
-        raise UserError(f"data set '{spec['dataset']}' is not available on this machine")
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[..., None]
-    y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=spec["training"]["test_fraction"], random_state=spec["seed"], stratify=y
-    )
-    return x_train, y_train, x_test, y_test
+    return (digits.images / 16.0).astype(np.float32)[..., None], digits.target.astype(np.int64)
+
+
+# Data sets this machine can load without a download, by the name a model's "dataset" field gives.
+DATASETS = {"sklearn-digits": _sklearn_digits}
+
+
+def dataset_available(spec: dict) -> bool:
+    return spec["dataset"] in DATASETS
+
+
+def load_dataset(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test splits, deterministic for the spec's seed."""
+    if not dataset_available(spec):
+        raise UserError(f"data set '{spec['dataset']}' is not available on this machine")
+    from sklearn.model_selection import train_test_split
+
+    x, y = DATASETS[spec["dataset"]]()
+    return train_test_split(x, y, test_size=spec["training"]["test_fraction"], random_state=spec["seed"], stratify=y)
+
+
+def synthetic_inputs(spec: dict, count: int, seed: int) -> np.ndarray:
+    """Random inputs spread over the data's range (the spec's input_range), standing in for a missing data set."""
+    lo, hi = spec.get("input_range", [0.0, 1.0])
+    rng = np.random.default_rng(seed)
+    return rng.uniform(lo, hi, (count, *spec["input_shape"])).astype(np.float32)
 
 
 def build_keras(spec: dict):
+    """The float model of the spec's layers: each layer reads the previous one's output, or, when it lists
+    inputs = ["a", "b"], the outputs of the layers named "a" and "b" ("input" is the model's input)."""
     import keras
 
-    layers = [keras.Input(shape=tuple(spec["input_shape"]))]
+    inputs = keras.Input(shape=tuple(spec["input_shape"]))
+    named, x = {"input": inputs}, inputs
+    graph = any("inputs" in layer for layer in spec["layers"])
+    layers = []
     for layer in spec["layers"]:
         kwargs = dict(layer)
         kind = kwargs.pop("type")
+        sources = kwargs.pop("inputs", None)
         if not hasattr(keras.layers, kind):
             raise UserError(f"model layer type '{kind}' is not a Keras layer")
-        layers.append(getattr(keras.layers, kind)(**kwargs))
-    return keras.Sequential(layers)
+        try:
+            made = getattr(keras.layers, kind)(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"model layer {kind} cannot be made from its arguments ({exc})") from None
+        if not graph:
+            layers.append(made)
+            continue
+        unknown = [s for s in sources or [] if s not in named]
+        if unknown:
+            raise UserError(f"model layer {kind} reads {', '.join(unknown)}, which no earlier layer is named")
+        x = made(x if sources is None else [named[s] for s in sources] if len(sources) > 1 else named[sources[0]])
+        if "name" in kwargs:
+            named[kwargs["name"]] = x
+    return keras.Model(inputs, x) if graph else keras.Sequential([inputs, *layers])
+
+
+def untrained_keras(spec: dict):
+    """The model with seeded random weights, for exactness, latency and memory when its data set is missing.
+    Batch norm statistics are drawn too, so that folding them into the weights is not a no-op."""
+    import keras
+
+    keras.utils.set_random_seed(spec["seed"])
+    model = build_keras(spec)
+    rng = np.random.default_rng(spec["seed"])
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.gamma.shape
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
+            layer.beta.assign(rng.normal(0.0, 0.1, shape))
+            layer.moving_mean.assign(rng.normal(0.0, 0.1, shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, shape))
+    return model
+
+
+LOSSES = {  # the spec's training.loss -> Keras loss and whether the targets are the inputs
+    "logits": (lambda keras: keras.losses.SparseCategoricalCrossentropy(from_logits=True), False),
+    "probabilities": (lambda keras: keras.losses.SparseCategoricalCrossentropy(), False),
+    "reconstruction": (lambda keras: keras.losses.MeanSquaredError(), True),
+}
 
 
 def train_keras(spec: dict, x_train: np.ndarray, y_train: np.ndarray):
@@ -78,35 +137,51 @@ def train_keras(spec: dict, x_train: np.ndarray, y_train: np.ndarray):
     tf.config.experimental.enable_op_determinism()
     model = build_keras(spec)
     training = spec["training"]
+    loss, autoencoder = LOSSES[training.get("loss", "logits")]
     model.compile(
         optimizer=keras.optimizers.Adam(training["learning_rate"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        loss=loss(keras),
+        metrics=[] if autoencoder else ["accuracy"],
     )
-    model.fit(x_train, y_train, epochs=training["epochs"], batch_size=training["batch_size"], verbose=0)
+    targets = x_train if autoencoder else y_train
+    model.fit(x_train, targets, epochs=training["epochs"], batch_size=training["batch_size"], verbose=0)
     return model
 
 
+# Without its data set a built-in model is quantized on this many random inputs and tested on as many more.
+SYNTHETIC_REPRESENTATIVE, SYNTHETIC_TEST = 100, 100
+
+
 def load_builtin(name: str, precision: str = "int8") -> Model:
-    """Train (once, cached) and quantize a built-in model."""
+    """Train (once, cached) and quantize a built-in model. When its data set is not on this machine, the
+    model keeps seeded random weights and is quantized on random inputs in the data's range: enough for
+    exactness, latency and memory, not for accuracy. Its test labels are then the float model's own classes."""
     import keras
 
     from .quantize import quantize
 
     spec = builtin_spec(name)
-    x_train, y_train, x_test, y_test = load_dataset(spec)
+    trained = dataset_available(spec)
     spec_hash = hashlib.sha256((MODELS_DIR / f"{name}.toml").read_bytes()).hexdigest()[:12]
-    folder = cache_dir() / "models" / f"{name}-{spec_hash}"
+    folder = cache_dir() / "models" / (f"{name}-{spec_hash}" if trained else f"{name}-{spec_hash}-untrained")
     keras_path = folder / "float.keras"
     tflite_path = folder / f"{precision}.tflite"
+    if trained:
+        x_train, y_train, x_test, y_test = load_dataset(spec)
+    else:
+        x_train = synthetic_inputs(spec, SYNTHETIC_REPRESENTATIVE, spec["seed"])
+        x_test = synthetic_inputs(spec, SYNTHETIC_TEST, spec["seed"] + 1)
     if keras_path.is_file():
         float_model = keras.models.load_model(keras_path)
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        float_model = train_keras(spec, x_train, y_train)
+        float_model = train_keras(spec, x_train, y_train) if trained else untrained_keras(spec)
         float_model.save(keras_path)
     if not tflite_path.is_file():
         tflite_path.write_bytes(quantize(float_model, x_train, precision))
+    if not trained:
+        outputs = np.asarray(float_model.predict(x_test, batch_size=32, verbose=0))
+        y_test = outputs.reshape(len(x_test), -1).argmax(axis=1)
     return Model(name, tflite_path.read_bytes(), float_model, x_test, y_test)
 
 
