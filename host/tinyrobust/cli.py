@@ -144,6 +144,45 @@ def models() -> None:
         click.echo(f"{name:<16} input {shape:<8} {spec['classes']:>3} classes  {spec['description']}")
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
+@click.option("--inputs", type=click.Path(path_type=Path), help="An .npy of quantized inputs (default: random ones).")
+@click.option("--samples", type=int, help="How many inputs to run  [default: 10 random, or every given input]")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
+@click.option("--precision", type=click.Choice(["int8", "int16x8"]), default="int8", show_default=True)
+def validate(model, board, inputs, samples, json_path, precision) -> None:
+    """Run MODEL (built-in name or .tflite) on the board; compare its outputs with TFLM and TFLite."""
+    import json
+
+    from .validate import format_table
+    from .validate import validate as run
+
+    results = run(model, board, inputs, samples, precision)
+    click.echo(format_table(results))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+@cli.command()
+@click.option("--models", help="Comma-separated built-in names or .tflite files  [default: every built-in model]")
+@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
+@click.option("--precision", type=click.Choice(["int8", "int16x8"]), default="int8", show_default=True)
+def bench(models, board, json_path, precision) -> None:
+    """Instructions per inference, our arena against TFLM's, and flash code and weights, per model."""
+    import json
+
+    from .bench import bench as run
+    from .bench import markdown
+
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    results = run(names, board, precision, progress=lambda text: click.echo(text, err=True))
+    click.echo(markdown(results))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     _quiet_libraries()
     from .link import LinkError

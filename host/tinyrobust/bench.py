@@ -1,0 +1,109 @@
+"""bench: per model, the instructions per inference on a board, our arena against TFLM's for the same model,
+and the firmware's flash split into code and weights."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import zoo
+from .boards import load_board
+from .build import build_firmware
+from .compiler import compile_model
+from .errors import UserError
+from .validate import check_link_fits, check_precision, counts, latency_unit, load_tflite, random_inputs, run_on_device
+
+INFERENCES = 3  # random inputs per model; the latency is their median
+ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def _stderr_of(action) -> str:
+    """What action writes to file descriptor 2, where TFLM's C++ code prints."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            action()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        return captured.read().decode(errors="replace")
+
+
+def tflm_arena(tflite: bytes) -> dict[str, int]:
+    """TFLM's arena for the model, from its interpreter's allocation report: head (the planned activations),
+    tail (the interpreter's own bookkeeping: tensor structs, node structs, persistent buffers) and total."""
+    from tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(tflite)
+    report = _stderr_of(interpreter.print_allocations)
+    sizes = {kind: int(n) for kind, n in ARENA_LINE.findall(report)}
+    if set(sizes) != {"total", "head", "tail"}:
+        raise RuntimeError(f"TFLM's allocation report has no arena head, tail and total:\n{report[-2000:]}")
+    return sizes
+
+
+def bench_model(model: str, board_name: str, precision: str = "int8", inferences: int = INFERENCES) -> dict:
+    board = load_board(board_name)
+    name, tflite = load_tflite(model, precision)
+    compiled = compile_model(tflite)
+    check_precision(compiled, precision)
+    tflm = tflm_arena(tflite)
+    with tempfile.TemporaryDirectory(prefix="tinyrobust-bench-") as work:
+        firmware = build_firmware(compiled, board, Path(work))
+        note = None
+        try:
+            check_link_fits(compiled)
+        except UserError as exc:
+            note, instructions = str(exc), None
+        else:
+            _, ticks = run_on_device(compiled, board, firmware.elf, random_inputs(compiled, inferences))
+            instructions = float(np.median(counts(board, ticks)))
+    return {
+        "name": name,
+        "precision": precision,
+        "instructions_per_inference": instructions,
+        "arena_bytes": compiled.arena_bytes,
+        "tflm_arena_bytes": tflm["head"],
+        "tflm_arena_total_bytes": tflm["total"],
+        "flash_code_bytes": firmware.memory.code_bytes,
+        "flash_weight_bytes": firmware.memory.weights_bytes,
+        "note": note,
+    }
+
+
+def bench(models: list[str] | None, board_name: str, precision: str = "int8", progress=None) -> dict:
+    """Every model's figures on the board; models are built-in names or .tflite paths (default: all built-in)."""
+    board = load_board(board_name)
+    rows = []
+    for model in models or zoo.builtin_names():
+        if progress:
+            progress(f"bench {model} on {board.name}")
+        rows.append(bench_model(model, board.name, precision))
+    return {"board": board.name, "unit": latency_unit(board), "models": rows}
+
+
+def markdown(results: dict) -> str:
+    """The figures as a markdown table; a dash where the device could not be run (see the notes below it)."""
+    lines = [
+        f"| model | precision | {results['unit']} per inference | arena (B) | TFLM arena head (B) "
+        "| TFLM arena total (B) | flash code (B) | flash weights (B) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for r in results["models"]:
+        latency = "-" if r["instructions_per_inference"] is None else f"{r['instructions_per_inference']:,.0f}"
+        lines.append(
+            f"| {r['name']} | {r['precision']} | {latency} | {r['arena_bytes']:,} | {r['tflm_arena_bytes']:,} "
+            f"| {r['tflm_arena_total_bytes']:,} | {r['flash_code_bytes']:,} | {r['flash_weight_bytes']:,} |"
+        )
+        if r["note"]:
+            notes.append(f"{r['name']}: {r['note']}")
+    return "\n".join(lines + ([""] + notes if notes else []))
