@@ -19,6 +19,7 @@ from .errors import UserError
 from .validate import check_link_fits, check_precision, counts, latency_unit, load_tflite, random_inputs, run_on_device
 
 INFERENCES = 3  # random inputs per model; the latency is their median
+C_SIZES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
 ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
@@ -56,16 +57,19 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
     compiled = compile_model(tflite)
     check_precision(compiled, precision)
     tflm = tflm_arena(tflite)
+    instructions, code, weights, note = None, None, None, None
     with tempfile.TemporaryDirectory(prefix="tinyrobust-bench-") as work:
-        firmware = build_firmware(compiled, board, Path(work))
-        note = None
         try:
+            firmware = build_firmware(compiled, board, Path(work))  # refuses a model the board cannot hold
             check_link_fits(compiled)
         except UserError as exc:
-            note, instructions = str(exc), None
+            note = str(exc)
         else:
             _, ticks = run_on_device(compiled, board, firmware.elf, random_inputs(compiled, inferences))
             instructions = float(np.median(counts(board, ticks)))
+            code, weights = firmware.memory.code_bytes, firmware.memory.weights_bytes
+    if weights is None:  # the ELF of firmware that cannot take an input is no measure: count the model's weights
+        weights = sum(c.values.size * C_SIZES[c.ctype] for c in compiled.constants if c.weight)
     return {
         "name": name,
         "precision": precision,
@@ -73,8 +77,8 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
         "arena_bytes": compiled.arena_bytes,
         "tflm_arena_bytes": tflm["head"],
         "tflm_arena_total_bytes": tflm["total"],
-        "flash_code_bytes": firmware.memory.code_bytes,
-        "flash_weight_bytes": firmware.memory.weights_bytes,
+        "flash_code_bytes": code,
+        "flash_weight_bytes": weights,
         "note": note,
     }
 
@@ -91,7 +95,7 @@ def bench(models: list[str] | None, board_name: str, precision: str = "int8", pr
 
 
 def markdown(results: dict) -> str:
-    """The figures as a markdown table; a dash where the device could not be run (see the notes below it)."""
+    """The figures as a markdown table; a dash where the firmware could not be run (see the notes below it)."""
     lines = [
         f"| model | precision | {results['unit']} per inference | arena (B) | TFLM arena head (B) "
         "| TFLM arena total (B) | flash code (B) | flash weights (B) |",
@@ -99,10 +103,12 @@ def markdown(results: dict) -> str:
     ]
     notes = []
     for r in results["models"]:
-        latency = "-" if r["instructions_per_inference"] is None else f"{r['instructions_per_inference']:,.0f}"
+        latency, code = (
+            "-" if r[key] is None else f"{r[key]:,.0f}" for key in ("instructions_per_inference", "flash_code_bytes")
+        )
         lines.append(
             f"| {r['name']} | {r['precision']} | {latency} | {r['arena_bytes']:,} | {r['tflm_arena_bytes']:,} "
-            f"| {r['tflm_arena_total_bytes']:,} | {r['flash_code_bytes']:,} | {r['flash_weight_bytes']:,} |"
+            f"| {r['tflm_arena_total_bytes']:,} | {code} | {r['flash_weight_bytes']:,} |"
         )
         if r["note"]:
             notes.append(f"{r['name']}: {r['note']}")
