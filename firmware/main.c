@@ -12,7 +12,6 @@
 #define MSG_ERROR 0x7F
 
 enum { ERR_BAD_CRC = 1, ERR_TOO_LONG = 2, ERR_UNKNOWN_TYPE = 3, ERR_BAD_LENGTH = 4 };
-enum { COUNTER_SYSTICK = 0 };
 
 #define INFO_BYTES (1 + 1 + 2 + 5 * 4 + 32)
 #define INFER_REPLY_BYTES (8 + TR_OUTPUT_BYTES)
@@ -51,15 +50,9 @@ static void send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t le
     crc = TR_CRC32_FINAL(tr_crc32_update(crc, payload, length));
     uint8_t trailer[TR_CRC_BYTES];
     put_u32(trailer, crc);
-    for (int i = 0; i < TR_HEADER_BYTES; i++) {
-        tr_uart_put(header[i]);
-    }
-    for (uint16_t i = 0; i < length; i++) {
-        tr_uart_put(payload[i]);
-    }
-    for (int i = 0; i < TR_CRC_BYTES; i++) {
-        tr_uart_put(trailer[i]);
-    }
+    tr_channel_write(header, TR_HEADER_BYTES);
+    tr_channel_write(payload, length);
+    tr_channel_write(trailer, TR_CRC_BYTES);
 }
 
 static void reply(const tr_parser *p, uint16_t length)
@@ -85,7 +78,7 @@ static void handle(const tr_parser *p)
     switch (p->type) {
     case MSG_INFO:
         tx[0] = PROTOCOL_VERSION;
-        tx[1] = COUNTER_SYSTICK;
+        tx[1] = tr_counter_kind;
         put_u16(tx + 2, MAX_PAYLOAD);
         put_u32(tx + 4, TR_INPUT_BYTES);
         put_u32(tx + 8, TR_OUTPUT_BYTES);
@@ -126,22 +119,26 @@ static void handle(const tr_parser *p)
 int main(void)
 {
     static tr_parser parser;
-    tr_uart_init();
+    static uint8_t incoming[512]; /* what one channel read may bring: a block on fast channels, a byte on a UART */
+    tr_channel_open();
     tr_counter_init();
     tr_parser_init(&parser, rx, sizeof rx);
     for (;;) {
-        switch (tr_parser_feed(&parser, tr_uart_get())) {
-        case TR_FEED_FRAME:
-            handle(&parser);
-            break;
-        case TR_FEED_BAD_CRC:
-            send_error(parser.seq, ERR_BAD_CRC);
-            break;
-        case TR_FEED_TOO_LONG:
-            send_error(parser.seq, ERR_TOO_LONG);
-            break;
-        default:
-            break;
+        uint32_t n = tr_channel_read(incoming, sizeof incoming);
+        for (uint32_t i = 0; i < n; i++) {
+            switch (tr_parser_feed(&parser, incoming[i])) {
+            case TR_FEED_FRAME:
+                handle(&parser);
+                break;
+            case TR_FEED_BAD_CRC:
+                send_error(parser.seq, ERR_BAD_CRC);
+                break;
+            case TR_FEED_TOO_LONG:
+                send_error(parser.seq, ERR_TOO_LONG);
+                break;
+            default:
+                break;
+            }
         }
     }
 }

@@ -4,12 +4,26 @@
 
 #include <stdint.h>
 
+/* The byte channel to the host, chosen at build time (channel/<name>.c): the board's UART, or in the
+ * emulator semihosting file I/O on two host FIFOs. Both carry the same framed protocol. */
+void tr_channel_open(void);
+uint32_t tr_channel_read(uint8_t *buffer, uint32_t size); /* blocks until >= 1 byte arrived; returns how many */
+void tr_channel_write(const uint8_t *data, uint32_t length);
+
+/* The UART driver of the board's chip family (<family>/uart.c), used by channel/uart.c. */
 void tr_uart_init(void);
 uint8_t tr_uart_get(void); /* blocks until a byte arrives */
 void tr_uart_put(uint8_t byte);
 
+/* Early chip setup run first at reset, before RAM is initialized (a watchdog to stop, ...); weak, empty by
+ * default. */
+void tr_board_early_init(void);
+
+/* The counter (cortex-m/<counter>.c): SysTick or DWT CYCCNT. tr_counter_kind is what INFO reports. */
+enum { TR_COUNTER_SYSTICK = 0, TR_COUNTER_DWT = 1 };
+extern const uint8_t tr_counter_kind;
 void tr_counter_init(void);
-void tr_counter_restart(void);   /* start counting from zero */
+void tr_counter_restart(void);  /* start counting from zero */
 uint64_t tr_counter_read(void); /* ticks of the core clock since the last restart */
 
 #endif

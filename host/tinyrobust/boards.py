@@ -24,10 +24,18 @@ class Board:
     uart: dict  # {"base": int} plus driver settings such as "baud"
     emulator: dict | None  # {"program", "machine", "instructions_per_tick"} when the board is emulated
     extra_ram: dict[str, dict] = field(default_factory=dict)  # further RAM regions, declared but not filled
+    counter: str = "systick"  # firmware/boards/cortex-m/<counter>.c: "systick", or "dwt" (CYCCNT) on hardware
+    flashing: dict = field(default_factory=dict)  # {"pyocd": target name, "mbed": Mbed board name} for real boards
+    flash_config: dict | None = None  # {"offset"}: where the chip reads its flash configuration field (Kinetis)
 
     @property
     def emulated(self) -> bool:
         return self.emulator is not None
+
+    @property
+    def default_channel(self) -> str:
+        """The fast semihosting channel in the emulator, the UART on hardware."""
+        return "semihosting" if self.emulated else "uart"
 
 
 def board_names() -> list[str]:
@@ -40,6 +48,7 @@ def load_board(name: str) -> Board:
         raise UserError(f"there is no board '{name}'; choose one of: {', '.join(board_names())}")
     data = tomllib.loads(path.read_text())
     memory = dict(data["memory"])
+    flash_config = memory.pop("flash_config", None)
     return Board(
         name=name,
         description=data["description"],
@@ -52,4 +61,7 @@ def load_board(name: str) -> Board:
         uart=data["uart"],
         emulator=data.get("emulator"),
         extra_ram=memory,
+        counter=data.get("counter", "systick"),
+        flashing=data.get("flashing", {}),
+        flash_config=flash_config,
     )

@@ -17,6 +17,8 @@ from .templates import render_template
 FIRMWARE = ROOT / "firmware"
 STACK_BYTES = 8192
 ARM_GCC = "arm-none-eabi-gcc"
+# Host channels: the board's UART, or in the emulator semihosting file I/O on two FIFOs (much faster).
+CHANNELS = ("uart", "semihosting")
 
 
 @dataclass
@@ -35,6 +37,7 @@ class MemoryReport:
 class Firmware:
     elf: Path
     memory: MemoryReport
+    channel: str = "uart"
 
 
 def _sources(*dirs: Path) -> list[Path]:
@@ -56,15 +59,41 @@ def cpu_flags(board: Board) -> list[str]:
     return flags
 
 
-def _board_sources(board: Board) -> list[Path]:
-    """The board layer: Cortex-M startup and counter, and the family's UART driver."""
-    family = FIRMWARE / "boards" / board.family
+def _board_sources(board: Board, channel: str) -> list[Path]:
+    """The board layer: Cortex-M startup, the board's counter, the host channel and the family's drivers."""
+    boards = FIRMWARE / "boards"
+    family = boards / board.family
     if not family.is_dir():
         raise UserError(f"board {board.name} names family '{board.family}', but {family} does not exist")
-    return _sources(FIRMWARE / "boards" / "cortex-m", family)
+    counter = boards / "cortex-m" / f"{board.counter}.c"
+    if not counter.is_file():
+        raise UserError(f"board {board.name} names counter '{board.counter}', but {counter} does not exist")
+    return [boards / "cortex-m" / "startup.c", counter, boards / "channel" / f"{channel}.c", *_sources(family)]
 
 
-def _link_for_board(board: Board, sources: list[Path], includes: list[Path], out_dir: Path, name: str) -> Path:
+def _uart_defines(board: Board) -> list[str]:
+    """The UART's settings from the board file as C macros: base, baud, kernel clock, the clock and power
+    enable bits to set (register, bit) and the TX/RX pins (port, pin, function) for the family's driver."""
+    uart = board.uart
+    defines = [
+        f"-DTR_UART_BASE={uart['base']:#x}u", f"-DTR_UART_BAUDDIV={uart.get('bauddiv', 16)}",
+        f"-DTR_UART_BAUD={uart.get('baud', 115200)}u", f"-DTR_UART_CLOCK_HZ={uart.get('clock_hz', board.clock_hz)}u",
+    ]  # fmt: skip
+    if "enable" in uart:
+        bits = ",".join(f"{{{register:#x}u,{bit}u}}" for register, bit in uart["enable"])
+        defines.append(f"-DTR_UART_ENABLE={bits}")
+    for pin in ("tx", "rx"):
+        if pin in uart:
+            p = uart[pin]
+            defines.append(f"-DTR_UART_{pin.upper()}={{{p.get('port', 0):#x}u,{p['pin']}u,{p.get('function', 0)}u}}")
+    if uart.get("lpuart"):
+        defines.append("-DTR_UART_LPUART=1")
+    return defines
+
+
+def _link_for_board(
+    board: Board, sources: list[Path], includes: list[Path], out_dir: Path, name: str, channel: str = "uart"
+) -> Path:
     """Compile and link sources into out_dir/<name>.elf with the board's CPU flags, defines and memory map."""
     if shutil.which(ARM_GCC) is None:
         raise UserError(
@@ -77,10 +106,9 @@ def _link_for_board(board: Board, sources: list[Path], includes: list[Path], out
     command = [
         ARM_GCC, *cpu_flags(board), "-O2", "-g", "-std=c11", "-Wall", "-Wextra",
         "-ffunction-sections", "-fdata-sections",
-        f"-DTR_UART_BASE={board.uart['base']:#x}u", f"-DTR_UART_BAUDDIV={board.uart.get('bauddiv', 16)}",
-        f"-DTR_UART_BAUD={board.uart.get('baud', 115200)}u", f"-DTR_CLOCK_HZ={board.clock_hz}u",
+        *_uart_defines(board), f"-DTR_CLOCK_HZ={board.clock_hz}u",
         *(f"-I{d}" for d in [FIRMWARE / "boards", *includes]),
-        *map(str, sources), *map(str, _board_sources(board)),
+        *map(str, sources), *map(str, _board_sources(board, channel)),
         "--specs=nano.specs", "-nostartfiles", f"-T{linker_script}", "-Wl,--gc-sections",
         f"-Wl,-Map={out_dir / name}.map", "-o", str(elf),
     ]  # fmt: skip
@@ -99,14 +127,26 @@ def _link_for_board(board: Board, sources: list[Path], includes: list[Path], out
     return elf
 
 
-def build_firmware(model: CompiledModel, board: Board, out_dir: Path) -> Firmware:
-    """Render the model and the linker script, compile everything, and report memory from the ELF."""
+def build_firmware(model: CompiledModel, board: Board, out_dir: Path, channel: str = "uart") -> Firmware:
+    """Render the model and the linker script, compile everything, and report memory from the ELF.
+    channel: how the firmware talks to the host, "uart" or (emulated boards only) "semihosting"."""
+    check_channel(board, channel)
     _check_fits(model, board)
     gen = out_dir / "generated"
     render(model, gen)
     sources = [*_sources(FIRMWARE / "runtime", FIRMWARE / "link"), FIRMWARE / "main.c", gen / "model.c"]
-    elf = _link_for_board(board, sources, [FIRMWARE / "runtime", FIRMWARE / "link", gen], out_dir, "firmware")
-    return Firmware(elf, memory_report(elf, model.arena_bytes))
+    includes = [FIRMWARE / "runtime", FIRMWARE / "link", gen]
+    elf = _link_for_board(board, sources, includes, out_dir, "firmware", channel)
+    return Firmware(elf, memory_report(elf, model.arena_bytes), channel)
+
+
+def check_channel(board: Board, channel: str) -> None:
+    if channel not in CHANNELS:
+        raise UserError(f"there is no channel '{channel}'; choose one of: {', '.join(CHANNELS)}")
+    if channel == "semihosting" and not board.emulated:
+        raise UserError(
+            f"{board.name} is a real board: only the emulator has the semihosting channel; use --channel uart"
+        )
 
 
 def build_calibration(board: Board, out_dir: Path) -> Path:

@@ -1,12 +1,17 @@
-"""Run firmware in QEMU with its UART on a TCP socket; the emulator is always stopped when the run ends."""
+"""Run firmware in QEMU, reached through its UART on a TCP socket or through semihosting file I/O on two
+FIFOs (the fast channel); the emulator is always stopped when the run ends."""
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .boards import Board
@@ -30,36 +35,151 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def qemu_command(board: Board, elf: Path, port: int) -> list[str]:
+def qemu_command(board: Board, elf: Path, port: int | None) -> list[str]:
+    """QEMU serving the UART on TCP port, or with port None, semihosting on (the FIFO channel)."""
     # -icount shift=0: one instruction is one nanosecond of virtual time, so SysTick counts instructions
     # exactly and repeatably. nodelay=on: without it every reply waits for Nagle's algorithm.
+    if port is None:
+        channel = ["-serial", "null", "-semihosting-config", "enable=on,target=native"]
+    else:
+        channel = ["-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"]
     return [
         board.emulator["program"], "-machine", board.emulator["machine"],
-        "-display", "none", "-monitor", "none",
-        "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on",
-        "-icount", "shift=0", "-kernel", str(elf),
+        "-display", "none", "-monitor", "none", *channel,
+        "-icount", "shift=0", "-kernel", str(Path(elf).resolve()),
     ]  # fmt: skip
 
 
-class Emulator:
-    """A QEMU process serving the board's UART on 127.0.0.1:port; use as a context manager."""
+class FifoConnection:
+    """The host's end of the semihosting channel: two FIFOs, with the part of pyserial's interface the link
+    uses (read, write, timeout, in_waiting, close). A stopped emulator reads as a lost connection."""
 
-    def __init__(self, board: Board, elf: Path, port: int | None = None, log: Path | None = None):
+    def __init__(self, directory: Path, alive: Callable[[], bool], timeout: float | None = 1.0):
+        self.timeout = timeout
+        self._alive = alive
+        self._pending = bytearray()
+        self._in = os.open(directory / "from-device", os.O_RDONLY | os.O_NONBLOCK)
+        self._out = -1
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self._out < 0:
+            # Opening the device's input for writing succeeds once the firmware holds it open for reading.
+            try:
+                self._out = os.open(directory / "to-device", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                if not alive() or time.monotonic() > deadline:
+                    os.close(self._in)
+                    raise _lost("the emulated firmware did not open its semihosting channel") from None
+                time.sleep(0.005)
+
+    def _fill(self) -> None:
+        try:
+            while chunk := os.read(self._in, 65536):
+                self._pending += chunk
+        except BlockingIOError:
+            pass
+
+    @property
+    def in_waiting(self) -> int:
+        self._fill()
+        return len(self._pending)
+
+    def read(self, size: int = 1) -> bytes:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        self._fill()
+        while len(self._pending) < size:
+            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            if not self._alive():
+                raise _lost("the emulator stopped")
+            select.select([self._in], [], [], remaining)
+            self._fill()
+        data = bytes(self._pending[:size])
+        del self._pending[:size]
+        return data
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            if not self._alive():
+                raise _lost("the emulator stopped")
+            try:
+                view = view[os.write(self._out, view) :]
+            except BlockingIOError:
+                select.select([], [self._out], [], 0.1)
+            except BrokenPipeError:
+                raise _lost("the emulated firmware closed its semihosting channel") from None
+        return len(data)
+
+    def close(self) -> None:
+        for fd in (self._in, self._out):
+            if fd >= 0:
+                os.close(fd)
+        self._in = self._out = -1
+
+
+def _lost(why: str) -> Exception:
+    import serial
+
+    return serial.SerialException(why)
+
+
+class Emulator:
+    """A QEMU process reached through the board's UART on 127.0.0.1:port (channel "uart") or through
+    semihosting on two FIFOs (channel "semihosting"); use as a context manager."""
+
+    def __init__(
+        self, board: Board, elf: Path, port: int | None = None, log: Path | None = None, channel: str = "uart"
+    ):
         if not board.emulated:
             raise UserError(f"{board.name} is a real board, not an emulated one; pass --port to reach it")
         if shutil.which(board.emulator["program"]) is None:
             raise UserError(f"{board.emulator['program']} is not installed; run: apt-get install -y qemu-system-arm")
-        self.board, self.elf, self.requested_port = board, elf, port
+        if port is not None and channel != "uart":
+            raise UserError("a TCP port serves the UART; use --channel uart with --port-tcp")
+        self.board, self.elf, self.requested_port, self.channel = board, elf, port, channel
         self.log = log
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.fifo_dir: Path | None = None
 
     @property
     def url(self) -> str:
         return f"socket://127.0.0.1:{self.port}"
 
+    def connect(self):
+        """A new connection to the running emulator (pyserial, or FifoConnection for semihosting)."""
+        import serial
+
+        if self.channel == "semihosting":
+            process = self.process
+            return FifoConnection(self.fifo_dir, lambda: process is not None and process.poll() is None)
+        return serial.serial_for_url(self.url, timeout=1.0)
+
     def start(self):
-        """Start QEMU and return a pyserial connection to the board's UART."""
+        """Start QEMU and return a connection to the firmware."""
+        if self.channel == "semihosting":
+            return self._start_semihosting()
+        return self._start_uart()
+
+    def _start_semihosting(self) -> FifoConnection:
+        self.fifo_dir = Path(tempfile.mkdtemp(prefix="tinyrobust-fifo-"))
+        for name in ("to-device", "from-device"):
+            os.mkfifo(self.fifo_dir / name)
+        log = self.log.open("wb") if self.log else subprocess.DEVNULL
+        # The firmware opens the FIFOs by relative name: QEMU runs in their directory.
+        self.process = subprocess.Popen(
+            qemu_command(self.board, self.elf, None), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cwd=self.fifo_dir,
+        )  # fmt: skip
+        try:
+            return self.connect()
+        except Exception:
+            detail = self.log.read_text(errors="replace").strip() if self.log else ""
+            self.stop()
+            raise UserError(f"the emulator did not start its semihosting channel ({detail or 'no message'})") from None
+
+    def _start_uart(self):
         import serial
 
         self.port = self.requested_port or free_tcp_port()
@@ -87,13 +207,20 @@ class Emulator:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            if self.channel == "semihosting":
+                # A semihosting read blocks QEMU's main loop, so SIGTERM would wait; there is no state to save.
+                self.process.kill()
+            else:
+                self.process.terminate()
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if self.fifo_dir is not None:
+            shutil.rmtree(self.fifo_dir, ignore_errors=True)
+            self.fifo_dir = None
 
     def __enter__(self) -> Emulator:
         return self

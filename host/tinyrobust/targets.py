@@ -9,15 +9,21 @@ from .emulator import Emulator
 
 # QEMU's CMSDK UART moves about one byte per 20 us of host time (measured, see docs), whatever the baud rate.
 EMULATED_UART_BYTES_PER_S = 44_000
+# Semihosting file I/O on FIFOs: a 3 KB frame in about 0.03 ms (measured); the link derives its timeouts
+# from this, so it is a conservative figure.
+SEMIHOSTING_BYTES_PER_S = 10_000_000
 
 
 class EmulatorTarget:
-    """The board emulated by QEMU; restarting it is starting a new emulator."""
+    """The board emulated by QEMU, through its UART or the semihosting channel the firmware was built for;
+    restarting it is starting a new emulator."""
 
-    def __init__(self, board: Board, elf: Path, log: Path | None = None):
+    restartable = True
+
+    def __init__(self, board: Board, elf: Path, log: Path | None = None, channel: str = "uart"):
         self.board = board
-        self.emulator = Emulator(board, elf, log=log)
-        self.bytes_per_s = EMULATED_UART_BYTES_PER_S
+        self.emulator = Emulator(board, elf, log=log, channel=channel)
+        self.bytes_per_s = SEMIHOSTING_BYTES_PER_S if channel == "semihosting" else EMULATED_UART_BYTES_PER_S
         self._fresh = None
 
     def start(self):
@@ -26,16 +32,56 @@ class EmulatorTarget:
 
     def open(self):
         """A connection to the device: the one made at start, then new ones to the same emulator."""
-        import serial
-
         if self._fresh is not None:
             port, self._fresh = self._fresh, None
             return port
-        return serial.serial_for_url(self.emulator.url, timeout=1.0)
+        return self.emulator.connect()
 
     def restart(self) -> None:
+        if self._fresh is not None:
+            self._fresh.close()
+            self._fresh = None
         self.emulator.stop()
         self.start()
 
     def close(self) -> None:
+        if self._fresh is not None:
+            self._fresh.close()
+            self._fresh = None
         self.emulator.stop()
+
+
+class SerialTarget:
+    """A device that is already running behind a pyserial URL: an attached board's serial port
+    (/dev/ttyACM0) or `tinyrobust emulate`'s UART (socket://127.0.0.1:PORT). It cannot be restarted from
+    here, only reconnected."""
+
+    restartable = False
+
+    def __init__(self, url: str, board: Board):
+        self.url, self.board = url, board
+        baud = board.uart.get("baud", 115200)
+        # An emulated UART runs at QEMU's pace; a real one at the baud rate, 10 bits per byte (8N1).
+        self.bytes_per_s = EMULATED_UART_BYTES_PER_S if board.emulated else baud / 10
+
+    def start(self):
+        return self
+
+    def open(self):
+        import serial
+
+        from .errors import UserError
+
+        try:
+            return serial.serial_for_url(self.url, baudrate=self.board.uart.get("baud", 115200), timeout=1.0)
+        except (serial.SerialException, ValueError) as exc:
+            raise UserError(
+                f"cannot open {self.url} ({exc}); check the port with `tinyrobust boards detect`, "
+                "or start the emulator with `tinyrobust emulate`"
+            ) from None
+
+    def restart(self) -> None:
+        pass  # nothing to restart: the next connection is a reconnect
+
+    def close(self) -> None:
+        pass

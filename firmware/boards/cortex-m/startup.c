@@ -1,15 +1,21 @@
 /* Vector table and reset for Armv7-M / Armv8-M cores: copy .data, zero .bss, enable the FPU, run main. */
 #include <stdint.h>
 #include <string.h>
+#include "tr_board.h"
 
 extern uint32_t __stack_top, __data_load, __data_start, __data_end, __bss_start, __bss_end;
 int main(void);
 void SysTick_Handler(void);
 
+__attribute__((weak)) void tr_board_early_init(void)
+{
+}
+
 #define SCB_CPACR (*(volatile uint32_t *)0xE000ED88)
 
 void Reset_Handler(void)
 {
+    tr_board_early_init();
     memcpy(&__data_start, &__data_load, (uint32_t)((char *)&__data_end - (char *)&__data_start));
     memset(&__bss_start, 0, (uint32_t)((char *)&__bss_end - (char *)&__bss_start));
 #if defined(__ARM_FP)

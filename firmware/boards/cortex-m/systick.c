@@ -3,6 +3,8 @@
  * it is one core cycle. */
 #include "tr_board.h"
 
+const uint8_t tr_counter_kind = TR_COUNTER_SYSTICK;
+
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010)
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018)
