@@ -1,0 +1,38 @@
+"""The built-in models on a board: instructions per inference, our arena against TFLM's (head: planned
+activations; total: with the interpreter's bookkeeping), flash code and weights; a markdown table and JSON.
+
+    python benchmarks/models.py [--board qemu-mps2-an386] [--models a,b] [--json benchmarks/models.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tinyrobust.bench import bench, markdown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--board", default="qemu-mps2-an386")
+    parser.add_argument("--models", help="comma-separated built-in names or .tflite files (default: all built-in)")
+    parser.add_argument("--precision", default="int8")
+    parser.add_argument("--json", type=Path, default=Path("models.json"))
+    args = parser.parse_args()
+    names = [m.strip() for m in args.models.split(",")] if args.models else None
+    started = time.monotonic()
+    results = bench(names, args.board, args.precision, progress=lambda text: print(text, file=sys.stderr))
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    print(markdown(results))
+    for r in results["models"]:
+        head, total = (r["arena_bytes"] / r[key] for key in ("tflm_arena_bytes", "tflm_arena_total_bytes"))
+        print(f"{r['name']}: our arena is {head:.1%} of TFLM's head, {total:.1%} of its total")
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wall time {results['wall_seconds']} s; written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
