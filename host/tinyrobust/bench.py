@@ -65,7 +65,7 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
         except UserError as exc:
             note = str(exc)
         else:
-            _, ticks = run_on_device(compiled, board, firmware.elf, random_inputs(compiled, inferences))
+            _, ticks = run_on_device(compiled, board, firmware, random_inputs(compiled, inferences))
             instructions = float(np.median(counts(board, ticks)))
             code, weights = firmware.memory.code_bytes, firmware.memory.weights_bytes
     if weights is None:  # the ELF of firmware that cannot take an input is no measure: count the model's weights

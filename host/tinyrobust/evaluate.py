@@ -22,7 +22,7 @@ from .emulator import instructions_per_tick
 from .errors import UserError
 from .link import Device, LinkError
 from .store import Store
-from .targets import EmulatorTarget
+from .targets import EmulatorTarget, SerialTarget
 
 STORE_NAME = "results.sqlite"
 # How often one sample may lose its link (reconnect, then restart the device) before the run gives up.
@@ -40,11 +40,15 @@ class Settings:
     eps: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
     seed: int = 0
     out: Path = Path("results")
+    channel: str | None = None  # "uart" or "semihosting"; None: the board's default (semihosting when emulated)
+    port: str | None = None  # a pyserial URL of a device already running; None: start an emulator
+    flash_with: str = "pyocd"  # how a real board is flashed before evaluating: "pyocd", "mbed" or "none"
 
     def recorded(self) -> dict:
-        """What defines the run's results (not where they are written)."""
+        """What defines the run's results (not where they are written, nor how the device is reached)."""
         values = dataclasses.asdict(self)
-        del values["out"]
+        for how in ("out", "channel", "port", "flash_with"):
+            del values[how]
         return values
 
 
@@ -91,7 +95,7 @@ class Evaluation:
     def __init__(self, settings: Settings, connect=None):
         self.settings = settings
         self.out = settings.out
-        self.connect = connect or start_emulator  # connect(board, elf) -> a started target
+        self.connect = connect or self._start_target  # connect(board, elf) -> a started target
         self.started = time.monotonic()
         self.notes: list[str] = []
         self.link = {"retransmissions": 0, "device_resets": 0, "reconnects": 0, "device_restarts": 0}
@@ -103,6 +107,8 @@ class Evaluation:
             raise UserError(f"--samples must be at least 1, not {s.samples}")
         attacks.check_names(s.attacks)
         self.board = load_board(s.board)
+        self.channel = channel_for(self.board, s)
+        self.counter = self.board.counter  # until the device says which counter it uses
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.out / STORE_NAME)
         try:
@@ -125,7 +131,7 @@ class Evaluation:
         if store.get_meta("model_sha256") not in (None, sha):
             raise UserError(f"the model changed since the run in {self.out} began; start a new run with another --out")
         store.set_meta("model_sha256", sha)
-        self.firmware = build_firmware(self.compiled, self.board, self.out / "firmware")
+        self.firmware = build_firmware(self.compiled, self.board, self.out / "firmware", self.channel)
 
         rng = np.random.default_rng(s.seed)
         chosen = np.sort(rng.permutation(len(self.model.x_test))[: s.samples])
@@ -178,11 +184,23 @@ class Evaluation:
         tflm = reference.tflm_outputs(model.tflite, xq)
         self.store.add_samples(condition, y, xq, tflite, tflm, floats)
 
+    def _start_target(self, board: Board, elf: Path):
+        """The device this run's settings name: an already running one at --port (a real board is flashed
+        first), or a new emulator."""
+        s = self.settings
+        if s.port is None:
+            return start_emulator(board, elf, self.channel)
+        if not board.emulated and s.flash_with != "none":
+            from .flashing import flash
+
+            flash(board, elf, s.flash_with)
+        return SerialTarget(s.port, board).start()
+
     def _connect(self) -> None:
         if self.device is not None:
             self.device.port.close()  # an emulator serves one client: free its place first
         self.device = Device(self.target.open(), self.target.bytes_per_s)
-        self.device.handshake(self.compiled.model_hash)
+        self.counter = self.device.handshake(self.compiled.model_hash).counter
 
     def _recovering(self, action):
         """Run action on the device, surviving a lost connection (reconnect) or a silent device (restart)."""
@@ -192,7 +210,8 @@ class Evaluation:
         for attempt in range(MAX_RECOVERIES + 1):
             try:
                 if attempt:
-                    if attempt > 1 or isinstance(problem, LinkError):
+                    restartable = getattr(self.target, "restartable", True)
+                    if restartable and (attempt > 1 or isinstance(problem, LinkError)):
                         self.link["device_restarts"] += 1
                         self.target.restart()
                     self.link["reconnects"] += 1
@@ -233,7 +252,7 @@ class Evaluation:
             },
             "board": {"name": board.name, "core": board.core, "fpu": board.fpu, "emulated": board.emulated},
             "memory": self.firmware.memory.as_dict(),
-            "latency": latency(board, self.store.ticks()),
+            "latency": latency(board, self.store.ticks(), self.counter),
             "runs": runs,
             "link": self.link,
             "settings": self.settings.recorded(),
@@ -250,21 +269,44 @@ class Evaluation:
         write_report(results, self.out / "report.html")
 
 
-def latency(board: Board, ticks: list[int]) -> dict:
-    counts = np.array(ticks, dtype=np.float64) * instructions_per_tick(board)
-    summary = {"median": None, "min": None, "max": None}
-    if len(counts):
-        summary = {"median": float(np.median(counts)), "min": float(counts.min()), "max": float(counts.max())}
+def _summary(values: np.ndarray) -> dict:
+    if not len(values):
+        return {"median": None, "min": None, "max": None}
+    return {"median": float(np.median(values)), "min": float(values.min()), "max": float(values.max())}
+
+
+def latency(board: Board, ticks: list[int], counter: str = "systick") -> dict:
+    """Per-inference counts in the unit of the counter the device reported: executed instructions in the
+    emulator (SysTick under -icount), core cycles on hardware (DWT CYCCNT, or SysTick), with milliseconds."""
+    counts = np.array(ticks, dtype=np.float64)
+    if board.emulated and counter == "systick":
+        return {
+            "unit": "instructions",
+            "source": "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles",
+            "per_inference": _summary(counts * instructions_per_tick(board)),
+            "inferences": len(counts),
+        }
+    source = "DWT CYCCNT" if counter == "dwt" else "SysTick (core clock)"
     return {
-        "unit": "instructions",
-        "source": "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles",
-        "per_inference": summary,
+        "unit": "cycles",
+        "source": f"{source} on {board.name}: core clock cycles; milliseconds at {board.clock_hz / 1e6:g} MHz",
+        "per_inference": _summary(counts),
+        "milliseconds": _summary(counts * 1000.0 / board.clock_hz),
         "inferences": len(counts),
     }
 
 
-def start_emulator(board: Board, elf: Path) -> EmulatorTarget:
-    return EmulatorTarget(board, elf, log=elf.parent / "emulator.log").start()
+def channel_for(board: Board, settings: Settings) -> str:
+    """The host channel to build for: a device reached through --port speaks over its UART."""
+    if settings.port is not None:
+        if settings.channel not in (None, "uart"):
+            raise UserError(f"--port reaches a device's UART; --channel {settings.channel} needs the emulator")
+        return "uart"
+    return settings.channel or board.default_channel
+
+
+def start_emulator(board: Board, elf: Path, channel: str = "uart") -> EmulatorTarget:
+    return EmulatorTarget(board, elf, log=elf.parent / "emulator.log", channel=channel).start()
 
 
 def flash_and_evaluate(settings: Settings, progress: bool = True, connect=None) -> dict:

@@ -15,7 +15,7 @@ HEADER = struct.Struct("<BHH")  # type, seq, length
 PROTOCOL_VERSION = 1
 MSG_INFO, MSG_INFER, MSG_SESSION, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0x03, 0x80, 0x7F
 DEVICE_ERRORS = {1: "bad CRC", 2: "frame too long", 3: "unknown message type", 4: "wrong payload length"}
-COUNTERS = {0: "systick"}
+COUNTERS = {0: "systick", 1: "dwt"}  # INFO's counter field: SysTick, or DWT CYCCNT (core cycles)
 INFO = struct.Struct("<BBHIIIII32s")
 FRAME_OVERHEAD = 2 + HEADER.size + 4
 # Until the first inference is measured, allow this much for the device's work on one request.
@@ -34,7 +34,7 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
 @dataclass
 class DeviceInfo:
     protocol_version: int
-    counter: str  # what the device counts: "systick" (core clock ticks)
+    counter: str  # what the device counts: "systick" (core clock ticks) or "dwt" (CYCCNT, core cycles)
     max_payload: int
     input_bytes: int
     output_bytes: int

@@ -10,11 +10,12 @@ import numpy as np
 
 from . import reference, zoo
 from .boards import Board, load_board
-from .build import build_firmware
+from .build import Firmware, build_firmware
 from .compiler import CompiledModel, compile_model
 from .emulator import instructions_per_tick
 from .errors import UserError
 from .link import Device
+from .targets import EmulatorTarget
 
 # The frame header's length field is 16 bits (link.HEADER), so one input tensor travels in at most this many bytes.
 MAX_FRAME_PAYLOAD = 0xFFFF
@@ -85,12 +86,12 @@ def read_inputs(path: Path, compiled: CompiledModel) -> np.ndarray:
     return x.reshape(-1, *compiled.input.shape[1:])
 
 
-def run_on_device(compiled: CompiledModel, board: Board, elf: Path, inputs: np.ndarray) -> tuple[np.ndarray, list]:
-    """Each input run once on the board's firmware: the raw outputs and each inference's counter ticks."""
-    from .evaluate import start_emulator
-
-    target = start_emulator(board, elf)
+def run_on_device(compiled: CompiledModel, board: Board, firmware: Firmware, inputs: np.ndarray) -> tuple:
+    """Each input run once on the firmware in the board's emulator: the raw outputs and each inference's
+    counter ticks."""
+    target = EmulatorTarget(board, firmware.elf, log=firmware.elf.parent / "emulator.log", channel=firmware.channel)
     try:
+        target.start()
         device = Device(target.open(), target.bytes_per_s)
         device.handshake(compiled.model_hash)
         replies = [device.infer(x.tobytes()) for x in inputs]
@@ -129,7 +130,7 @@ def validate(
     xq = xq[:samples] if samples else xq
     with tempfile.TemporaryDirectory(prefix="tinyrobust-validate-") as work:
         firmware = build_firmware(compiled, board, Path(work))
-        device, ticks = run_on_device(compiled, board, firmware.elf, xq)
+        device, ticks = run_on_device(compiled, board, firmware, xq)
     outputs = {
         "device": device,
         "tflm": reference.tflm_outputs(tflite, xq).reshape(len(xq), -1),

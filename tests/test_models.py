@@ -1,0 +1,122 @@
+"""The built-in reference models, `validate` (device, TFLM and TFLite cross-compared) and `bench` (TFLM's
+arena from its allocation report), with the real compiler, toolchain, emulator and interpreters."""
+
+import json
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import quantized_model
+from tinyrobust import zoo
+from tinyrobust.bench import tflm_arena
+from tinyrobust.boards import load_board
+from tinyrobust.build import build_firmware
+from tinyrobust.compiler import compile_model
+from tinyrobust.errors import UserError
+from tinyrobust.validate import MAX_FRAME_PAYLOAD, check_link_fits, validate
+
+NEW_MODELS = ["resnet8-cifar10", "mobilenetv1-vww", "dscnn-kws", "fc-autoencoder-ad", "coffee-cnn"]
+PAIRS = ("device_vs_tflm", "device_vs_tflite", "tflite_vs_tflm")
+L = keras.layers
+
+
+def tinyrobust(*args, cwd=None):
+    return subprocess.run(["tinyrobust", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A small conv net as a .tflite file."""
+    path = tmp_path_factory.mktemp("model") / "small.tflite"
+    layers = [L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(), L.Dense(6), L.Softmax()]
+    path.write_bytes(quantized_model(layers, (10, 10, 2)))
+    return path
+
+
+@pytest.mark.parametrize("name", NEW_MODELS)
+def test_builtin_model_compiles_and_builds(name, tmp_path):
+    model = zoo.load_builtin(name)
+    spec = zoo.builtin_spec(name)
+    compiled = compile_model(model.tflite)
+    assert list(compiled.input.shape[1:]) == spec["input_shape"]
+    assert compiled.output.shape[-1] == spec["classes"]
+    assert "MUL" not in compiled.op_counts, "batch norm was not folded into the weights"
+    firmware = build_firmware(compiled, load_board("qemu-mps2-an386"), tmp_path)
+    assert firmware.elf.is_file()
+    if compiled.input.nbytes <= MAX_FRAME_PAYLOAD:  # otherwise the firmware cannot take an input, see below
+        assert firmware.memory.weights_bytes > 0
+
+
+def test_resnet8_is_a_residual_graph():
+    model = zoo.build_keras(zoo.builtin_spec("resnet8-cifar10"))
+    assert sum(isinstance(layer, L.Add) for layer in model.layers) == 3
+    assert model.count_params() < 100_000  # about 78 K parameters, as MLPerf Tiny's ResNet-8
+
+
+def test_layer_reading_an_unnamed_layer_is_refused():
+    spec = {"input_shape": [4], "layers": [{"type": "Dense", "units": 2}, {"type": "Add", "inputs": ["input", "x"]}]}
+    with pytest.raises(UserError, match="reads x, which no earlier layer is named"):
+        zoo.build_keras(spec)
+
+
+def test_input_larger_than_a_link_frame_is_refused_before_the_build():
+    compiled = compile_model(zoo.load_builtin("coffee-cnn").tflite)
+    with pytest.raises(UserError, match="150528-byte input does not fit one 65535-byte frame"):
+        check_link_fits(compiled)
+
+
+def test_tflm_arena_is_parsed_from_its_allocation_report(digits):
+    arena = tflm_arena(digits.tflite)
+    assert arena["total"] == arena["head"] + arena["tail"]
+    assert 0 < arena["head"] < arena["total"]
+    assert compile_model(digits.tflite).arena_bytes <= arena["head"]
+
+
+@pytest.mark.emulator
+def test_validate_command_is_bit_exact_with_tflm(small_model, tmp_path):
+    out = tmp_path / "validate.json"
+    result = tinyrobust("validate", str(small_model), "--samples", "8", "--json", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "device vs TFLM" in result.stdout and "TFLite vs TFLM" in result.stdout
+    results = json.loads(out.read_text())
+    assert results["samples"] == 8
+    for pair in PAIRS:
+        assert set(results[pair]) == {"bit_exact", "max_abs_diff", "top1_agreement"}
+    assert results["device_vs_tflm"] == {"bit_exact": 1.0, "max_abs_diff": 0, "top1_agreement": 1.0}
+
+
+@pytest.mark.emulator
+def test_validate_runs_the_given_inputs(small_model, tmp_path):
+    inputs = np.random.default_rng(3).integers(-128, 128, (3, 10, 10, 2)).astype(np.int8)
+    np.save(tmp_path / "inputs.npy", inputs)
+    results = validate(str(small_model), inputs=tmp_path / "inputs.npy")
+    assert results["samples"] == 3 and results["device_vs_tflm"]["bit_exact"] == 1.0
+
+
+def test_float_inputs_are_one_clear_error(small_model, tmp_path):
+    np.save(tmp_path / "inputs.npy", np.zeros((2, 10, 10, 2), np.float32))
+    result = tinyrobust("validate", str(small_model), "--inputs", str(tmp_path / "inputs.npy"), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "holds float32 values but the model takes int8" in result.stderr
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize("name", ["fc-autoencoder-ad", "dscnn-kws"])
+def test_reference_model_is_bit_exact_with_tflm_on_the_emulator(name):
+    results = validate(name, "qemu-mps2-an386", samples=4)
+    assert results["device_vs_tflm"]["bit_exact"] == 1.0, results
+
+
+@pytest.mark.emulator
+def test_bench_command_writes_every_figure(small_model, tmp_path):
+    out = tmp_path / "bench.json"
+    result = tinyrobust("bench", "--models", str(small_model), "--json", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("| model |")
+    (row,) = json.loads(out.read_text())["models"]
+    assert row["name"] == "small" and row["precision"] == "int8"
+    for key in ("instructions_per_inference", "arena_bytes", "tflm_arena_bytes", "flash_code_bytes"):
+        assert row[key] > 0
+    assert row["arena_bytes"] <= row["tflm_arena_bytes"] < row["tflm_arena_total_bytes"]
