@@ -63,7 +63,7 @@ def test_layer_reading_an_unnamed_layer_is_refused():
 
 def test_input_larger_than_a_link_frame_is_refused_before_the_build():
     compiled = compile_model(zoo.load_builtin("coffee-cnn").tflite)
-    with pytest.raises(UserError, match="150528-byte input does not fit one 65535-byte frame"):
+    with pytest.raises(UserError, match="150528-byte input does not fit the link's 65535-byte frames"):
         check_link_fits(compiled)
 
 

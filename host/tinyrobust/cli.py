@@ -51,13 +51,30 @@ def cli() -> None:
     help="Directory for results.json, report.html, the results store and the firmware.",
 )
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the interrupted run in this directory.")
-def flash_and_evaluate(model, float_model, data, board, samples, attacks, eps, seed, out, resume) -> None:
+@click.option(
+    "--channel",
+    type=click.Choice(["semihosting", "uart"]),
+    help="How the host reaches the firmware: semihosting (emulator only, fast) or the board's UART "
+    "[default: semihosting in the emulator, uart on a board]",
+)
+@click.option("--port", help="Serial URL of a running device (/dev/ttyACM0, socket://127.0.0.1:N from `emulate`).")
+@click.option(
+    "--flash-with",
+    type=click.Choice(["pyocd", "mbed", "none"]),
+    default="pyocd",
+    show_default=True,
+    help="How a real board at --port is flashed first: pyOCD, a copy onto its Mbed drive, or not at all.",
+)
+def flash_and_evaluate(
+    model, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with
+) -> None:
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
     from .evaluate import Settings, resume_settings
     from .evaluate import flash_and_evaluate as run
 
     if resume is not None:
         settings = resume_settings(resume)
+        settings.channel, settings.port, settings.flash_with = channel, port, flash_with
     else:
         settings = Settings(
             model=model,
@@ -69,6 +86,9 @@ def flash_and_evaluate(model, float_model, data, board, samples, attacks, eps, s
             eps=_floats(eps),
             seed=seed,
             out=out,
+            channel=channel,
+            port=port,
+            flash_with=flash_with,
         )
     try:
         results = run(settings, progress=True)
@@ -115,22 +135,66 @@ def _size(n: int) -> str:
     return f"{n >> 20} MB" if n % (1 << 20) == 0 else f"{n >> 10} KB"
 
 
-@cli.command()
-def boards() -> None:
-    """List the built-in boards."""
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def boards(ctx) -> None:
+    """List the built-in boards (`boards detect`: the boards and serial ports attached to this machine)."""
     from .boards import board_names, load_board
 
+    if ctx.invoked_subcommand is not None:
+        return
     rows = [("board", "core", "FPU", "flash", "RAM", "run by")]
     for name in board_names():
         b = load_board(name)
         extra = [f"{_size(region['size'])} {region_name}" for region_name, region in b.extra_ram.items()]
         ram = " + ".join([_size(b.ram["size"]), *extra])
-        how = f"{b.emulator['program']} -M {b.emulator['machine']}" if b.emulated else "flashed over USB"
+        how = f"{b.emulator['program']} -M {b.emulator['machine']}" if b.emulated else f"pyOCD {b.flashing['pyocd']}"
         rows.append((name, b.core, b.fpu or "none", _size(b.flash["size"]), ram, how))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         cells = [row[i].rjust(widths[i]) if i == 3 else row[i].ljust(widths[i]) for i in range(5)]
         click.echo("  ".join([*cells, row[5]]))
+
+
+@boards.command()
+def detect() -> None:
+    """List attached debug probes (pyOCD), Mbed boards (mbed-tools) and serial ports (pyserial)."""
+    from .flashing import NOTHING_ATTACHED_FIX, detect
+
+    attached = detect()
+    for probe in attached.probes:
+        click.echo(f"probe   {probe['uid']}  {probe['description']}")
+    for device in attached.mbed:
+        where = ", ".join(device["mount_points"]) or "no drive"
+        click.echo(f"mbed    {device['board']}  serial {device['serial_port']}  drive {where}")
+    for port in attached.ports:
+        click.echo(f"serial  {port['device']}  {port['description']}" + ("" if port["usb"] else "  (not USB)"))
+    if attached.found_nothing():
+        click.echo(
+            "no board found: pyOCD saw no debug probe, mbed-tools no Mbed board and pyserial no USB serial port; "
+            f"{NOTHING_ATTACHED_FIX}",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Emulated board (see `tinyrobust boards`).")
+@click.option("--port-tcp", type=int, required=True, help="TCP port on 127.0.0.1 that serves the board's UART.")
+def emulate(model, board, port_tcp) -> None:
+    """Build MODEL's firmware (built-in name or .tflite) and run it in QEMU, its UART on a TCP port, until
+    Ctrl-C; evaluate against it with flash-and-evaluate --port socket://127.0.0.1:PORT."""
+    from .emulator import serve
+
+    def ready(url: str) -> None:
+        click.echo(f"{board} runs {model}; its UART is {url}; Ctrl-C stops the emulator", err=True)
+        click.echo(url)  # the one line a script needs
+
+    try:
+        serve(model, board, port_tcp, ready)
+    except KeyboardInterrupt:
+        click.echo("the emulator was stopped", err=True)
 
 
 @cli.command()

@@ -50,8 +50,8 @@ def check_link_fits(compiled: CompiledModel) -> None:
     for role, tensor in (("input", compiled.input), ("output", compiled.output)):
         if tensor.nbytes > MAX_FRAME_PAYLOAD - 8:  # a reply carries 8 bytes of counter before the output
             raise UserError(
-                f"the model's {tensor.nbytes}-byte {role} does not fit one {MAX_FRAME_PAYLOAD}-byte frame of the "
-                "link; validate it on a model with a smaller input, or measure it with TFLM on the host"
+                f"the model's {tensor.nbytes}-byte {role} does not fit the link's {MAX_FRAME_PAYLOAD}-byte frames "
+                "(a 16-bit length), so the device cannot exchange it; choose a model with a smaller input"
             )
 
 
