@@ -15,6 +15,24 @@ void tr_uart_init(void);
 uint8_t tr_uart_get(void); /* blocks until a byte arrives */
 void tr_uart_put(uint8_t byte);
 
+/* Board data for the UART drivers of real chips, from the board file (build.py passes them as macros):
+ * TR_UART_ENABLE, clock-gate and power-switch bits to set first ({register, bit}, ...), and TR_UART_TX /
+ * TR_UART_RX, the pins ({port base, pin, alternate function}). */
+typedef struct {
+    uint32_t reg, bit;
+} tr_enable_bit;
+typedef struct {
+    uint32_t port, pin, function;
+} tr_pin;
+
+static inline void tr_set_enable_bits(const tr_enable_bit *bits, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        *(volatile uint32_t *)bits[i].reg |= 1u << bits[i].bit;
+        (void)*(volatile uint32_t *)bits[i].reg; /* read back: the clock is on before the peripheral is used */
+    }
+}
+
 /* Early chip setup run first at reset, before RAM is initialized (a watchdog to stop, ...); weak, empty by
  * default. */
 void tr_board_early_init(void);

@@ -262,3 +262,30 @@ def calibrate(board: Board, out_dir: Path) -> float:
         raise UserError(f"the calibration firmware on {board.name} did not answer; see {log}")
     short_loops, long_loops, short_ticks, long_ticks = CALIBRATION.unpack(reply)
     return 2 * (long_loops - short_loops) / (long_ticks - short_ticks)
+
+
+def serve(model: str, board_name: str, port: int, ready: Callable[[str], None]) -> None:
+    """Build the firmware of model (a built-in name or a .tflite file) for the emulated board and run it,
+    its UART on 127.0.0.1:port, until the process is interrupted; the emulator is stopped on the way out."""
+    from .boards import load_board
+    from .build import build_firmware
+    from .compiler import compile_model
+
+    board = load_board(board_name)
+    if not board.emulated:
+        raise UserError(f"{board.name} is a real board; flash it with flash-and-evaluate --board {board.name} --port")
+    if model.endswith(".tflite"):
+        if not Path(model).is_file():
+            raise UserError(f"model file {model} does not exist; pass an int8 .tflite file or a built-in name")
+        tflite = Path(model).read_bytes()
+    else:
+        from .zoo import load_builtin
+
+        tflite = load_builtin(model).tflite
+    with tempfile.TemporaryDirectory(prefix="tinyrobust-emulate-") as work:
+        firmware = build_firmware(compile_model(tflite), board, Path(work), "uart")
+        with Emulator(board, firmware.elf, port=port, log=Path(work) / "emulator.log") as emulator:
+            # QEMU holds the firmware until a first client connects: be that client, then free the place.
+            emulator.start().close()
+            ready(emulator.url)
+            emulator.process.wait()
