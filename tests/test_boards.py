@@ -44,7 +44,7 @@ def test_boards_command_lists_every_board():
     for name, row in rows.items():
         board = load_board(name)
         assert f" {board.core} " in row and f" {board.fpu or 'none'} " in row
-        assert f"-M {board.emulator['machine']}" in row
+        assert (f"-M {board.emulator['machine']}" if board.emulated else f"pyOCD {board.flashing['pyocd']}") in row
     assert "128 KB + 64 KB ccm" in rows["qemu-netduinoplus2"]
     assert re.search(r"256 KB\s+64 KB", rows["qemu-lm3s6965evb"])
 

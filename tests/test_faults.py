@@ -17,7 +17,8 @@ LOSSY = {"drop", "flip", "close", "restart"}  # faults that lose data, where the
 
 
 def settings(out, samples=40):
-    return Settings(samples=samples, attacks=["fgsm"], eps=[0.1], out=out)
+    # The relay sits on the UART's TCP socket, so these campaigns run on the UART channel.
+    return Settings(samples=samples, attacks=["fgsm"], eps=[0.1], out=out, channel="uart")
 
 
 def device_rows(out):
@@ -57,7 +58,7 @@ def test_interrupted_then_resumed_campaign_equals_uninterrupted(clean_run, tmp_p
     _, clean_rows = clean_run
     out = tmp_path / "interrupted"
     command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--samples", "40", "--attacks", "fgsm"]
-    command += ["--eps", "0.1", "--out", str(out)]
+    command += ["--eps", "0.1", "--out", str(out), "--channel", "uart"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(_rows_if_any(out)) < 20:
@@ -79,7 +80,7 @@ def test_killed_then_resumed_campaign_equals_uninterrupted(clean_run, tmp_path):
     _, clean_rows = clean_run
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--samples", "40", "--attacks", "fgsm"]
-    command += ["--eps", "0.1", "--out", str(out)]
+    command += ["--eps", "0.1", "--out", str(out), "--channel", "uart"]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(_rows_if_any(out)) < 30:

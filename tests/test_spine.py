@@ -1,6 +1,7 @@
 """flash-and-evaluate end to end on the emulated Cortex-M4: real compiler, emulator and references."""
 
 import json
+import signal
 import socket
 import subprocess
 
@@ -11,12 +12,12 @@ from tinyrobust import reference
 from tinyrobust.boards import load_board
 from tinyrobust.build import build_firmware
 from tinyrobust.compiler import compile_model
-from tinyrobust.emulator import Emulator
+from tinyrobust.emulator import Emulator, free_tcp_port
 from tinyrobust.errors import UserError
 from tinyrobust.evaluate import Settings, flash_and_evaluate
 from tinyrobust.link import Device
 from tinyrobust.store import Store
-from tinyrobust.targets import EMULATED_UART_BYTES_PER_S
+from tinyrobust.targets import EMULATED_UART_BYTES_PER_S, EmulatorTarget
 
 pytestmark = pytest.mark.emulator
 BOARD = "qemu-mps2-an386"
@@ -103,3 +104,48 @@ def test_port_in_use_is_one_clear_error(firmware):
         emulator = Emulator(load_board(BOARD), fw.elf, port=port, log=fw.elf.parent / "qemu.log")
         with emulator, pytest.raises(UserError, match=f"TCP port {port} is already in use"):
             emulator.start()
+
+
+def test_both_channels_give_the_same_outputs_and_instruction_counts(digits, tmp_path):
+    """The semihosting channel (the default in the emulator) and the UART run the same firmware apart from the
+    channel: every output byte and every count must match, after a reconnect and a restart too."""
+    compiled = compile_model(digits.tflite)
+    xq = reference.quantize_inputs(digits.x_test[:20], compiled.input)
+    replies = {}
+    for channel in ("semihosting", "uart"):
+        firmware = build_firmware(compiled, load_board(BOARD), tmp_path / channel, channel)
+        target = EmulatorTarget(load_board(BOARD), firmware.elf, channel=channel).start()
+        try:
+            device = Device(target.open(), target.bytes_per_s)
+            assert device.handshake(compiled.model_hash).counter == "systick"
+            replies[channel] = [device.infer(x.tobytes()) for x in xq]
+            device.port.close()
+            device = Device(target.open(), target.bytes_per_s)  # reconnect
+            device.handshake(compiled.model_hash)
+            assert device.infer(xq[0].tobytes()) == replies[channel][0]
+            target.restart()
+            device = Device(target.open(), target.bytes_per_s)
+            device.handshake(compiled.model_hash)
+            assert device.infer(xq[1].tobytes()) == replies[channel][1]
+        finally:
+            target.close()
+        assert not qemu_running(firmware.elf)
+    assert replies["semihosting"] == replies["uart"]
+
+
+def test_flash_and_evaluate_reaches_a_running_emulator_by_port(digits, tmp_path):
+    port = free_tcp_port()
+    command = ["tinyrobust", "emulate", "digits-cnn", "--port-tcp", str(port)]
+    emulate = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = emulate.stdout.readline().strip()  # printed once QEMU serves the UART
+        assert url == f"socket://127.0.0.1:{port}", url or emulate.stderr.read()
+        settings = Settings(samples=30, attacks=[], out=tmp_path / "run", port=url)
+        results = flash_and_evaluate(settings, progress=False)
+        clean = results["runs"][0]
+        assert clean["samples"] == 30 and clean["agreement"]["device_vs_tflm_bit_exact"] == 1.0
+        assert results["latency"]["unit"] == "instructions" and results["link"]["device_restarts"] == 0
+    finally:
+        emulate.send_signal(signal.SIGINT)
+        assert emulate.wait(timeout=30) == 0
+    assert subprocess.run(["pgrep", "-f", f"tcp:127.0.0.1:{port},"], capture_output=True).returncode != 0
