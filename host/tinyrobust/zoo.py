@@ -63,7 +63,10 @@ def load_dataset(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     from sklearn.model_selection import train_test_split
 
     x, y = DATASETS[spec["dataset"]]()
-    return train_test_split(x, y, test_size=spec["training"]["test_fraction"], random_state=spec["seed"], stratify=y)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=spec["training"]["test_fraction"], random_state=spec["seed"], stratify=y
+    )
+    return x_train, y_train, x_test, y_test
 
 
 def synthetic_inputs(spec: dict, count: int, seed: int) -> np.ndarray:
