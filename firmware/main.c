@@ -8,6 +8,7 @@
 #define MSG_INFO 0x01
 #define MSG_INFER 0x02
 #define MSG_SESSION 0x03
+#define MSG_LOAD 0x04
 #define MSG_REPLY 0x80
 #define MSG_ERROR 0x7F
 
@@ -15,11 +16,16 @@ enum { ERR_BAD_CRC = 1, ERR_TOO_LONG = 2, ERR_UNKNOWN_TYPE = 3, ERR_BAD_LENGTH =
 
 #define INFO_BYTES (1 + 1 + 2 + 5 * 4 + 32)
 #define INFER_REPLY_BYTES (8 + TR_OUTPUT_BYTES)
-#define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
-#define MAX_PAYLOAD MAX3(TR_INPUT_BYTES, INFER_REPLY_BYTES, INFO_BYTES)
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+/* An input larger than one chunk arrives in LOAD requests of at most this many bytes, written straight into
+ * the arena, so the receive buffer stays small whatever the model. */
+#define LOAD_CHUNK_BYTES 1024
+#define RX_BYTES (TR_INPUT_BYTES <= LOAD_CHUNK_BYTES ? MAX(TR_INPUT_BYTES, 4) : 4 + LOAD_CHUNK_BYTES)
+#define TX_BYTES MAX(INFER_REPLY_BYTES, INFO_BYTES)
+_Static_assert(INFER_REPLY_BYTES <= 0xFFFF, "the model's output does not fit one reply frame");
 
-static uint8_t rx[MAX_PAYLOAD];
-static uint8_t tx[MAX_PAYLOAD];
+static uint8_t rx[RX_BYTES];
+static uint8_t tx[TX_BYTES];
 
 /* The last reply sent, kept so that a repeated request (the host did not get the reply) is answered again
  * without running it twice. Zeroed at reset, like the session the host set: a reset device has neither. */
@@ -39,6 +45,11 @@ static void put_u32(uint8_t *p, uint32_t v)
 {
     put_u16(p, v);
     put_u16(p + 2, v >> 16);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static void send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t length)
@@ -79,7 +90,7 @@ static void handle(const tr_parser *p)
     case MSG_INFO:
         tx[0] = PROTOCOL_VERSION;
         tx[1] = tr_counter_kind;
-        put_u16(tx + 2, MAX_PAYLOAD);
+        put_u16(tx + 2, RX_BYTES);
         put_u32(tx + 4, TR_INPUT_BYTES);
         put_u32(tx + 8, TR_OUTPUT_BYTES);
         put_u32(tx + 12, TR_ARENA_BYTES);
@@ -93,15 +104,26 @@ static void handle(const tr_parser *p)
             send_error(p->seq, ERR_BAD_LENGTH);
             break;
         }
-        session = (uint32_t)rx[0] | ((uint32_t)rx[1] << 8) | ((uint32_t)rx[2] << 16) | ((uint32_t)rx[3] << 24);
+        session = get_u32(rx);
         reply(p, 0);
         break;
-    case MSG_INFER: {
-        if (p->length != TR_INPUT_BYTES) {
+    case MSG_LOAD: {
+        uint32_t offset = p->length >= 4 ? get_u32(rx) : TR_INPUT_BYTES;
+        if (p->length <= 4 || offset > TR_INPUT_BYTES || p->length - 4u > TR_INPUT_BYTES - offset) {
             send_error(p->seq, ERR_BAD_LENGTH);
             break;
         }
-        memcpy(tr_model_input(), rx, TR_INPUT_BYTES);
+        memcpy((uint8_t *)tr_model_input() + offset, rx + 4, p->length - 4u);
+        reply(p, 0);
+        break;
+    }
+    case MSG_INFER: {
+        /* The whole input in the request, or none: run on what LOAD requests put in place. */
+        if (p->length != TR_INPUT_BYTES && p->length != 0) {
+            send_error(p->seq, ERR_BAD_LENGTH);
+            break;
+        }
+        memcpy(tr_model_input(), rx, p->length);
         tr_counter_restart();
         tr_model_invoke();
         uint64_t ticks = tr_counter_read();

@@ -5,9 +5,11 @@ import signal
 import socket
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 
+from conftest import quantized_model
 from tinyrobust import reference
 from tinyrobust.boards import load_board
 from tinyrobust.build import build_firmware
@@ -149,3 +151,19 @@ def test_flash_and_evaluate_reaches_a_running_emulator_by_port(digits, tmp_path)
         emulate.send_signal(signal.SIGINT)
         assert emulate.wait(timeout=30) == 0
     assert subprocess.run(["pgrep", "-f", f"tcp:127.0.0.1:{port},"], capture_output=True).returncode != 0
+
+
+def test_input_larger_than_a_request_travels_in_chunks(tmp_path):
+    tflite = quantized_model(
+        [keras.layers.Conv2D(4, 3, strides=2), keras.layers.Flatten(), keras.layers.Dense(5)], (30, 30, 3)
+    )
+    compiled = compile_model(tflite)
+    assert compiled.input.nbytes == 2700  # three LOAD chunks
+    firmware = build_firmware(compiled, load_board(BOARD), tmp_path)
+    xq = np.random.default_rng(3).integers(-128, 128, (6, 30, 30, 3)).astype(np.int8)
+    with Emulator(load_board(BOARD), firmware.elf) as emulator:
+        device = Device(emulator.start(), EMULATED_UART_BYTES_PER_S)
+        info = device.handshake(compiled.model_hash)
+        assert info.max_request < compiled.input.nbytes
+        outputs = np.stack([np.frombuffer(device.infer(x.tobytes())[0], np.int8) for x in xq])
+    assert np.array_equal(outputs, reference.tflm_outputs(tflite, xq))

@@ -68,7 +68,7 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
             _, ticks = run_on_device(compiled, board, firmware, random_inputs(compiled, inferences))
             instructions = float(np.median(counts(board, ticks)))
             code, weights = firmware.memory.code_bytes, firmware.memory.weights_bytes
-    if weights is None:  # the ELF of firmware that cannot take an input is no measure: count the model's weights
+    if weights is None:  # a model the board cannot hold has no ELF: count its weights from the compiled model
         weights = sum(c.values.size * C_SIZES[c.ctype] for c in compiled.constants if c.weight)
     return {
         "name": name,

@@ -13,7 +13,8 @@ from .errors import UserError
 SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<BHH")  # type, seq, length
 PROTOCOL_VERSION = 1
-MSG_INFO, MSG_INFER, MSG_SESSION, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0x03, 0x80, 0x7F
+MSG_INFO, MSG_INFER, MSG_SESSION, MSG_LOAD, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0x03, 0x04, 0x80, 0x7F
+LOAD_OFFSET = struct.Struct("<I")
 DEVICE_ERRORS = {1: "bad CRC", 2: "frame too long", 3: "unknown message type", 4: "wrong payload length"}
 COUNTERS = {0: "systick", 1: "dwt"}  # INFO's counter field: SysTick, or DWT CYCCNT (core cycles)
 INFO = struct.Struct("<BBHIIIII32s")
@@ -35,7 +36,7 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
 class DeviceInfo:
     protocol_version: int
     counter: str  # what the device counts: "systick" (core clock ticks) or "dwt" (CYCCNT, core cycles)
-    max_payload: int
+    max_request: int  # the largest request payload the device accepts
     input_bytes: int
     output_bytes: int
     arena_bytes: int
@@ -58,7 +59,8 @@ class Device:
         self.retries = retries
         self.seq = 0
         self.work_s = INITIAL_WORK_S
-        self.max_payload = INFO.size
+        self.max_reply = INFO.size  # longer frames are noise: the parser skips them
+        self.max_request = 0
         self.model_hash: bytes | None = None
         self.session = 0
         self.output_bytes = 0
@@ -133,7 +135,7 @@ class Device:
                 return None
             msg_type, seq, length = HEADER.unpack_from(buf, 2)
             end = 2 + HEADER.size + length
-            if length <= self.max_payload:
+            if length <= self.max_reply:
                 if len(buf) < end + 4:
                     return None
                 (crc,) = struct.unpack_from("<I", buf, end)
@@ -151,7 +153,8 @@ class Device:
                 f"the device speaks protocol version {fields[0]}, this host {PROTOCOL_VERSION}; rebuild the firmware"
             )
         info = DeviceInfo(fields[0], COUNTERS.get(fields[1], f"counter{fields[1]}"), *fields[2:])
-        self.max_payload = info.max_payload
+        self.max_request = info.max_request
+        self.max_reply = max(INFO.size, 8 + info.output_bytes)
         return info
 
     def handshake(self, model_hash: bytes) -> DeviceInfo:
@@ -169,7 +172,20 @@ class Device:
         return info
 
     def infer(self, tensor: bytes) -> tuple[bytes, int]:
-        """Run one inference; returns the raw output tensor bytes and the counter ticks it took."""
-        body = self.request(MSG_INFER, tensor, reply_bytes=8 + self.output_bytes)
+        """Run one inference; returns the raw output tensor bytes and the counter ticks it took.
+
+        An input longer than the device's largest request goes in LOAD chunks first; if the device was reset
+        on the way (its loaded input lost with it), the whole input is sent again."""
+        while True:
+            resets = self.resets
+            payload = tensor
+            if len(tensor) > self.max_request:
+                chunk = self.max_request - LOAD_OFFSET.size
+                for offset in range(0, len(tensor), chunk):
+                    self.request(MSG_LOAD, LOAD_OFFSET.pack(offset) + tensor[offset : offset + chunk])
+                payload = b""
+            body = self.request(MSG_INFER, payload, reply_bytes=8 + self.output_bytes)
+            if self.resets == resets:
+                break
         (ticks,) = struct.unpack_from("<Q", body)
         return body[8:], ticks

@@ -17,8 +17,9 @@ from .errors import UserError
 from .link import Device
 from .targets import EmulatorTarget
 
-# The frame header's length field is 16 bits (link.HEADER), so one input tensor travels in at most this many bytes.
-MAX_FRAME_PAYLOAD = 0xFFFF
+# The frame header's length field is 16 bits (link.HEADER), and a reply carries 8 bytes of counter before the
+# output tensor. Inputs have no such limit: they travel in chunks.
+MAX_OUTPUT_BYTES = 0xFFFF - 8
 PAIRS = (
     ("device_vs_tflm", "device", "tflm"),
     ("device_vs_tflite", "device", "tflite"),
@@ -46,13 +47,12 @@ def check_precision(compiled: CompiledModel, precision: str) -> None:
 
 
 def check_link_fits(compiled: CompiledModel) -> None:
-    """Refuse, before building, a model whose input or output cannot travel in one frame of the link."""
-    for role, tensor in (("input", compiled.input), ("output", compiled.output)):
-        if tensor.nbytes > MAX_FRAME_PAYLOAD - 8:  # a reply carries 8 bytes of counter before the output
-            raise UserError(
-                f"the model's {tensor.nbytes}-byte {role} does not fit the link's {MAX_FRAME_PAYLOAD}-byte frames "
-                "(a 16-bit length), so the device cannot exchange it; choose a model with a smaller input"
-            )
+    """Refuse, before building, a model whose output cannot travel in one reply frame of the link."""
+    if compiled.output.nbytes > MAX_OUTPUT_BYTES:
+        raise UserError(
+            f"the model's {compiled.output.nbytes}-byte output does not fit a reply frame of the link "
+            f"({MAX_OUTPUT_BYTES} bytes at most); choose a model with a smaller output"
+        )
 
 
 def _dtype(compiled: CompiledModel, role: str) -> np.dtype:
