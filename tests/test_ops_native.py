@@ -134,7 +134,51 @@ CASES = {
 }
 
 
-def static_batch_model(layers, input_shape, seed=0) -> bytes:
+# int16x8 (16-bit activations, 8-bit weights): every operator of the 16-bit runtime, over shapes and attributes.
+CASES_16X8 = {
+    "conv3x3-same-relu": ([L.Conv2D(8, 3, padding="same", activation="relu")], (9, 9, 3)),
+    "conv5x5-valid-stride2": ([L.Conv2D(6, 5, strides=2, padding="valid")], (13, 11, 2)),
+    "conv3x3-same-stride2-relu6": ([L.Conv2D(5, 3, strides=2, padding="same", activation="relu6")], (10, 7, 4)),
+    "conv1x1-no-bias": ([L.Conv2D(16, 1, use_bias=False)], (6, 6, 8)),
+    "conv-rect-kernel": ([L.Conv2D(3, (1, 4), strides=(1, 2), padding="same")], (5, 16, 2)),
+    "conv-deep": ([L.Conv2D(4, 3, kernel_initializer=keras.initializers.RandomNormal(0, 2))], (5, 5, 64)),
+    "dilated-conv": ([L.Conv2D(4, 3, dilation_rate=2, padding="same")], (9, 9, 3), STATIC_BATCH),
+    "depthwise3x3-same-relu": ([L.DepthwiseConv2D(3, padding="same", activation="relu")], (8, 8, 6)),
+    "depthwise-multiplier2-stride2": ([L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)], (11, 9, 3)),
+    "depthwise-no-bias-relu6": ([L.DepthwiseConv2D(5, padding="same", use_bias=False, activation="relu6")], (7, 6, 4)),
+    "dense": ([L.Flatten(), L.Dense(12)], (4, 4, 3)),
+    "dense-relu-chain": ([L.Flatten(), L.Dense(20, activation="relu"), L.Dense(7)], (30,)),
+    "dense-no-bias": ([L.Dense(9, use_bias=False)], (13,)),  # no bias: TFLM's 32-bit accumulator path
+    "dense-3d-input": ([L.Dense(5)], (4, 6), STATIC_BATCH),
+    "maxpool2": ([L.MaxPooling2D(2)], (8, 8, 4)),
+    "maxpool3-stride2-same": ([L.MaxPooling2D(3, strides=2, padding="same")], (9, 7, 3)),
+    "avgpool2": ([L.AveragePooling2D(2)], (8, 8, 4)),
+    "avgpool3-stride2-same": ([L.AveragePooling2D(3, strides=2, padding="same")], (9, 7, 3)),
+    "avgpool-global-shape": ([L.AveragePooling2D((5, 5))], (5, 5, 10)),
+    "add-residual-conv": ([Branch(K.add, conv(4), conv(4))], (6, 6, 4)),
+    "add-residual-relu": ([Branch(lambda x, y: K.relu(x + y), conv(3, activation="relu"))], (5, 7, 3)),
+    "add-dense": ([L.Dense(10), Branch(K.add, L.Dense(10, activation="relu"))], (6,)),
+    "add-const-channels": ([fn(lambda x: x + np.linspace(-1, 2, 5, dtype="float32"))], (3, 4, 5)),
+    "add-const-rows": ([fn(lambda x: x + np.linspace(-3, 1, 4, dtype="float32")[:, None, None])], (4, 3, 2)),
+    "softmax-dense": ([L.Dense(10), L.Softmax()], (8,)),
+    "softmax-wide-range": ([wide_dense(33, 3), L.Softmax()], (6,)),
+    "softmax-narrow-range": ([wide_dense(40, 0.02), L.Softmax()], (6,)),
+    "softmax-4d": ([L.Softmax()], (3, 4, 5)),
+    "cnn": (
+        [
+            conv(8, activation="relu"),
+            L.DepthwiseConv2D(3, activation="relu6"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(10),
+            L.Softmax(),
+        ],
+        (10, 10, 2),
+    ),  # fmt: skip
+}
+
+
+def static_batch_model(layers, input_shape, seed=0, precision="int8") -> bytes:
     """conftest.quantized_model with the batch dimension fixed at 1 in the Keras model."""
     from tinyrobust.quantize import quantize
 
@@ -144,7 +188,7 @@ def static_batch_model(layers, input_shape, seed=0) -> bytes:
         if getattr(layer, "bias", None) is not None:
             layer.bias.assign(np.random.default_rng(seed).normal(0, 0.3, layer.bias.shape))
     representative = np.random.default_rng(seed).uniform(-1, 1, (64, *input_shape)).astype(np.float32)
-    return quantize(model, representative)
+    return quantize(model, representative, precision)
 
 
 def with_same_quantization(tflite: bytes) -> bytes:
@@ -190,6 +234,31 @@ def with_static_shapes(tflite: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+def full_range_inputs(tflite: bytes, count: int, seed: int = 1) -> np.ndarray:
+    """Random inputs over the whole range of the model's input type."""
+    graph = read_tflite(tflite)
+    tensor = graph.tensors[graph.inputs[0]]
+    info = np.iinfo(tensor.dtype)
+    rng = np.random.default_rng(seed)
+    return rng.integers(info.min, info.max, (count, *tensor.shape[1:]), endpoint=True).astype(tensor.dtype)
+
+
+def assert_native_bit_exact(tflite: bytes, xq: np.ndarray, tmp_path, reference_model=None, tflite_reference=False):
+    compiled = compile_model(tflite)
+    exe = build_native(compiled, tmp_path)
+    native = np.frombuffer(run_native(exe, xq), dtype=compiled.output.dtype).reshape(len(xq), -1)
+    if tflite_reference:
+        reference, engine = (
+            tflite_outputs(tflite, xq, reference_kernels=True).reshape(len(xq), -1),
+            "TFLite's reference kernels",
+        )
+    else:
+        reference, engine = tflm_outputs(reference_model or tflite, xq).reshape(len(xq), -1), "TFLM"
+    assert reference.dtype == native.dtype
+    mismatches = np.argwhere(native != reference)
+    assert mismatches.size == 0, f"{len(mismatches)} output values differ from {engine}, first at {mismatches[0]}"
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_native_bit_exact_with_tflm(case, tmp_path):
     layers, input_shape, *variant = CASES[case]
@@ -199,15 +268,14 @@ def test_native_bit_exact_with_tflm(case, tmp_path):
         tflite = with_same_quantization(tflite)
     reference_model = with_static_shapes(tflite) if variant == [STATIC_SHAPES] else tflite
     xq = random_inputs(tflite, 40)
-    compiled = compile_model(tflite)
-    exe = build_native(compiled, tmp_path)
-    native = np.frombuffer(run_native(exe, xq), dtype=np.int8).reshape(len(xq), -1)
-    if variant == [TFLITE_REFERENCE]:
-        reference, engine = (
-            tflite_outputs(tflite, xq, reference_kernels=True).reshape(len(xq), -1),
-            "TFLite's reference kernels",
-        )
-    else:
-        reference, engine = tflm_outputs(reference_model, xq).reshape(len(xq), -1), "TFLM"
-    mismatches = np.argwhere(native != reference)
-    assert mismatches.size == 0, f"{len(mismatches)} output bytes differ from {engine}, first at {mismatches[0]}"
+    assert_native_bit_exact(tflite, xq, tmp_path, reference_model, tflite_reference=variant == [TFLITE_REFERENCE])
+
+
+@pytest.mark.parametrize("case", sorted(CASES_16X8))
+def test_native_int16x8_bit_exact_with_tflm(case, tmp_path):
+    layers, input_shape, *variant = CASES_16X8[case]
+    build = static_batch_model if variant == [STATIC_BATCH] else quantized_model
+    tflite = build(layers, input_shape, precision="int16x8")
+    graph = read_tflite(tflite)
+    assert {graph.tensors[t].type_name for t in graph.inputs + graph.outputs} == {"int16"}
+    assert_native_bit_exact(tflite, full_range_inputs(tflite, 40), tmp_path)

@@ -6,7 +6,7 @@
 
 int main(void)
 {
-    static int8_t input[TR_INPUT_BYTES];
+    static uint8_t input[TR_INPUT_BYTES];
     while (fread(input, 1, TR_INPUT_BYTES, stdin) == TR_INPUT_BYTES) {
         memcpy(tr_model_input(), input, TR_INPUT_BYTES);
         tr_model_invoke();

@@ -30,19 +30,37 @@ static int32_t count(const tr_broadcast *b)
     return n;
 }
 
-/* TFLM's AddFunc: both inputs to a common scale with 20 bits of headroom, summed, then to the output scale. */
+/* TFLM's AddFunc: both inputs to a common scale with some bits of headroom (20 for int8, 15 for int16),
+ * summed, then to the output scale. */
+static inline int32_t add(const tr_add_params *p, int32_t in1, int32_t in2)
+{
+    const int32_t x1 = (p->in1_offset + in1) * (1 << p->left_shift);
+    const int32_t x2 = (p->in2_offset + in2) * (1 << p->left_shift);
+    const int32_t sum = tr_fp_rdivpot(tr_fp_mul(x1, p->in1_multiplier), -p->in1_shift) +
+                        tr_fp_rdivpot(tr_fp_mul(x2, p->in2_multiplier), -p->in2_shift);
+    const int32_t y = tr_fp_rdivpot(tr_fp_mul(sum, p->out_multiplier), -p->out_shift) + p->out_offset;
+    return clamp(y, p->act_min, p->act_max);
+}
+
 void tr_add_s8(const tr_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     int32_t index[TR_MAX_DIMS] = {0};
     int32_t off1 = 0, off2 = 0;
     const int32_t n = count(&p->shape);
     for (int32_t i = 0; i < n; i++) {
-        const int32_t x1 = (p->in1_offset + in1[off1]) * (1 << p->left_shift);
-        const int32_t x2 = (p->in2_offset + in2[off2]) * (1 << p->left_shift);
-        const int32_t sum = tr_fp_rdivpot(tr_fp_mul(x1, p->in1_multiplier), -p->in1_shift) +
-                            tr_fp_rdivpot(tr_fp_mul(x2, p->in2_multiplier), -p->in2_shift);
-        const int32_t y = tr_fp_rdivpot(tr_fp_mul(sum, p->out_multiplier), -p->out_shift) + p->out_offset;
-        out[i] = (int8_t)clamp(y, p->act_min, p->act_max);
+        out[i] = (int8_t)add(p, in1[off1], in2[off2]);
+        next(&p->shape, index, &off1, &off2);
+    }
+}
+
+/* TFLM's int16 ADD takes the general path (not TFLite's power-of-two-scale one). */
+void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, int16_t *out)
+{
+    int32_t index[TR_MAX_DIMS] = {0};
+    int32_t off1 = 0, off2 = 0;
+    const int32_t n = count(&p->shape);
+    for (int32_t i = 0; i < n; i++) {
+        out[i] = (int16_t)add(p, in1[off1], in2[off2]);
         next(&p->shape, index, &off1, &off2);
     }
 }

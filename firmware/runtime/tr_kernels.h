@@ -1,4 +1,4 @@
-/* int8 kernels of the tinyrobust runtime.
+/* Kernels of the tinyrobust runtime: int8 (_s8) and int16x8 (_s16: int16 activations, int8 weights).
  *
  * Each kernel is the "eval" half of a TensorFlow Lite Micro reference kernel: the "prepare" half (shapes,
  * padding, requantization multipliers and shifts, activation ranges) runs in the host's compiler, which
@@ -29,6 +29,8 @@ typedef struct {
     int32_t act_min, act_max;
     const int8_t *weights;  /* conv: [out_c][k_h][k_w][in_c]; depthwise: [k_h][k_w][out_c] */
     const int32_t *bias;    /* [out_c] or NULL */
+    const int64_t *bias64;  /* _s16 only: [out_c] or NULL */
+    int32_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
     tr_requant requant;
 } tr_conv_params;
 
@@ -39,6 +41,8 @@ typedef struct {
     int32_t act_min, act_max;
     const int8_t *weights;  /* [out_n][in_n] */
     const int32_t *bias;    /* [out_n] or NULL */
+    const int64_t *bias64;  /* _s16 only: [out_n] or NULL */
+    int32_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
     tr_requant requant;
 } tr_fc_params;
 
@@ -126,6 +130,15 @@ typedef struct {
     int32_t diff_min;
 } tr_softmax_params;
 
+/* int16 softmax: the differences to the row maximum rescaled to [-65535, 0] for [-10, 0], exp and the
+ * reciprocal of the sum from 513-entry interpolated tables. Output scale 1/32768, zero point 0. */
+typedef struct {
+    int32_t outer, depth; /* softmax over the last dimension */
+    int32_t input_multiplier, input_shift;
+    const int16_t *exp_lut;                 /* exp on [-10, 0] */
+    const int16_t *one_over_one_plus_x_lut; /* 1 / (1 + x) on [0, 1] */
+} tr_softmax_s16_params;
+
 /* A strided N-d copy: element i of the walk goes from in[in_start + sum(i_d * in_stride[d])] to
  * out[out_start + sum(i_d * out_stride[d])]. PAD first fills the whole output with fill_value. */
 typedef struct {
@@ -153,6 +166,7 @@ typedef struct {
 } tr_mean_params;
 
 int32_t tr_requantize(int32_t acc, int32_t multiplier, int32_t shift);
+int32_t tr_requantize64(int64_t acc, int32_t multiplier, int32_t shift);
 
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
 void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
@@ -171,5 +185,13 @@ void tr_pad_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
 void tr_strided_slice_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
 void tr_concatenation_s8(const tr_concatenation_params *p, const int8_t *const *in, int8_t *out);
 void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out);
+
+void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
+void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
+void tr_fully_connected_s16(const tr_fc_params *p, const int16_t *in, int16_t *out);
+void tr_max_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
+void tr_avg_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
+void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, int16_t *out);
+void tr_softmax_s16(const tr_softmax_s16_params *p, const int16_t *in, int16_t *out);
 
 #endif

@@ -47,3 +47,48 @@ void tr_softmax_s8(const tr_softmax_params *p, const int8_t *in, int8_t *out)
         }
     }
 }
+
+/* TFLM's LUTLookup: 512 intervals indexed by the top 9 bits of value, linear interpolation on the low 7. */
+static int16_t lut_lookup(const int16_t *lut, int16_t value)
+{
+    const int32_t index = 256 + (value >> 7);
+    const int32_t offset = value & 0x7f;
+    const int16_t slope = (int16_t)(lut[index + 1] - lut[index]);
+    return (int16_t)(lut[index] + ((slope * offset + 64) >> 7));
+}
+
+static inline int16_t saturate_s16(int32_t v)
+{
+    return (int16_t)(v < INT16_MIN ? INT16_MIN : (v > INT16_MAX ? INT16_MAX : v));
+}
+
+/* TFLM's reference SoftmaxInt16: exp of the rescaled differences to the row maximum (Q0.15) from a table,
+ * their sum normalized to [1, 2) for the 1 / (1 + x) table, and each exp times that reciprocal. */
+void tr_softmax_s16(const tr_softmax_s16_params *p, const int16_t *in, int16_t *out)
+{
+    for (int32_t r = 0; r < p->outer; r++) {
+        const int16_t *x = in + r * p->depth;
+        int16_t *y = out + r * p->depth; /* holds the exps until the last loop, as in TFLM */
+        int32_t max = INT16_MIN;
+        for (int32_t c = 0; c < p->depth; c++) {
+            max = x[c] > max ? x[c] : max;
+        }
+        int32_t sum = 0; /* Q16.15 */
+        for (int32_t c = 0; c < p->depth; c++) {
+            const int32_t scaled = tr_requantize(x[c] - max, p->input_multiplier, p->input_shift);
+            y[c] = lut_lookup(p->exp_lut, saturate_s16(scaled + 32767)); /* [-65535, 0] to [-32768, 32767] */
+            sum += y[c];
+        }
+        const int32_t headroom_plus_one = leading_zeros((uint32_t)sum);
+        const int32_t shifted_sum = (int32_t)((((int64_t)sum << (headroom_plus_one - 1)) + (1 << 13)) >> 14);
+        /* x = sum - 1 on [0, 65535], recentred to [-32768, 32767] for the table. */
+        const int16_t reciprocal = lut_lookup(p->one_over_one_plus_x_lut,
+                                              saturate_s16(shifted_sum - ((1 << 15) + (1 << 16))));
+        const int32_t right_shift = 31 - headroom_plus_one;
+        const int64_t round = (int64_t)1 << (right_shift - 1);
+        for (int32_t c = 0; c < p->depth; c++) {
+            const int32_t v = (int32_t)(((int64_t)y[c] * reciprocal + round) >> right_shift);
+            y[c] = (int16_t)(v < 0 ? 0 : (v > INT16_MAX ? INT16_MAX : v));
+        }
+    }
+}

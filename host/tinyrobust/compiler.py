@@ -20,6 +20,10 @@ from .graph import Graph, Op, Tensor, fold_shape_arithmetic, live_inputs, read_t
 from .planner import Buffer, plan_arena
 
 INT8_MIN, INT8_MAX = -128, 127
+# C element types of the tensor types the generated code declares, and the kernel-name suffix of each
+# activation type (CMSIS-NN's naming: tr_conv_s8 for int8 activations, tr_conv_s16 for int16x8).
+C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
+SUFFIXES = {"int8": "s8", "int16": "s16"}
 # Fused activations of the TFLite schema (ActivationFunctionType) the kernels clamp to.
 ACTIVATIONS = {0: None, 1: (0.0, None), 2: (-1.0, 1.0), 3: (0.0, 6.0)}
 ACTIVATION_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
@@ -73,6 +77,7 @@ class CompiledModel:
     output: Tensor
     model_hash: bytes
     op_counts: dict[str, int] = field(default_factory=dict)
+    element_types: dict[int, str] = field(default_factory=dict)  # tensor index -> C type, for arena tensors
 
 
 def round_half_away(x: float) -> int:
@@ -93,20 +98,27 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return q_fixed, shift
 
 
+def limits(t: Tensor) -> tuple[int, int]:
+    """The range of the tensor's integer type."""
+    info = np.iinfo(t.dtype)
+    return int(info.min), int(info.max)
+
+
 def activation_range(activation: int, out: Tensor) -> tuple[int, int]:
-    """TFLM's CalculateActivationRangeQuantized, with its float32 arithmetic."""
+    """TFLM's CalculateActivationRangeQuantized, with its float32 arithmetic, in the output type's range."""
     if activation not in ACTIVATIONS:
         raise Unsupported(f"fused activation {ACTIVATION_NAMES.get(activation, activation)}")
+    q_min, q_max = limits(out)
     bounds = ACTIVATIONS[activation]
     if bounds is None:
-        return INT8_MIN, INT8_MAX
+        return q_min, q_max
     scale, zp = np.float32(out.scale[0]), int(out.zero_point[0])
 
     def quantize(f: float) -> int:
         return zp + round_half_away(float(np.float32(f) / scale))
 
-    lo = max(INT8_MIN, quantize(bounds[0]))
-    hi = INT8_MAX if bounds[1] is None else min(INT8_MAX, quantize(bounds[1]))
+    lo = max(q_min, quantize(bounds[0]))
+    hi = q_max if bounds[1] is None else min(q_max, quantize(bounds[1]))
     return lo, hi
 
 
@@ -123,10 +135,49 @@ def out_size_and_padding(padding: int, size: int, k: int, stride: int, dilation:
     return out, total // 2
 
 
-def _require_int8(graph: Graph, op: Op, *tensors: int) -> None:
+def _require_type(graph: Graph, type_name: str, *tensors: int) -> None:
     for t in tensors:
-        if graph.tensors[t].type_name != "int8":
+        if graph.tensors[t].type_name != type_name:
             raise Unsupported(f"{graph.tensors[t].type_name} tensor '{graph.tensors[t].name}'")
+
+
+def _require_int8(graph: Graph, op: Op, *tensors: int) -> None:
+    _require_type(graph, "int8", *tensors)
+
+
+def _activation_type(graph: Graph, op: Op, *tensors: int) -> str:
+    """The type of the op's activations (its first input), which the other given tensors must share. int16
+    activations (int16x8) must be symmetric: TFLM's 16-bit kernels have no input or output offsets."""
+    type_name = graph.tensors[op.inputs[0]].type_name
+    if type_name not in SUFFIXES:
+        raise Unsupported(f"{type_name} activations")
+    _require_type(graph, type_name, op.inputs[0], *tensors)
+    if type_name == "int16":
+        for t in (op.inputs[0], *tensors):
+            if np.any(graph.tensors[t].zero_point != 0):
+                raise Unsupported(f"int16 tensor '{graph.tensors[t].name}' with a nonzero zero point")
+    return type_name
+
+
+def _bias(graph: Graph, op: Op, name: str, activations: str, accepted: tuple[str, ...]) -> tuple[dict, list]:
+    """The bias operand as a constant. TFLM's 16x8 kernels accumulate in 64 bits and requantize with the 64-bit
+    MultiplyByQuantizedMultiplier, unless the bias is int32: then both are 32-bit (acc64 0)."""
+    bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+    fields: dict[str, object] = {"bias": "NULL"}
+    if activations == "int16":
+        fields |= {"bias64": "NULL", "acc64": int(bias is None or bias.type_name != "int32")}
+    if bias is None:
+        return fields, []
+    if bias.data is None:
+        raise Unsupported("a bias that is not constant")
+    if bias.type_name not in accepted:
+        raise Unsupported(f"{bias.type_name} bias")
+    fields["bias64" if bias.type_name == "int64" else "bias"] = f"tr_w_{name}_bias"
+    return fields, [Constant(f"tr_w_{name}_bias", C_TYPES[bias.type_name], bias.data.reshape(-1))]
+
+
+# Bias types of TFLM's kernels per activation type: int16x8 convolutions take both (see _bias).
+BIAS_TYPES = {"int8": ("int32",), "int16": ("int32", "int64")}
 
 
 def _per_channel_requant(name: str, in_t: Tensor, w: Tensor, out_t: Tensor, channels: int) -> list[Constant]:
@@ -140,18 +191,20 @@ def _per_channel_requant(name: str, in_t: Tensor, w: Tensor, out_t: Tensor, chan
     ]
 
 
-def _conv_common(graph: Graph, op: Op, name: str, depthwise: bool) -> tuple[dict, list[Constant]]:
+def _conv_common(
+    graph: Graph, op: Op, name: str, depthwise: bool, bias_types: dict[str, tuple[str, ...]] = BIAS_TYPES
+) -> tuple[dict, list[Constant], str]:
+    """CONV_2D and DEPTHWISE_CONV_2D fields and constants, and the activation type."""
     x, w, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
-    bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-    _require_int8(graph, op, x.index, w.index, out.index)
+    activations = _activation_type(graph, op, out.index)
+    _require_type(graph, "int8", w.index)
     if len(x.shape) != 4 or x.shape[0] != 1:
         raise Unsupported(f"input shape {x.shape} (batch 1 NHWC expected)")
-    if w.data is None or (bias is not None and bias.data is None):
+    if w.data is None:
         raise Unsupported("weights that are not constant")
     if np.any(w.zero_point != 0):
         raise Unsupported("asymmetric weights")
-    if bias is not None and bias.type_name != "int32":
-        raise Unsupported(f"{bias.type_name} bias")
+    bias_fields, constants = _bias(graph, op, name, activations, bias_types[activations])
     o = op.options
     _, in_h, in_w, in_c = x.shape
     _, out_h, out_w, out_c = out.shape
@@ -163,9 +216,7 @@ def _conv_common(graph: Graph, op: Op, name: str, depthwise: bool) -> tuple[dict
     elif (exp_h, exp_w) != (out_h, out_w):
         raise Unsupported(f"output shape {out.shape} inconsistent with its attributes")
     lo, hi = activation_range(o.fusedActivationFunction, out)
-    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1))]
-    if bias is not None:
-        constants.append(Constant(f"tr_w_{name}_bias", "int32_t", bias.data.reshape(-1)))
+    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *constants]
     constants += _per_channel_requant(name, x, w, out, out_c)
     fields = {
         "in_h": in_h, "in_w": in_w, "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c,
@@ -174,55 +225,57 @@ def _conv_common(graph: Graph, op: Op, name: str, depthwise: bool) -> tuple[dict
         "dilation_h": o.dilationHFactor, "dilation_w": o.dilationWFactor, "pad_h": pad_h, "pad_w": pad_w,
         "depth_multiplier": out_c // in_c if depthwise else 1,
         "in_offset": -int(x.zero_point[0]), "out_offset": int(out.zero_point[0]), "act_min": lo, "act_max": hi,
-        "weights": f"tr_w_{name}_weights", "bias": f"tr_w_{name}_bias" if bias is not None else "NULL",
+        "weights": f"tr_w_{name}_weights", **bias_fields,
         "requant": f"{{{name}_multiplier, {name}_shift}}",
     }  # fmt: skip
     if not depthwise and in_c % w.shape[3]:
         raise Unsupported(f"{in_c} input channels not a multiple of the filter's {w.shape[3]}")
-    return fields, constants
+    return fields, constants, activations
 
 
 def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
-    fields, constants = _conv_common(graph, op, name, depthwise=False)
-    return Kernel("tr_conv_s8", "tr_conv_params", fields, constants)
+    fields, constants, activations = _conv_common(graph, op, name, depthwise=False)
+    return Kernel(f"tr_conv_{SUFFIXES[activations]}", "tr_conv_params", fields, constants)
 
 
 def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
-    fields, constants = _conv_common(graph, op, name, depthwise=True)
-    return Kernel("tr_depthwise_conv_s8", "tr_conv_params", fields, constants)
+    """TFLM's 16x8 depthwise convolution has only the int64-bias kernel: it always accumulates in 64 bits."""
+    fields, constants, activations = _conv_common(
+        graph, op, name, depthwise=True, bias_types={"int8": ("int32",), "int16": ("int64",)}
+    )
+    if activations == "int16":
+        fields["acc64"] = 1
+    return Kernel(f"tr_depthwise_conv_{SUFFIXES[activations]}", "tr_conv_params", fields, constants)
 
 
 def lower_fully_connected(graph: Graph, op: Op, name: str) -> Kernel:
     x, w, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
-    bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-    _require_int8(graph, op, x.index, w.index, out.index)
-    if w.data is None or (bias is not None and bias.data is None):
+    activations = _activation_type(graph, op, out.index)
+    _require_type(graph, "int8", w.index)
+    if w.data is None:
         raise Unsupported("weights that are not constant")
     if op.options.weightsFormat != 0:
         raise Unsupported("shuffled weights format")
     out_n, in_n = w.shape
     rows = int(np.prod(x.shape)) // in_n
+    bias_fields, bias_constants = _bias(graph, op, name, activations, BIAS_TYPES[activations])
     # TFLM multiplies the input and filter scales as doubles (GetQuantizedConvolutionMultipler).
-    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1))]
-    if bias is not None:
-        if bias.type_name != "int32":
-            raise Unsupported(f"{bias.type_name} bias")
-        constants.append(Constant(f"tr_w_{name}_bias", "int32_t", bias.data.reshape(-1)))
+    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *bias_constants]
     constants += _per_channel_requant(name, x, w, out, out_n)
     lo, hi = activation_range(op.options.fusedActivationFunction, out)
     fields = {
         "rows": rows, "in_n": in_n, "out_n": out_n,
         "in_offset": -int(x.zero_point[0]), "weights_offset": -int(w.zero_point[0]),
         "out_offset": int(out.zero_point[0]), "act_min": lo, "act_max": hi,
-        "weights": f"tr_w_{name}_weights", "bias": f"tr_w_{name}_bias" if bias is not None else "NULL",
+        "weights": f"tr_w_{name}_weights", **bias_fields,
         "requant": f"{{{name}_multiplier, {name}_shift}}",
     }  # fmt: skip
-    return Kernel("tr_fully_connected_s8", "tr_fc_params", fields, constants)
+    return Kernel(f"tr_fully_connected_{SUFFIXES[activations]}", "tr_fc_params", fields, constants)
 
 
 def _lower_pool(graph: Graph, op: Op, function: str) -> Kernel:
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    _require_int8(graph, op, x.index, out.index)
+    function = f"{function}_{SUFFIXES[_activation_type(graph, op, out.index)]}"
     if (x.scale[0], x.zero_point[0]) != (out.scale[0], out.zero_point[0]):
         raise Unsupported("different input and output quantization")
     o = op.options
@@ -240,11 +293,11 @@ def _lower_pool(graph: Graph, op: Op, function: str) -> Kernel:
 
 
 def lower_max_pool_2d(graph: Graph, op: Op, name: str) -> Kernel:
-    return _lower_pool(graph, op, "tr_max_pool_s8")
+    return _lower_pool(graph, op, "tr_max_pool")
 
 
 def lower_average_pool_2d(graph: Graph, op: Op, name: str) -> Kernel:
-    return _lower_pool(graph, op, "tr_avg_pool_s8")
+    return _lower_pool(graph, op, "tr_avg_pool")
 
 
 # --- Helpers for the elementwise and data-movement ops ------------------------------------------------------
@@ -304,9 +357,9 @@ def _size(t: Tensor) -> int:
     return int(np.prod(t.shape, dtype=np.int64))
 
 
-def _unary(graph: Graph, op: Op) -> tuple[Tensor, Tensor]:
+def _unary(graph: Graph, op: Op, type_name: str = "int8") -> tuple[Tensor, Tensor]:
     x, out = _tensor(graph, op), _tensor(graph, op, output=True)
-    _require_int8(graph, op, x.index, out.index)
+    _require_type(graph, type_name, x.index, out.index)
     if _size(x) != _size(out):
         raise Unsupported(f"output shape {out.shape} differs from input shape {x.shape}")
     return x, out
@@ -349,11 +402,19 @@ def _small_multiplier(real: float) -> tuple[int, int]:
 # --- Elementwise arithmetic ---------------------------------------------------------------------------------
 
 
+# Headroom bits of TFLM's quantized ADD per activation type. Its int16 ADD takes the same general path as int8
+# (the power-of-two-scale path of TFLite's int16 ADD is not TFLM's), with 15 bits.
+ADD_LEFT_SHIFTS = {"int8": 20, "int16": 15}
+
+
 def lower_add(graph: Graph, op: Op, name: str) -> Kernel:
-    """TFLM's CalculateOpDataAdd: both inputs to twice the larger scale with 20 bits of headroom."""
+    """TFLM's CalculateOpDataAdd: both inputs to twice the larger scale with some bits of headroom."""
     a, b, out = _tensor(graph, op, 0), _tensor(graph, op, 1), _tensor(graph, op, output=True)
-    _require_int8(graph, op, a.index, b.index, out.index)
-    left_shift = 20
+    activations = graph.tensors[op.inputs[0]].type_name
+    _require_type(graph, activations, a.index, b.index, out.index)
+    if activations not in ADD_LEFT_SHIFTS:
+        raise Unsupported(f"{activations} activations")
+    left_shift = ADD_LEFT_SHIFTS[activations]
     twice_max = 2 * max(_scale(a), _scale(b))
     m1, s1 = _small_multiplier(_scale(a) / twice_max)
     m2, s2 = _small_multiplier(_scale(b) / twice_max)
@@ -364,7 +425,7 @@ def lower_add(graph: Graph, op: Op, name: str) -> Kernel:
         "left_shift": left_shift, "in1_multiplier": m1, "in1_shift": s1, "in2_multiplier": m2, "in2_shift": s2,
         "out_multiplier": mo, "out_shift": so, "act_min": lo, "act_max": hi,
     }  # fmt: skip
-    return Kernel("tr_add_s8", "tr_add_params", fields, inputs=op.inputs[:2])
+    return Kernel(f"tr_add_{SUFFIXES[activations]}", "tr_add_params", fields, inputs=op.inputs[:2])
 
 
 def lower_mul(graph: Graph, op: Op, name: str) -> Kernel:
@@ -480,6 +541,68 @@ def lower_softmax(graph: Graph, op: Op, name: str) -> Kernel:
     return Kernel("tr_softmax_s8", "tr_softmax_params", fields)
 
 
+def _round_f32(x: np.ndarray) -> np.ndarray:
+    """TfLiteRound on float32 values: half away from zero (exact, in double)."""
+    x = x.astype(np.float64)
+    return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.float32)
+
+
+def lut_s16(transform, input_scale: float, input_zero_point: int, output_scale: float) -> np.ndarray:
+    """TFLM's LUTPopulate<int16_t> (float version, output zero point 0): 512 samples of transform over the input
+    range, each biased by half the error of linear interpolation at the midpoint, and the end point; every step
+    in float32 as TFLM computes it. transform maps a float32 array to a float32 array."""
+    f32 = np.float32
+    scale_in, scale_out = f32(input_scale), f32(output_scale)
+    input_min = scale_in * f32(-32768 - input_zero_point)
+    input_max = scale_in * f32(32767 - input_zero_point)
+    step = (input_max - input_min) / f32(512)
+    half_step = step / f32(2)
+    scaling_inv = f32(65536) / (scale_out * f32(32767) - scale_out * f32(-32768))
+    i = np.arange(512, dtype=np.float32)
+    val = transform(input_min + i * step)
+    val_midpoint = transform(input_min + i * step + half_step)
+    val_next = transform(input_min + (i + f32(1)) * step)
+    sample = _round_f32(val * scaling_inv)
+    midpoint_interp = _round_f32((val_next * scaling_inv + sample) / f32(2))
+    midpoint_err = midpoint_interp - _round_f32(val_midpoint * scaling_inv)
+    lut = sample - _round_f32(midpoint_err / f32(2))
+    last = _round_f32(transform(np.array([input_max], dtype=np.float32)) * scaling_inv)
+    return np.clip(np.concatenate([lut, last]), -32768, 32767).astype(np.int64)
+
+
+def _expf(x: np.ndarray) -> np.ndarray:
+    """expf as exp in double rounded to float32. glibc's expf (0.502 ULP) differs from that on about 1 input in
+    1500, once among the exp table's 1,025 inputs, but the table comes out the same (checked)."""
+    return np.exp(x.astype(np.float64)).astype(np.float32)
+
+
+def _one_over_one_plus(x: np.ndarray) -> np.ndarray:
+    return np.float32(1) / (np.float32(1) + x)
+
+
+def lower_softmax_s16(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's int16 SOFTMAX prepare: the input rescaled so that [-65535, 0] spans [-10, 0], and two 513-entry
+    tables, exp on [-10, 0] and 1 / (1 + x) on [0, 1], both with outputs on [-1, 1] (shared by every softmax
+    of the model)."""
+    x, out = _unary(graph, op, "int16")
+    if _zp(out) != 0 or abs(np.float32(out.scale[0]) - np.float32(1.0 / 32768)) > np.float32(0.001 / 32768):
+        raise Unsupported("output quantization other than scale 1/32768, zero point 0")
+    multiplier, shift = quantize_multiplier(_scale(x) * float(np.float32(op.options.beta)) / (10.0 / 65535.0))
+    steps = np.float32(65535)  # TFLM's range: int16 max - int16 min
+    exp_lut = lut_s16(_expf, np.float32(10) / steps, 32767, np.float32(2) / steps)
+    reciprocal_lut = lut_s16(_one_over_one_plus, np.float32(1) / steps, -32768, np.float32(2) / steps)
+    constants = [
+        Constant("tr_softmax_s16_exp_lut", "int16_t", exp_lut, weight=False),
+        Constant("tr_softmax_s16_one_over_one_plus_x_lut", "int16_t", reciprocal_lut, weight=False),
+    ]
+    depth = x.shape[-1]
+    fields = {
+        "outer": _size(x) // depth, "depth": depth, "input_multiplier": multiplier, "input_shift": shift,
+        "exp_lut": "tr_softmax_s16_exp_lut", "one_over_one_plus_x_lut": "tr_softmax_s16_one_over_one_plus_x_lut",
+    }  # fmt: skip
+    return Kernel("tr_softmax_s16", "tr_softmax_s16_params", fields, constants)
+
+
 # --- Data movement ------------------------------------------------------------------------------------------
 
 
@@ -592,7 +715,8 @@ def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
     return Kernel("tr_mean_s8", "tr_mean_params", fields)
 
 
-LOWERINGS = {
+# The lowering of each op, per activation type (the type of its first input).
+LOWERINGS_S8 = {
     "CONV_2D": lower_conv_2d,
     "DEPTHWISE_CONV_2D": lower_depthwise_conv_2d,
     "FULLY_CONNECTED": lower_fully_connected,
@@ -613,6 +737,16 @@ LOWERINGS = {
     "CONCATENATION": lower_concatenation,
     "MEAN": lower_mean,
 }
+LOWERINGS_S16 = {
+    "CONV_2D": lower_conv_2d,
+    "DEPTHWISE_CONV_2D": lower_depthwise_conv_2d,
+    "FULLY_CONNECTED": lower_fully_connected,
+    "MAX_POOL_2D": lower_max_pool_2d,
+    "AVERAGE_POOL_2D": lower_average_pool_2d,
+    "ADD": lower_add,
+    "SOFTMAX": lower_softmax_s16,
+}
+LOWERINGS = {"int8": LOWERINGS_S8, "int16": LOWERINGS_S16}
 # Ops that only reinterpret the shape: their output shares the input's bytes in the arena.
 ALIASES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 
@@ -679,10 +813,10 @@ def compile_model(tflite: bytes) -> CompiledModel:
         )
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     for role, t in (("input", x), ("output", y)):
-        if t.type_name != "int8":
+        if t.type_name not in ("int8", "int16"):
             raise UserError(
-                f"the model's {role} is {t.type_name}, not int8; quantize it with inference_input_type and "
-                "inference_output_type set to tf.int8"
+                f"the model's {role} is {t.type_name}, not int8 or int16; quantize it with inference_input_type "
+                "and inference_output_type set to tf.int8 (tf.int16 for 16-bit activations)"
             )
     fold_shape_arithmetic(graph)
     remove_dead_ops(graph)
@@ -697,7 +831,7 @@ def compile_model(tflite: bytes) -> CompiledModel:
                 problems.append(f"{describe(graph, op)}: changes the type")
             alias_of[op.outputs[0]] = alias_of.get(src, src)
             continue
-        lower = LOWERINGS.get(op.kind)
+        lower = LOWERINGS.get(graph.tensors[op.inputs[0]].type_name, {}).get(op.kind) if op.inputs else None
         if lower is None:
             problems.append(describe(graph, op))
             continue
@@ -711,9 +845,11 @@ def compile_model(tflite: bytes) -> CompiledModel:
         for t in inputs:  # constant operands (an ADD's bias, a CONCATENATION's table) become C arrays
             if graph.tensors[t].is_constant and t not in operand_constants:
                 operand_constants.add(t)
-                constants.append(Constant(operand_name(t), "int8_t", graph.tensors[t].data.reshape(-1)))
+                tensor = graph.tensors[t]
+                constants.append(Constant(operand_name(t), C_TYPES[tensor.type_name], tensor.data.reshape(-1)))
         steps.append(Step(op, kernel.function, kernel.struct, kernel.fields, inputs, op.outputs[0], kernel.variadic))
-        constants += kernel.constants
+        names = {c.name for c in constants}
+        constants += [c for c in kernel.constants if c.name not in names]  # tables shared by several steps
     if problems:
         raise UserError("the model uses operators the runtime does not support: " + "; ".join(problems))
 
@@ -727,7 +863,8 @@ def compile_model(tflite: bytes) -> CompiledModel:
     counts: dict[str, int] = {}
     for op in graph.ops:
         counts[op.kind] = counts.get(op.kind, 0) + 1
-    return CompiledModel(steps, constants, arena_bytes, offsets, x, y, hashlib.sha256(tflite).digest(), counts)
+    types = {t: C_TYPES.get(graph.tensors[t].type_name, "int8_t") for t in offsets}
+    return CompiledModel(steps, constants, arena_bytes, offsets, x, y, hashlib.sha256(tflite).digest(), counts, types)
 
 
 def operand_name(tensor: int) -> str:
@@ -763,15 +900,19 @@ def render(model: CompiledModel, out_dir: Path) -> list[Path]:
     """Write model.h and model.c for the compiled model."""
     from .templates import render_template
 
+    def pointer(t: int) -> str:
+        """A tensor in the byte arena as a pointer to its elements."""
+        return f"({model.element_types.get(t, 'int8_t')} *)(arena + {model.offsets[t]})"
+
     def operand(t: int) -> str:
-        return f"arena + {model.offsets[t]}" if t in model.offsets else operand_name(t)
+        return pointer(t) if t in model.offsets else operand_name(t)
 
     def arguments(step: Step) -> str:
         reads = ", ".join(operand(t) for t in step.inputs)
         return f"(const int8_t *const[]){{{reads}}}" if step.variadic else reads
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = {"model": model, "c_array": c_array, "arguments": arguments}
+    context = {"model": model, "c_array": c_array, "arguments": arguments, "pointer": pointer}
     paths = []
     for name in ("model.h", "model.c"):
         path = out_dir / name

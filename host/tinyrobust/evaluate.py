@@ -173,7 +173,8 @@ class Evaluation:
         if attack == "none":
             x_adv = x
         else:
-            lo, hi = reference.dequantize(np.array([-128, 127]), tensor).tolist()
+            limits = np.iinfo(tensor.dtype)
+            lo, hi = reference.dequantize(np.array([limits.min, limits.max]), tensor).tolist()
             classifier = attacks.classifier(model.keras, (lo, hi))
             x_adv = attacks.generate(attack, classifier, x, y, eps, self.settings.seed)
         xq = reference.quantize_inputs(x_adv, tensor)
@@ -233,7 +234,7 @@ class Evaluation:
             condition = self.store.condition(attack, eps)
             if self.store.pending(condition) or not self.store.has_samples(condition):
                 continue
-            outputs = self.store.outputs(condition, np.int8)
+            outputs = self.store.outputs(condition, self.compiled.output.dtype, self.compiled.input.dtype)
             labels = outputs.pop("labels")
             outputs.pop("input")
             runs.append({"attack": attack, "eps": eps, "samples": len(labels), **rates(outputs, labels)})

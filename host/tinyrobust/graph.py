@@ -25,8 +25,13 @@ class Tensor:
     data: np.ndarray | None = None  # constant tensors only
 
     @property
+    def dtype(self) -> np.dtype:
+        """The NumPy type of the tensor's elements (KeyError for types the runtime never stores)."""
+        return np.dtype(DTYPES[_type_code(self.type_name)])
+
+    @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(DTYPES[_type_code(self.type_name)]).itemsize
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     @property
     def is_constant(self) -> bool:

@@ -8,9 +8,10 @@ from .graph import Tensor
 
 
 def quantize_inputs(x: np.ndarray, tensor: Tensor) -> np.ndarray:
-    """Float inputs to the model's int8 input tensor, with its scale and zero point."""
+    """Float inputs to the model's quantized input tensor (int8 or int16), with its scale and zero point."""
     q = np.round(x / tensor.scale[0]) + tensor.zero_point[0]
-    return np.clip(q, -128, 127).astype(np.int8).reshape((len(x),) + tensor.shape[1:])
+    limits = np.iinfo(tensor.dtype)
+    return np.clip(q, limits.min, limits.max).astype(tensor.dtype).reshape((len(x),) + tensor.shape[1:])
 
 
 def dequantize(q: np.ndarray, tensor: Tensor) -> np.ndarray:

@@ -73,8 +73,9 @@ class Store:
         with self.db:
             self.db.execute("INSERT INTO device VALUES (?, ?, ?, ?)", (condition, sample, output, ticks))
 
-    def outputs(self, condition: int, dtype) -> dict[str, np.ndarray]:
-        """Every engine's outputs for a condition, one row per sample, with the labels and inputs."""
+    def outputs(self, condition: int, dtype, input_dtype=None) -> dict[str, np.ndarray]:
+        """Every engine's outputs for a condition, one row per sample, with the labels and inputs: outputs of the
+        model's output type (dtype), inputs of its input type (input_dtype, the same when omitted)."""
         rows = self.db.execute(
             "SELECT s.label, s.input, s.tflite, s.tflm, s.float, d.output FROM samples s "
             "JOIN device d USING (condition, sample) WHERE s.condition = ? ORDER BY s.sample",
@@ -82,7 +83,7 @@ class Store:
         ).fetchall()
         result = {
             "labels": np.array([r[0] for r in rows], dtype=np.int64),
-            "input": np.stack([np.frombuffer(r[1], dtype) for r in rows]),
+            "input": np.stack([np.frombuffer(r[1], input_dtype or dtype) for r in rows]),
             "tflite": np.stack([np.frombuffer(r[2], dtype) for r in rows]),
             "tflm": np.stack([np.frombuffer(r[3], dtype) for r in rows]),
             "device": np.stack([np.frombuffer(r[5], dtype) for r in rows]),
