@@ -202,10 +202,16 @@ def models() -> None:
     """List the built-in models."""
     from .zoo import builtin_names, builtin_spec
 
+    rows = []
     for name in builtin_names():
         spec = builtin_spec(name)
-        shape = "x".join(map(str, spec["input_shape"]))
-        click.echo(f"{name:<16} input {shape:<8} {spec['classes']:>3} classes  {spec['description']}")
+        # An autoencoder's outputs are its reconstructed inputs, not classes.
+        kind = "outputs" if spec["training"].get("loss") == "reconstruction" else "classes"
+        rows.append((name, "x".join(map(str, spec["input_shape"])), f"{spec['classes']} {kind}", spec["description"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    click.echo(f"{'model':<{widths[0]}}  {'input':<{widths[1]}}  {'output':<{widths[2]}}  description")
+    for name, shape, output, description in rows:
+        click.echo(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {output:<{widths[2]}}  {description}")
 
 
 @cli.command()
