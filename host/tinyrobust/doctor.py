@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from importlib import metadata
 
 APT = "apt-get install -y"
-PACKAGES = [
-    ("tensorflow-cpu", "tensorflow-cpu==2.21.0"),
-    ("ai-edge-litert", "ai-edge-litert"),
-    ("tflite-micro", "tflite-micro"),
-    ("adversarial-robustness-toolbox", "adversarial-robustness-toolbox"),
-    ("scikit-learn", "scikit-learn"),
-    ("pyserial", "pyserial"),
-    ("pyelftools", "pyelftools"),
-    ("jinja2", "jinja2"),
-    ("matplotlib", "matplotlib"),
-    ("tqdm", "tqdm"),
-]
 
 
 def _newlib_present() -> bool:
@@ -28,6 +17,12 @@ def _newlib_present() -> bool:
         ["arm-none-eabi-gcc", "-print-file-name=nano.specs"], capture_output=True, text=True
     ).stdout.strip()
     return found != "nano.specs"  # gcc echoes the bare name when it cannot find the file
+
+
+def _dependencies() -> list[str]:
+    """The package's own run-time requirements, as pyproject.toml states them."""
+    specs = metadata.requires("tinyrobust") or []
+    return [spec.split(";")[0].strip() for spec in specs if "extra ==" not in spec]
 
 
 def _installed(distribution: str) -> bool:
@@ -46,7 +41,10 @@ def checks() -> list[tuple[str, bool, str]]:
         ("newlib for arm-none-eabi (C library)", _newlib_present(), f"{APT} libnewlib-arm-none-eabi"),
         ("qemu-system-arm (emulated boards)", shutil.which("qemu-system-arm") is not None, f"{APT} qemu-system-arm"),
         ("gcc (native kernel tests)", shutil.which("gcc") is not None, f"{APT} gcc"),
+        ("clang with libFuzzer (frame parser fuzz test)", shutil.which("clang") is not None,
+         f"{APT} clang libclang-rt-dev"),
     ]  # fmt: skip
-    for dist, spec in PACKAGES:
-        result.append((f"Python package {dist}", _installed(dist), f"python3 -m pip install '{spec}'"))
+    for spec in _dependencies():
+        name = re.match(r"[A-Za-z0-9_.\-]+", spec).group(0)
+        result.append((f"Python package {name}", _installed(name), f"python3 -m pip install '{spec}'"))
     return result
