@@ -49,6 +49,7 @@ STATIC_SHAPES = "static shapes"  # dynamic-batch pattern; TFLM runs the model wi
 # resize the tensors. Models with a static batch get a plain dilated CONV_2D, checked against TFLM above.
 TFLITE_REFERENCE = "TFLite reference kernels"
 SAME_QUANTIZATION = "same quantization"  # the first op's output quantized like its input (the file edited)
+INT32_BIAS = "int32 bias"  # int16x8 with the converter's int64 biases narrowed to int32 (the file edited)
 
 CASES = {
     "conv3x3-same-relu": ([L.Conv2D(8, 3, padding="same", activation="relu")], (9, 9, 3)),
@@ -134,48 +135,55 @@ CASES = {
 }
 
 
-# int16x8 (16-bit activations, 8-bit weights): every operator of the 16-bit runtime, over shapes and attributes.
+# int16x8 (16-bit activations, 8-bit weights): every operator of the 16-bit runtime over shapes and attributes,
+# several per model to keep the builds few.
 CASES_16X8 = {
-    "conv3x3-same-relu": ([L.Conv2D(8, 3, padding="same", activation="relu")], (9, 9, 3)),
-    "conv5x5-valid-stride2": ([L.Conv2D(6, 5, strides=2, padding="valid")], (13, 11, 2)),
-    "conv3x3-same-stride2-relu6": ([L.Conv2D(5, 3, strides=2, padding="same", activation="relu6")], (10, 7, 4)),
-    "conv1x1-no-bias": ([L.Conv2D(16, 1, use_bias=False)], (6, 6, 8)),
-    "conv-rect-kernel": ([L.Conv2D(3, (1, 4), strides=(1, 2), padding="same")], (5, 16, 2)),
+    "conv-same-relu-valid-stride2": (
+        [L.Conv2D(8, 3, padding="same", activation="relu"), L.Conv2D(6, 5, strides=2, padding="valid")],
+        (13, 11, 3),
+    ),
+    "conv-stride2-relu6-rect-1x1-no-bias": (
+        [L.Conv2D(5, 3, strides=2, padding="same", activation="relu6"),
+         L.Conv2D(3, (1, 4), strides=(1, 2), padding="same"), L.Conv2D(16, 1, use_bias=False)],
+        (10, 16, 4),
+    ),
     "conv-deep": ([L.Conv2D(4, 3, kernel_initializer=keras.initializers.RandomNormal(0, 2))], (5, 5, 64)),
-    "dilated-conv": ([L.Conv2D(4, 3, dilation_rate=2, padding="same")], (9, 9, 3), STATIC_BATCH),
-    "depthwise3x3-same-relu": ([L.DepthwiseConv2D(3, padding="same", activation="relu")], (8, 8, 6)),
-    "depthwise-multiplier2-stride2": ([L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)], (11, 9, 3)),
-    "depthwise-no-bias-relu6": ([L.DepthwiseConv2D(5, padding="same", use_bias=False, activation="relu6")], (7, 6, 4)),
-    "dense": ([L.Flatten(), L.Dense(12)], (4, 4, 3)),
-    "dense-relu-chain": ([L.Flatten(), L.Dense(20, activation="relu"), L.Dense(7)], (30,)),
-    "dense-no-bias": ([L.Dense(9, use_bias=False)], (13,)),  # no bias: TFLM's 32-bit accumulator path
-    "dense-3d-input": ([L.Dense(5)], (4, 6), STATIC_BATCH),
-    "maxpool2": ([L.MaxPooling2D(2)], (8, 8, 4)),
-    "maxpool3-stride2-same": ([L.MaxPooling2D(3, strides=2, padding="same")], (9, 7, 3)),
-    "avgpool2": ([L.AveragePooling2D(2)], (8, 8, 4)),
-    "avgpool3-stride2-same": ([L.AveragePooling2D(3, strides=2, padding="same")], (9, 7, 3)),
-    "avgpool-global-shape": ([L.AveragePooling2D((5, 5))], (5, 5, 10)),
-    "add-residual-conv": ([Branch(K.add, conv(4), conv(4))], (6, 6, 4)),
-    "add-residual-relu": ([Branch(lambda x, y: K.relu(x + y), conv(3, activation="relu"))], (5, 7, 3)),
+    "dilated-conv-dense-4d": ([L.Conv2D(4, 3, dilation_rate=2, padding="same"), L.Dense(5)], (9, 9, 3), STATIC_BATCH),
+    "depthwise-relu-relu6-multiplier2-stride2": (
+        [L.DepthwiseConv2D(3, padding="same", activation="relu"),
+         L.DepthwiseConv2D(5, padding="same", use_bias=False, activation="relu6"),
+         L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)],
+        (11, 9, 3),
+    ),
+    # Without a bias TFLM's 16-bit FULLY_CONNECTED still accumulates in 64 bits.
+    "dense-relu-chain-no-bias": ([L.Flatten(), L.Dense(20, activation="relu"), L.Dense(9, use_bias=False), L.Dense(7)],
+                                 (4, 4, 3)),
+    "maxpool2-avgpool3-stride2-same": ([L.MaxPooling2D(2), L.AveragePooling2D(3, strides=2, padding="same")],
+                                       (16, 14, 3)),
+    "maxpool3-stride2-same-avgpool-global": ([L.MaxPooling2D(3, strides=2, padding="same"),
+                                              L.AveragePooling2D((5, 4))], (9, 7, 3)),
+    "add-residual-conv-relu": (
+        [Branch(K.add, conv(4), conv(4)), Branch(lambda x, y: K.relu(x + y), conv(4, activation="relu"))],
+        (6, 6, 4),
+    ),
     "add-dense": ([L.Dense(10), Branch(K.add, L.Dense(10, activation="relu"))], (6,)),
-    "add-const-channels": ([fn(lambda x: x + np.linspace(-1, 2, 5, dtype="float32"))], (3, 4, 5)),
-    "add-const-rows": ([fn(lambda x: x + np.linspace(-3, 1, 4, dtype="float32")[:, None, None])], (4, 3, 2)),
-    "softmax-dense": ([L.Dense(10), L.Softmax()], (8,)),
+    "add-const-broadcast": (
+        [fn(lambda x: x + np.linspace(-1, 2, 5, dtype="float32")),
+         fn(lambda x: x + np.linspace(-3, 1, 4, dtype="float32")[:, None, None])],
+        (4, 3, 5),
+    ),
     "softmax-wide-range": ([wide_dense(33, 3), L.Softmax()], (6,)),
     "softmax-narrow-range": ([wide_dense(40, 0.02), L.Softmax()], (6,)),
     "softmax-4d": ([L.Softmax()], (3, 4, 5)),
+    # An int32 bias makes TFLM's 16-bit CONV_2D and FULLY_CONNECTED accumulate and requantize in 32 bits.
+    "conv-dense-int32-bias": ([L.Conv2D(6, 3, kernel_initializer=keras.initializers.RandomNormal(0, 1)), L.Flatten(),
+                               L.Dense(5)], (6, 6, 16), INT32_BIAS),
     "cnn": (
-        [
-            conv(8, activation="relu"),
-            L.DepthwiseConv2D(3, activation="relu6"),
-            L.MaxPooling2D(2),
-            L.Flatten(),
-            L.Dense(10),
-            L.Softmax(),
-        ],
+        [conv(8, activation="relu"), L.DepthwiseConv2D(3, activation="relu6"), L.MaxPooling2D(2), L.Flatten(),
+         L.Dense(10), L.Softmax()],
         (10, 10, 2),
-    ),  # fmt: skip
-}
+    ),
+}  # fmt: skip
 
 
 def static_batch_model(layers, input_shape, seed=0, precision="int8") -> bytes:
@@ -200,6 +208,26 @@ def with_same_quantization(tflite: bytes) -> bytes:
     sub = model.subgraphs[0]
     first = sub.operators[0]
     sub.tensors[first.outputs[0]].quantization = sub.tensors[first.inputs[0]].quantization
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def with_int32_bias(tflite: bytes) -> bytes:
+    """The model with every int64 bias of a CONV_2D or FULLY_CONNECTED stored as int32."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(tflite, 0))
+    sub = model.subgraphs[0]
+    for op in sub.operators:
+        kind = model.operatorCodes[op.opcodeIndex]
+        if max(kind.builtinCode, kind.deprecatedBuiltinCode) not in (3, 9) or len(op.inputs) < 3 or op.inputs[2] < 0:
+            continue  # CONV_2D is 3, FULLY_CONNECTED 9
+        bias = sub.tensors[op.inputs[2]]
+        buffer = model.buffers[bias.buffer]
+        values = np.frombuffer(bytes(buffer.data), "<i8").astype("<i4")
+        buffer.data, bias.type = np.frombuffer(values.tobytes(), np.uint8), fb.TensorType.INT32
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -276,6 +304,8 @@ def test_native_int16x8_bit_exact_with_tflm(case, tmp_path):
     layers, input_shape, *variant = CASES_16X8[case]
     build = static_batch_model if variant == [STATIC_BATCH] else quantized_model
     tflite = build(layers, input_shape, precision="int16x8")
+    if variant == [INT32_BIAS]:
+        tflite = with_int32_bias(tflite)
     graph = read_tflite(tflite)
     assert {graph.tensors[t].type_name for t in graph.inputs + graph.outputs} == {"int16"}
     assert_native_bit_exact(tflite, full_range_inputs(tflite, 40), tmp_path)
