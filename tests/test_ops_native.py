@@ -8,6 +8,7 @@ import pytest
 from conftest import quantized_model, random_inputs
 from tinyrobust.build import build_native, run_native
 from tinyrobust.compiler import compile_model
+from tinyrobust.errors import UserError
 from tinyrobust.graph import fold_shape_arithmetic, read_tflite, remove_dead_ops
 from tinyrobust.reference import tflite_outputs, tflm_outputs
 
@@ -175,6 +176,9 @@ CASES_16X8 = {
     "softmax-wide-range": ([wide_dense(33, 3), L.Softmax()], (6,)),
     "softmax-narrow-range": ([wide_dense(40, 0.02), L.Softmax()], (6,)),
     "softmax-4d": ([L.Softmax()], (3, 4, 5)),
+    "pad-conv-mean-global-pool": ([L.ZeroPadding2D(((1, 2), (0, 1))), conv(6), L.GlobalAveragePooling2D()], (6, 5, 3)),
+    "pad-channels-mean-channels": ([fn(lambda x: K.pad(x, ((0, 0), (1, 1), (2, 0), (0, 2)))),
+                                    fn(lambda x: K.mean(x, axis=-1))], (4, 4, 3)),
     # An int32 bias makes TFLM's 16-bit CONV_2D and FULLY_CONNECTED accumulate and requantize in 32 bits.
     "conv-dense-int32-bias": ([L.Conv2D(6, 3, kernel_initializer=keras.initializers.RandomNormal(0, 1)), L.Flatten(),
                                L.Dense(5)], (6, 6, 16), INT32_BIAS),
@@ -309,3 +313,10 @@ def test_native_int16x8_bit_exact_with_tflm(case, tmp_path):
     graph = read_tflite(tflite)
     assert {graph.tensors[t].type_name for t in graph.inputs + graph.outputs} == {"int16"}
     assert_native_bit_exact(tflite, full_range_inputs(tflite, 40), tmp_path)
+
+
+def test_int16x8_padv2_with_a_float_pad_value_is_refused():
+    """The int16x8 converter leaves PADV2's pad value float32, which TFLM refuses too."""
+    layers = [fn(lambda x: K.pad(x, ((0, 0), (1, 1), (2, 0), (0, 0)), constant_values=0.5))]
+    with pytest.raises(UserError, match="PADV2 at position 0 .*float32 pad value"):
+        compile_model(quantized_model(layers, (4, 4, 3), precision="int16x8"))

@@ -1,9 +1,12 @@
 #include <string.h>
 #include "tr_kernels.h"
 
-/* The strided walk of p, one element at a time (the compiler merged every dimension it could). */
-static void copy(const tr_copy_params *p, const int8_t *in, int8_t *out)
+/* The strided walk of p, one element of `size` bytes at a time (the compiler merged every dimension it could).
+ * Inlined with a constant size, the memcpy is one load and one store. */
+static inline void copy(const tr_copy_params *p, const void *in, void *out, size_t size)
 {
+    const uint8_t *src = in;
+    uint8_t *dst = out;
     int32_t index[TR_MAX_DIMS] = {0};
     int32_t n = 1;
     for (int d = 0; d < p->ndims; d++) {
@@ -11,7 +14,7 @@ static void copy(const tr_copy_params *p, const int8_t *in, int8_t *out)
     }
     int32_t from = p->in_start, to = p->out_start;
     for (int32_t i = 0; i < n; i++) {
-        out[to] = in[from];
+        memcpy(dst + (size_t)to * size, src + (size_t)from * size, size);
         for (int d = p->ndims - 1; d >= 0; d--) {
             from += p->in_stride[d];
             to += p->out_stride[d];
@@ -28,12 +31,12 @@ static void copy(const tr_copy_params *p, const int8_t *in, int8_t *out)
 void tr_pad_s8(const tr_copy_params *p, const int8_t *in, int8_t *out)
 {
     memset(out, p->fill_value, (size_t)p->fill_size);
-    copy(p, in, out);
+    copy(p, in, out, sizeof *in);
 }
 
 void tr_strided_slice_s8(const tr_copy_params *p, const int8_t *in, int8_t *out)
 {
-    copy(p, in, out);
+    copy(p, in, out, sizeof *in);
 }
 
 void tr_concatenation_s8(const tr_concatenation_params *p, const int8_t *const *in, int8_t *out)
@@ -45,4 +48,12 @@ void tr_concatenation_s8(const tr_concatenation_params *p, const int8_t *const *
             out += n;
         }
     }
+}
+
+void tr_pad_s16(const tr_copy_params *p, const int16_t *in, int16_t *out)
+{
+    for (int32_t i = 0; i < p->fill_size; i++) {
+        out[i] = (int16_t)p->fill_value;
+    }
+    copy(p, in, out, sizeof *in);
 }

@@ -193,5 +193,7 @@ void tr_max_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
 void tr_avg_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
 void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, int16_t *out);
 void tr_softmax_s16(const tr_softmax_s16_params *p, const int16_t *in, int16_t *out);
+void tr_pad_s16(const tr_copy_params *p, const int16_t *in, int16_t *out);
+void tr_mean_s16(const tr_mean_params *p, const int16_t *in, int16_t *out);
 
 #endif

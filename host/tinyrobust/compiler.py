@@ -617,14 +617,16 @@ def _copy_fields(
 
 
 def lower_pad(graph: Graph, op: Op, name: str) -> Kernel:
-    """PAD and PADV2: TFLM copies the input bytes and fills with the output zero point or the constant."""
+    """PAD and PADV2: TFLM copies the input elements and fills with the output zero point or the constant."""
     x, out = _tensor(graph, op), _tensor(graph, op, output=True)
-    _require_int8(graph, op, x.index, out.index)
+    activations = _activation_type(graph, op, out.index)
     paddings = _constant_ints(graph, op.inputs[1], "paddings").reshape(-1, 2)
     if len(paddings) != len(x.shape) or np.any(paddings < 0):
         raise Unsupported(f"paddings {paddings.tolist()}")
     fill = _zp(out)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        if graph.tensors[op.inputs[2]].type_name != x.type_name:  # the int16x8 converter leaves it float32
+            raise Unsupported(f"a {graph.tensors[op.inputs[2]].type_name} pad value (TFLM needs {x.type_name})")
         fill = int(_constant_ints(graph, op.inputs[2], "pad values").reshape(-1)[0])
     expected = tuple(int(n + before + after) for n, (before, after) in zip(x.shape, paddings, strict=True))
     if expected != tuple(out.shape):
@@ -633,7 +635,7 @@ def lower_pad(graph: Graph, op: Op, name: str) -> Kernel:
     start = int(sum(before * s for (before, _), s in zip(paddings, out_strides, strict=True)))
     fields = _copy_fields(list(x.shape), _strides(x.shape), out_strides, 0, start)
     fields |= {"fill_size": _size(out), "fill_value": fill}
-    return Kernel("tr_pad_s8", "tr_copy_params", fields)
+    return Kernel(f"tr_pad_{SUFFIXES[activations]}", "tr_copy_params", fields)
 
 
 def lower_strided_slice(graph: Graph, op: Op, name: str) -> Kernel:
@@ -688,9 +690,9 @@ def lower_concatenation(graph: Graph, op: Op, name: str) -> Kernel:
 
 def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
     """TFLM's int8 MEAN (QuantizedMeanOrSum), with the 1/count factor folded into the multiplier as its eval
-    does. This TFLM takes that path even when the input and output quantization are equal."""
+    does. This TFLM takes that path even when the input and output quantization are equal, and for int16 too."""
     x, out = _tensor(graph, op), _tensor(graph, op, output=True)
-    _require_int8(graph, op, x.index, out.index)
+    activations = _activation_type(graph, op, out.index)
     axes = {int(a) + (len(x.shape) if a < 0 else 0) for a in _constant_ints(graph, op.inputs[1], "axes").reshape(-1)}
     strides = _strides(x.shape)
     kept = [d for d in range(len(x.shape)) if d not in axes]
@@ -712,7 +714,7 @@ def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
         "in_zero_point": _zp(x), "out_zero_point": _zp(out),
         "multiplier": multiplier, "shift": shift,
     }  # fmt: skip
-    return Kernel("tr_mean_s8", "tr_mean_params", fields)
+    return Kernel(f"tr_mean_{SUFFIXES[activations]}", "tr_mean_params", fields)
 
 
 # The lowering of each op, per activation type (the type of its first input).
@@ -745,6 +747,9 @@ LOWERINGS_S16 = {
     "AVERAGE_POOL_2D": lower_average_pool_2d,
     "ADD": lower_add,
     "SOFTMAX": lower_softmax_s16,
+    "PAD": lower_pad,
+    "PADV2": lower_pad,
+    "MEAN": lower_mean,
 }
 LOWERINGS = {"int8": LOWERINGS_S8, "int16": LOWERINGS_S16}
 # Ops that only reinterpret the shape: their output shares the input's bytes in the arena.
