@@ -167,3 +167,12 @@ def test_input_larger_than_a_request_travels_in_chunks(tmp_path):
         assert info.max_request < compiled.input.nbytes
         outputs = np.stack([np.frombuffer(device.infer(x.tobytes())[0], np.int8) for x in xq])
     assert np.array_equal(outputs, reference.tflm_outputs(tflite, xq))
+
+
+def test_flash_and_evaluate_int16x8_is_bit_exact(tmp_path):
+    results = flash_and_evaluate(
+        Settings(precision="int16x8", samples=30, attacks=["fgsm"], eps=[0.1], out=tmp_path), progress=False
+    )
+    assert [r["agreement"]["device_vs_tflm_bit_exact"] for r in results["runs"]] == [1.0, 1.0]
+    assert results["settings"]["precision"] == "int16x8"
+    assert "TFLM reference int16x8" in (tmp_path / "report.html").read_text()

@@ -19,7 +19,6 @@ from .errors import UserError
 from .validate import check_link_fits, check_precision, counts, latency_unit, load_tflite, random_inputs, run_on_device
 
 INFERENCES = 3  # random inputs per model; the latency is their median
-C_SIZES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
 ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
@@ -69,7 +68,7 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
             instructions = float(np.median(counts(board, ticks)))
             code, weights = firmware.memory.code_bytes, firmware.memory.weights_bytes
     if weights is None:  # a model the board cannot hold has no ELF: count its weights from the compiled model
-        weights = sum(c.values.size * C_SIZES[c.ctype] for c in compiled.constants if c.weight)
+        weights = sum(c.nbytes for c in compiled.constants if c.weight)
     return {
         "name": name,
         "precision": precision,

@@ -155,8 +155,8 @@ def build_calibration(board: Board, out_dir: Path) -> Path:
 
 
 def _check_fits(model: CompiledModel, board: Board) -> None:
-    """Refuse, before building, a model whose weights or arena alone exceed the board's memory."""
-    weights = sum(c.values.size * (1 if c.ctype == "int8_t" else 4) for c in model.constants)
+    """Refuse, before building, a model whose constants or arena alone exceed the board's memory."""
+    weights = sum(c.nbytes for c in model.constants)
     if weights > board.flash["size"]:
         raise UserError(
             f"the model's {weights} bytes of weights do not fit {board.name}'s {board.flash['size']} bytes of flash"

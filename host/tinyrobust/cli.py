@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .quantize import PRECISIONS
 
 
 def _quiet_libraries() -> None:
@@ -35,7 +36,14 @@ def cli() -> None:
 
 
 @cli.command("flash-and-evaluate")
-@click.option("--model", default="digits-cnn", show_default=True, help="Built-in model name or an int8 .tflite file.")
+@click.option("--model", default="digits-cnn", show_default=True, help="Built-in model name or a quantized .tflite.")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="int8",
+    show_default=True,
+    help="int8, or int16x8 (16-bit activations, 8-bit weights).",
+)
 @click.option("--float-model", type=click.Path(), help="The float .keras/.h5 model (needed by white-box attacks).")
 @click.option("--data", type=click.Path(), help="An .npz with arrays x (inputs) and y (labels).")
 @click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
@@ -66,7 +74,7 @@ def cli() -> None:
     help="How a real board at --port is flashed first: pyOCD, a copy onto its Mbed drive, or not at all.",
 )
 def flash_and_evaluate(
-    model, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with
+    model, precision, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with
 ) -> None:
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
     from .evaluate import Settings, resume_settings
@@ -78,6 +86,7 @@ def flash_and_evaluate(
     else:
         settings = Settings(
             model=model,
+            precision=precision,
             float_model=float_model,
             data=data,
             board=board,
@@ -220,7 +229,7 @@ def models() -> None:
 @click.option("--inputs", type=click.Path(path_type=Path), help="An .npy of quantized inputs (default: random ones).")
 @click.option("--samples", type=int, help="How many inputs to run  [default: 10 random, or every given input]")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
-@click.option("--precision", type=click.Choice(["int8", "int16x8"]), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
 def validate(model, board, inputs, samples, json_path, precision) -> None:
     """Run MODEL (built-in name or .tflite) on the board; compare its outputs with TFLM and TFLite."""
     import json
@@ -238,7 +247,7 @@ def validate(model, board, inputs, samples, json_path, precision) -> None:
 @click.option("--models", help="Comma-separated built-in names or .tflite files  [default: every built-in model]")
 @click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
-@click.option("--precision", type=click.Choice(["int8", "int16x8"]), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
 def bench(models, board, json_path, precision) -> None:
     """Instructions per inference, our arena against TFLM's, and flash code and weights, per model."""
     import json

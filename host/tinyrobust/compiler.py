@@ -41,6 +41,10 @@ class Constant:
     values: np.ndarray
     weight: bool = True  # weights are named tr_w_* so the memory report can count them apart from code
 
+    @property
+    def nbytes(self) -> int:
+        return self.values.size * int(self.ctype[3:-2]) // 8  # int8_t .. int64_t
+
 
 @dataclass
 class Kernel:

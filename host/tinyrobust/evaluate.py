@@ -23,6 +23,7 @@ from .errors import UserError
 from .link import Device, LinkError
 from .store import Store
 from .targets import EmulatorTarget, SerialTarget
+from .validate import check_precision
 
 STORE_NAME = "results.sqlite"
 # How often one sample may lose its link (reconnect, then restart the device) before the run gives up.
@@ -32,6 +33,7 @@ MAX_RECOVERIES = 4
 @dataclass
 class Settings:
     model: str = "digits-cnn"  # a built-in name or a .tflite path
+    precision: str = "int8"  # "int8" or "int16x8" (16-bit activations, 8-bit weights)
     float_model: str | None = None
     data: str | None = None
     board: str = "qemu-mps2-an386"
@@ -58,7 +60,7 @@ def load_model(settings: Settings) -> zoo.Model:
         return zoo.load_user(Path(settings.model), *optional)
     if settings.float_model or settings.data:
         raise UserError("--float-model and --data go with a .tflite file passed to --model, not a built-in model")
-    return zoo.load_builtin(settings.model)
+    return zoo.load_builtin(settings.model, settings.precision)
 
 
 def resume_settings(out: Path) -> Settings:
@@ -127,6 +129,7 @@ class Evaluation:
         store.set_meta("settings", s.recorded())
         self.model = load_model(s)
         self.compiled = compile_model(self.model.tflite)
+        check_precision(self.compiled, s.precision)
         sha = self.compiled.model_hash.hex()
         if store.get_meta("model_sha256") not in (None, sha):
             raise UserError(f"the model changed since the run in {self.out} began; start a new run with another --out")

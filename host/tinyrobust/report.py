@@ -8,12 +8,15 @@ from pathlib import Path
 
 from .templates import render_template
 
-ENGINES = [
-    ("float", "float (Keras)"),
-    ("tflite", "TFLite int8"),
-    ("tflm", "TFLM reference int8"),
-    ("device", "device"),
-]
+
+def engines(precision: str) -> list[tuple[str, str]]:
+    """The four engines of a run, as (results key, label)."""
+    return [
+        ("float", "float (Keras)"),
+        ("tflite", f"TFLite {precision}"),
+        ("tflm", f"TFLM reference {precision}"),
+        ("device", "device"),
+    ]
 
 
 def _png(fig) -> str:
@@ -38,7 +41,8 @@ def accuracy_plot(results: dict) -> str | None:
     for ax, name in zip(axes[0], panels, strict=True):
         runs = [clean] + sorted((r for r in results["runs"] if r["attack"] == name), key=lambda r: r["eps"])
         eps = [r["eps"] for r in runs]
-        for (key, label), style in zip(ENGINES, ["-o", "--s", ":^", "-x"], strict=True):
+        labels = engines(results["settings"]["precision"])
+        for (key, label), style in zip(labels, ["-o", "--s", ":^", "-x"], strict=True):
             values = [r["accuracy"][key] for r in runs]
             if all(v is not None for v in values):
                 ax.plot(eps, values, style, label=label, markersize=5)
@@ -79,7 +83,7 @@ def write_report(results: dict, path: Path) -> None:
     html = render_template(
         "report.html.j2",
         results=results,
-        engines=ENGINES,
+        engines=engines(results["settings"]["precision"]),
         accuracy_png=accuracy_plot(results),
         memory_png=memory_plot(results["memory"]),
     )
