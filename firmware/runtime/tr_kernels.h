@@ -165,6 +165,20 @@ typedef struct {
     int32_t multiplier, shift; /* already divided by count, as TFLM does */
 } tr_mean_params;
 
+/* Input pre-processing stages (defenses) that run before the network on the quantized int8 input. */
+typedef struct {
+    int32_t size;
+    int32_t levels; /* 2^bits - 1 */
+} tr_squeeze_bits_params;
+
+/* Largest median window side; the window is kept sorted on the stack. */
+#define TR_MEDIAN_MAX_K 7
+
+typedef struct {
+    int16_t h, w, c;
+    int16_t k; /* window side, 1..TR_MEDIAN_MAX_K */
+} tr_median_params;
+
 int32_t tr_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 int32_t tr_requantize64(int64_t acc, int32_t multiplier, int32_t shift);
 
@@ -185,6 +199,8 @@ void tr_pad_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
 void tr_strided_slice_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
 void tr_concatenation_s8(const tr_concatenation_params *p, const int8_t *const *in, int8_t *out);
 void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out);
+void tr_squeeze_bits_s8(const tr_squeeze_bits_params *p, const int8_t *in, int8_t *out);
+void tr_median_s8(const tr_median_params *p, const int8_t *in, int8_t *out);
 
 void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ class CompiledModel:
     model_hash: bytes
     op_counts: dict[str, int] = field(default_factory=dict)
     element_types: dict[int, str] = field(default_factory=dict)  # tensor index -> C type, for arena tensors
+    preprocess: list[dict] = field(default_factory=list)  # device pre-processing stages before the network
 
 
 def round_half_away(x: float) -> int:
@@ -813,8 +815,72 @@ def describe(graph: Graph, op: Op) -> str:
     return f"{op.kind} at position {op.position} ({types})"
 
 
-def compile_model(tflite: bytes) -> CompiledModel:
-    """Lower every op, or fail listing every op the runtime does not support."""
+# Input pre-processing stages the device can run before the network (defenses.py holds their numpy reference):
+# stage name -> (kernel, parameter struct, the stage's parameters and their allowed values).
+PREPROCESS_STAGES = {
+    "squeeze_bits": ("tr_squeeze_bits_s8", "tr_squeeze_bits_params", {"bits": range(1, 9)}),
+    "median": ("tr_median_s8", "tr_median_params", {"k": range(1, 8)}),  # TR_MEDIAN_MAX_K
+}
+
+
+def canonical_preprocess(stages: list[dict]) -> list[dict]:
+    """The stages with their parameters checked, in one canonical form (the model hash covers it)."""
+    canonical = []
+    for stage in stages:
+        name = stage.get("stage")
+        if name not in PREPROCESS_STAGES:
+            raise UserError(f"there is no device pre-processing stage '{name}'; choose from: "
+                            f"{', '.join(PREPROCESS_STAGES)}")  # fmt: skip
+        allowed = PREPROCESS_STAGES[name][2]
+        params = {k: v for k, v in stage.items() if k != "stage"}
+        if set(params) != set(allowed) or any(not isinstance(v, int) or v not in allowed[k] for k, v in params.items()):
+            wanted = ", ".join(f"{k} in {r.start}..{r.stop - 1}" for k, r in allowed.items())
+            raise UserError(f"pre-processing stage {name} takes {wanted}, not {params}")
+        canonical.append({"stage": name, **{k: int(params[k]) for k in sorted(allowed)}})
+    return canonical
+
+
+def model_hash(tflite: bytes, preprocess: list[dict] | None = None) -> bytes:
+    """SHA-256 of the .tflite bytes, followed by the pre-processing stages when there are any, so that a device
+    whose stage differs from the host's cannot pass the handshake."""
+    digest = hashlib.sha256(tflite)
+    if preprocess:
+        digest.update(b"\0tinyrobust-preprocess\0" + json.dumps(canonical_preprocess(preprocess)).encode())
+    return digest.digest()
+
+
+def _preprocess_steps(graph: Graph, stages: list[dict]) -> list[Step]:
+    """The stages as the schedule's first steps, each writing a new int8 tensor shaped like the input; the
+    network then reads the last one. The planner gives the new tensors arena space like any activation."""
+    x = graph.tensors[graph.inputs[0]]
+    if x.type_name != "int8":
+        raise UserError(f"device pre-processing runs on int8 inputs; this model's input is {x.type_name}")
+    steps, source = [], x.index
+    size = int(np.prod(x.shape))
+    for i, stage in enumerate(stages):
+        name = stage["stage"]
+        function, struct, _ = PREPROCESS_STAGES[name]
+        if name == "median":
+            if len(x.shape) != 4:
+                raise UserError(f"the median stage needs an image input (1, H, W, C), not shape {x.shape}")
+            fields = {"h": x.shape[1], "w": x.shape[2], "c": x.shape[3], "k": stage["k"]}
+        else:
+            fields = {"size": size, "levels": (1 << stage["bits"]) - 1}
+        out = Tensor(len(graph.tensors), f"preprocess{i}_{name}", x.shape, "int8", x.scale, x.zero_point)
+        graph.tensors.append(out)
+        op = Op(-1, f"PREPROCESS_{name.upper()}", [source], [out.index])
+        steps.append(Step(op, function, struct, fields, [source], out.index))
+        source = out.index
+    for op in graph.ops:
+        op.inputs = [source if t == x.index else t for t in op.inputs]
+    reindex(graph)
+    return steps
+
+
+def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> CompiledModel:
+    """Lower every op, or fail listing every op the runtime does not support. preprocess: device pre-processing
+    stages run on the quantized input before the network, e.g. [{"stage": "median", "k": 3}]."""
+    preprocess = canonical_preprocess(preprocess or [])
     graph = read_tflite(tflite)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise UserError(
@@ -830,7 +896,8 @@ def compile_model(tflite: bytes) -> CompiledModel:
     fold_shape_arithmetic(graph)
     remove_dead_ops(graph)
     fuse_dilated_convolutions(graph)
-    steps, constants, problems = [], [], []
+    steps = _preprocess_steps(graph, preprocess) if preprocess else []
+    constants, problems = [], []
     operand_constants: set[int] = set()
     alias_of: dict[int, int] = {}  # aliased tensor -> tensor that owns the bytes
     for op in graph.ops:
@@ -873,7 +940,8 @@ def compile_model(tflite: bytes) -> CompiledModel:
     for op in graph.ops:
         counts[op.kind] = counts.get(op.kind, 0) + 1
     types = {t: C_TYPES.get(graph.tensors[t].type_name, "int8_t") for t in offsets}
-    return CompiledModel(steps, constants, arena_bytes, offsets, x, y, hashlib.sha256(tflite).digest(), counts, types)
+    digest = model_hash(tflite, preprocess)
+    return CompiledModel(steps, constants, arena_bytes, offsets, x, y, digest, counts, types, preprocess)
 
 
 def operand_name(tensor: int) -> str:

@@ -1,0 +1,451 @@
+"""Defenses: input pre-processing (host side with adversarial-robustness-toolbox, and on the device for the cheap
+ones) and training that makes a new float model, to be quantized and deployed like any other.
+
+DEFENSES maps a name to a Defense: its kind ("input" or "training"), its parameters with their defaults and
+named presets, and a factory. make(name, preset, **params) gives a Configured defense: .apply(x) for an input
+defense (float inputs in the model's input domain), .train(keras_model, x, y) for a training one (cached), and
+.device_stages() for the input defenses the device can run before the network (see compile_model's
+preprocess). The device stages' integer arithmetic is defined here by a numpy reference (squeeze_bits_q,
+median_q) that the C kernels equal byte for byte.
+
+Presets: the values of each defense's original paper for an MNIST-like and a CIFAR-like input
+(feature squeezing: Xu et al. 2018; PGD training: Madry et al. 2018; distillation: Papernot et al. 2016;
+ensemble adversarial training: Tramer et al. 2018; TRADES: Zhang et al. 2019), and "digits": a small budget
+that trains digits-cnn here in well under a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+
+# ---------------------------------------------------------------------------------------------------------
+# Integer reference of the device stages (int8 input, NHWC with a batch dimension first).
+
+
+def squeeze_bits_q(xq: np.ndarray, bits: int) -> np.ndarray:
+    """Bit-depth squeezing of int8 values over the whole int8 range: u = q + 128 in [0, 255] is rounded to the
+    nearest of 2^bits evenly spaced levels, level = round(u * L / 255) with L = 2^bits - 1, and mapped back,
+    round(level * 255 / L) - 128, both roundings half up. 255 and L are odd, so neither ever meets a tie: on an
+    input quantized with scale 1/255 and zero point -128 this is ART's FeatureSqueezing on [0, 1], exactly."""
+    levels = (1 << bits) - 1
+    u = xq.astype(np.int32) + 128
+    level = (2 * u * levels + 255) // 510
+    return ((2 * level * 255 + levels) // (2 * levels) - 128).astype(np.int8)
+
+
+def _reflect(i: np.ndarray, n: int) -> np.ndarray:
+    """scipy.ndimage's "reflect" mode (d c b a | a b c d | d c b a) for any offset: period 2n."""
+    i = np.mod(i, 2 * n)
+    return np.where(i >= n, 2 * n - 1 - i, i)
+
+
+def median_q(xq: np.ndarray, k: int) -> np.ndarray:
+    """Median over a k x k window of each channel of (N, H, W, C) values, as scipy.ndimage.median_filter with
+    size (1, k, k, 1), mode "reflect", origin 0 (ART's SpatialSmoothing): the window starts k // 2 before the
+    element, and for an even k*k the value of rank k*k // 2 (the upper median) is taken."""
+    n, h, w, c = xq.shape
+    rows = _reflect(np.arange(h)[:, None] + np.arange(k)[None, :] - k // 2, h)  # (h, k)
+    cols = _reflect(np.arange(w)[:, None] + np.arange(k)[None, :] - k // 2, w)  # (w, k)
+    windows = xq[:, rows[:, None, :, None], cols[None, :, None, :], :]  # (n, h, w, k, k, c)
+    windows = np.sort(windows.reshape(n, h, w, k * k, c), axis=3)
+    return windows[:, :, :, (k * k) // 2, :]
+
+
+DEVICE_STAGES: dict[str, Callable[..., np.ndarray]] = {"squeeze_bits": squeeze_bits_q, "median": median_q}
+
+
+def apply_stages_q(xq: np.ndarray, stages: list[dict]) -> np.ndarray:
+    """The device's pre-processing stages on int8 inputs, in the numpy reference: what the network then reads."""
+    for stage in stages:
+        params = {k: v for k, v in stage.items() if k != "stage"}
+        xq = DEVICE_STAGES[stage["stage"]](xq, **params)
+    return xq
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The registry.
+
+
+@dataclass(frozen=True)
+class Defense:
+    name: str
+    kind: str  # "input": pre-processing of inputs; "training": a new float model
+    summary: str
+    defaults: dict
+    presets: dict[str, dict]
+    factory: Callable  # (**params) -> x -> x (input), or (keras_model, x, y, seed, **params) -> model (training)
+    device: Callable | None = None  # (**params) -> the device stages of compile_model's preprocess
+
+
+DEFENSES: dict[str, Defense] = {}
+
+
+def defense(name: str, kind: str, summary: str, defaults: dict, presets: dict, device: Callable | None = None):
+    def register(factory: Callable) -> Callable:
+        DEFENSES[name] = Defense(name, kind, summary, defaults, presets, factory, device)
+        return factory
+
+    return register
+
+
+@dataclass
+class Configured:
+    """A defense with its parameters set."""
+
+    defense: Defense
+    params: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.defense.name
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Pre-process float inputs (N, ...) in the model's input domain."""
+        if self.defense.kind != "input":
+            raise UserError(f"{self.name} is a training defense: call train(keras_model, x, y), not apply")
+        return np.asarray(self.defense.factory(**self.params)(np.asarray(x, np.float32)), np.float32)
+
+    def device_stages(self) -> list[dict]:
+        """The stages for compile_model(tflite, preprocess=...); an error for a defense the device cannot run."""
+        if self.defense.device is None:
+            runnable = ", ".join(n for n, d in DEFENSES.items() if d.device is not None)
+            raise UserError(f"{self.name} does not run on the device; these do: {runnable}")
+        return self.defense.device(**self.params)
+
+    def train(self, keras_model, x: np.ndarray, y: np.ndarray, seed: int = 0, cache: bool = True):
+        """A new float Keras model trained with this defense from keras_model (which is left unchanged), cached
+        by the model's weights, the data, the parameters and the seed."""
+        if self.defense.kind != "training":
+            raise UserError(f"{self.name} is an input defense: call apply(x), not train")
+        if not cache:
+            return self.defense.factory(keras_model, x, y, seed, **self.params)
+        return _cached(self, keras_model, x, y, seed)
+
+
+def make(name: str, preset: str | None = None, **params) -> Configured:
+    """The defense with its defaults, overridden by a preset's values, then by params."""
+    if name not in DEFENSES:
+        raise UserError(f"unknown defense {name}; choose from: {', '.join(DEFENSES)}")
+    d = DEFENSES[name]
+    if preset is not None and preset not in d.presets:
+        raise UserError(f"defense {name} has no preset '{preset}'; choose from: {', '.join(d.presets)}")
+    unknown = sorted(set(params) - set(d.defaults))
+    if unknown:
+        raise UserError(f"defense {name} takes {', '.join(d.defaults)}, not {', '.join(unknown)}")
+    return Configured(d, {**d.defaults, **(d.presets[preset] if preset else {}), **params})
+
+
+def check_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in DEFENSES]
+    if unknown:
+        raise UserError(f"unknown defense {', '.join(unknown)}; choose from: {', '.join(DEFENSES)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input pre-processing. clip_values is the model's input domain (digits and the study's images: [0, 1]).
+
+FULL_INT8_NOTE = "the device squeezes over the int8 range: the input domain when quantized with scale 1/255, zp -128"
+
+
+@defense(
+    "squeeze-bits", "input", "feature squeezing: reduce each input value to bit_depth bits (ART FeatureSqueezing)",
+    {"bit_depth": 5, "clip_values": (0.0, 1.0)}, {"mnist": {"bit_depth": 1}, "cifar": {"bit_depth": 5}},
+    device=lambda bit_depth, clip_values: [{"stage": "squeeze_bits", "bits": int(bit_depth)}],
+)  # fmt: skip
+def squeeze_bits(bit_depth: int, clip_values: tuple[float, float]):
+    from art.defences.preprocessor import FeatureSqueezing
+
+    return lambda x: FeatureSqueezing(clip_values=clip_values, bit_depth=bit_depth)(x)[0]
+
+
+@defense(
+    "median", "input", "spatial smoothing: k x k median of each channel, edges reflected (ART SpatialSmoothing)",
+    {"window_size": 2, "clip_values": (0.0, 1.0)}, {"mnist": {"window_size": 2}, "cifar": {"window_size": 2}},
+    device=lambda window_size, clip_values: [{"stage": "median", "k": int(window_size)}],
+)  # fmt: skip
+def median(window_size: int, clip_values: tuple[float, float]):
+    from art.defences.preprocessor import SpatialSmoothing
+
+    return lambda x: SpatialSmoothing(window_size=window_size, channels_first=False, clip_values=clip_values)(x)[0]
+
+
+@defense(
+    "feature-squeezing", "input", "bit-depth squeezing, then median smoothing (the study's first defense)",
+    {"bit_depth": 5, "window_size": 2, "clip_values": (0.0, 1.0)},
+    {"mnist": {"bit_depth": 1, "window_size": 2}, "cifar": {"bit_depth": 5, "window_size": 2}},
+    device=lambda bit_depth, window_size, clip_values: [
+        {"stage": "squeeze_bits", "bits": int(bit_depth)}, {"stage": "median", "k": int(window_size)}
+    ],
+)  # fmt: skip
+def feature_squeezing(bit_depth: int, window_size: int, clip_values: tuple[float, float]):
+    bits, smooth = squeeze_bits(bit_depth, clip_values), median(window_size, clip_values)
+    return lambda x: smooth(bits(x))
+
+
+@defense(
+    "jpeg", "input", "JPEG compression at a quality (ART JpegCompression; 1 or 3 channels)",
+    {"quality": 50, "clip_values": (0.0, 1.0)}, {"mild": {"quality": 75}, "strong": {"quality": 25}},
+)  # fmt: skip
+def jpeg(quality: int, clip_values: tuple[float, float]):
+    from art.defences.preprocessor import JpegCompression
+
+    return lambda x: JpegCompression(clip_values=clip_values, quality=quality, channels_first=False)(x)[0]
+
+
+@defense(
+    "total-variation", "input", "total variation minimization of randomly kept pixels (ART TotalVarMin)",
+    {"prob": 0.3, "norm": 2, "lamb": 0.5, "max_iter": 10, "clip_values": (0.0, 1.0)},
+    {"guo2018": {"prob": 0.3, "lamb": 0.03, "max_iter": 10}},
+)  # fmt: skip
+def total_variation(prob: float, norm: int, lamb: float, max_iter: int, clip_values: tuple[float, float]):
+    from art.defences.preprocessor import TotalVarMin
+
+    def apply(x):
+        np.random.seed(0)  # TotalVarMin draws its pixel mask from numpy's global generator
+        return TotalVarMin(prob=prob, norm=norm, lamb=lamb, max_iter=max_iter, clip_values=clip_values)(x)[0]
+
+    return apply
+
+
+@defense(
+    "pixeldefend", "input", "PixelDefend: move each pixel within eps/255 to its most likely value under a PixelCNN",
+    {"eps": 16, "pixel_cnn": None, "clip_values": (0.0, 1.0)}, {"song2018": {"eps": 16}},
+)  # fmt: skip
+def pixeldefend(eps: int, pixel_cnn, clip_values: tuple[float, float]):
+    if pixel_cnn is None:
+        raise UserError(
+            "PixelDefend needs a trained PixelCNN (an ART classifier whose output is 256 probabilities per input "
+            "value); ART ships none and its PixelCNN examples are PyTorch, which is not installed here; pass one "
+            "as pixel_cnn=..."
+        )
+    from art.defences.preprocessor import PixelDefend
+
+    return lambda x: PixelDefend(clip_values=clip_values, eps=eps, pixel_cnn=pixel_cnn)(x)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training defenses: each returns a new float Keras model; the input model is never modified.
+
+
+def _seed(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)  # Python, numpy and TensorFlow generators
+    tf.config.experimental.enable_op_determinism()
+
+
+def _outputs_probabilities(model) -> bool:
+    probe = np.asarray(model(np.zeros((2, *model.input_shape[1:]), np.float32)))
+    return bool(np.all(probe >= 0) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-4))
+
+
+def _copy(model, fresh: bool = False):
+    """The model's architecture with its weights (or, fresh, newly initialized ones)."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    if not fresh:
+        copy.set_weights(model.get_weights())
+    return copy
+
+
+def _art_classifier(model, clip_values, learning_rate: float | None = None, soft_labels: bool = False):
+    import keras
+    import tensorflow as tf
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    probabilities = _outputs_probabilities(model)
+    loss = (
+        keras.losses.CategoricalCrossentropy(from_logits=not probabilities)
+        if soft_labels
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
+    )
+    train_step = None
+    if learning_rate:
+        optimizer = keras.optimizers.Adam(learning_rate)
+
+        # Traced once: ART's own training step is a new tf.function at every fit call, and its trainers call fit
+        # once per batch, which made retracing most of the training time.
+        @tf.function(reduce_retracing=True)
+        def train_step(model, images, labels):
+            with tf.GradientTape() as tape:
+                value = loss(labels, model(images, training=True))
+            gradients = tape.gradient(value, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+
+    return TensorFlowV2Classifier(
+        model, nb_classes=int(model.output_shape[-1]), input_shape=tuple(model.input_shape[1:]), loss_object=loss,
+        train_step=train_step, clip_values=tuple(clip_values),
+    )  # fmt: skip
+
+
+TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 32, "learning_rate": 1e-3, "clip_values": (0.0, 1.0)}
+
+
+@defense(
+    "pgd-training", "training", "adversarial training on PGD examples only, Madry et al.'s recipe (ART)",
+    {**TRAINING_DEFAULTS, "eps": 0.1, "eps_step": 0.025, "max_iter": 5},
+    {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
+     "cifar": {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 7},
+     "digits": {"eps": 0.1, "eps_step": 0.025, "max_iter": 5, "epochs": 10, "batch_size": 128}},
+)  # fmt: skip
+def pgd_training(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, eps, eps_step, max_iter):
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.defences.trainer import AdversarialTrainer
+
+    _seed(seed)
+    trained = _copy(model)
+    classifier = _art_classifier(trained, clip_values, learning_rate)
+    # AdversarialTrainerMadryPGD's recipe (adversarial examples only, one random start), with the attack's batch
+    # the training batch: its own fixed batch of 32 made the attack most of the training time.
+    attack = ProjectedGradientDescent(
+        classifier, norm=np.inf, eps=eps, eps_step=eps_step, max_iter=max_iter, num_random_init=1,
+        batch_size=batch_size, verbose=False,
+    )  # fmt: skip
+    AdversarialTrainer(classifier, attack, ratio=1.0).fit(x.astype(np.float32), y, nb_epochs=epochs,
+                                                         batch_size=batch_size)  # fmt: skip
+    return trained
+
+
+@defense(
+    "distillation", "training", "defensive distillation: a fresh model trained on the input model's soft labels at a "
+    "temperature (ART DefensiveDistillation), deployed at temperature 1",
+    {**TRAINING_DEFAULTS, "temperature": 20.0, "epochs": 20},
+    {"papernot2016": {"temperature": 100.0, "epochs": 50},
+     "digits": {"temperature": 20.0, "epochs": 40, "learning_rate": 3e-3}},
+)  # fmt: skip
+def distillation(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, temperature):
+    import keras
+    from art.defences.transformer.evasion import DefensiveDistillation
+
+    if _outputs_probabilities(model):
+        raise UserError("defensive distillation needs a model that outputs logits (no final softmax)")
+    _seed(seed)
+
+    def at_temperature(m):
+        inputs = keras.Input(m.input_shape[1:])
+        return keras.Model(inputs, keras.layers.Softmax()(m(inputs) / temperature))
+
+    student = _copy(model, fresh=True)
+    teacher = _art_classifier(at_temperature(model), clip_values)
+    transformed = _art_classifier(at_temperature(student), clip_values, learning_rate, soft_labels=True)
+    DefensiveDistillation(teacher, batch_size=batch_size, nb_epochs=epochs)(x.astype(np.float32), transformed)
+    return student
+
+
+@defense(
+    "ensemble-training", "training", "ensemble adversarial training: FGSM examples of the model itself and "
+    "transferred from independently trained static models (ART AdversarialTrainer)",
+    {**TRAINING_DEFAULTS, "eps": 0.1, "ratio": 0.5, "static_epochs": 10},
+    {"mnist": {"eps": 0.3}, "cifar": {"eps": 16 / 255}, "digits": {"eps": 0.1, "epochs": 10, "static_epochs": 10}},
+)  # fmt: skip
+def ensemble_training(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, eps, ratio, static_epochs):
+    import keras
+    from art.attacks.evasion import FastGradientMethod
+    from art.defences.trainer import AdversarialTrainer
+
+    _seed(seed)
+    x = x.astype(np.float32)
+    statics = [
+        _copy(model, fresh=True),  # the same architecture, another initialization
+        keras.Sequential([keras.Input(model.input_shape[1:]), keras.layers.Flatten(),
+                          keras.layers.Dense(64, activation="relu"), keras.layers.Dense(model.output_shape[-1])]),
+    ]  # fmt: skip
+    attacks = []
+    trained = _copy(model)
+    classifier = _art_classifier(trained, clip_values, learning_rate)
+    for static in [None, *statics]:
+        if static is None:
+            estimator = classifier
+        else:
+            estimator = _art_classifier(static, clip_values, learning_rate)
+            estimator.fit(x, y, batch_size=batch_size, nb_epochs=static_epochs)
+        attacks.append(FastGradientMethod(estimator, norm=np.inf, eps=eps, batch_size=128))
+    AdversarialTrainer(classifier, attacks, ratio=ratio).fit(x, y, nb_epochs=epochs, batch_size=batch_size)
+    return trained
+
+
+@defense(
+    "trades", "training", "TRADES: cross-entropy plus beta times the KL divergence between the outputs on clean and "
+    "PGD inputs (ART's trainer is PyTorch only, so a TensorFlow loop of its own)",
+    {**TRAINING_DEFAULTS, "eps": 0.1, "eps_step": 0.025, "max_iter": 5, "beta": 6.0},
+    {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40, "beta": 6.0},
+     "cifar": {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 10, "beta": 6.0},
+     "digits": {"eps": 0.1, "eps_step": 0.025, "max_iter": 5, "beta": 6.0, "epochs": 10}},
+)  # fmt: skip
+def trades(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, eps, eps_step, max_iter, beta):
+    import keras
+    import tensorflow as tf
+
+    _seed(seed)
+    trained = _copy(model)
+    probabilities = _outputs_probabilities(model)
+    lo, hi = (float(v) for v in clip_values)
+    optimizer = keras.optimizers.Adam(learning_rate)
+
+    def log_probs(inputs, training):
+        out = trained(inputs, training=training)
+        return tf.math.log(tf.clip_by_value(out, 1e-12, 1.0)) if probabilities else tf.nn.log_softmax(out)
+
+    def kl(clean_log, adv_log):  # KL(p_clean || p_adv) per sample
+        return tf.reduce_sum(tf.exp(clean_log) * (clean_log - adv_log), axis=1)
+
+    @tf.function
+    def step(xb, yb, noise):
+        clean_log = tf.stop_gradient(log_probs(xb, False))
+        x_adv = tf.clip_by_value(xb + noise, lo, hi)
+        for _ in range(max_iter):  # the inner maximization of the KL term, L-inf PGD
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                loss = tf.reduce_sum(kl(clean_log, log_probs(x_adv, False)))
+            x_adv = x_adv + eps_step * tf.sign(tape.gradient(loss, x_adv))
+            x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, xb - eps, xb + eps), lo, hi)
+        x_adv = tf.stop_gradient(x_adv)
+        with tf.GradientTape() as tape:
+            natural = log_probs(xb, True)
+            ce = -tf.reduce_mean(tf.gather(natural, yb, batch_dims=1))
+            loss = ce + beta * tf.reduce_mean(kl(natural, log_probs(x_adv, True)))
+        grads = tape.gradient(loss, trained.trainable_variables)
+        optimizer.apply_gradients(zip(grads, trained.trainable_variables, strict=True))
+
+    rng = np.random.default_rng(seed)
+    x, y = x.astype(np.float32), y.astype(np.int64).reshape(-1)
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            batch = order[start : start + batch_size]
+            noise = (0.001 * rng.standard_normal(x[batch].shape)).astype(np.float32)
+            step(tf.constant(x[batch]), tf.constant(y[batch]), tf.constant(noise))
+    return trained
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cache of trained models, like zoo's: one folder per defense, model, data, parameters and seed.
+
+
+def _cached(configured: Configured, keras_model, x: np.ndarray, y: np.ndarray, seed: int):
+    import keras
+
+    from .zoo import cache_dir
+
+    digest = hashlib.sha256()
+    for w in keras_model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    digest.update(np.ascontiguousarray(x, np.float32).tobytes() + np.ascontiguousarray(y, np.int64).tobytes())
+    digest.update(json.dumps({"params": configured.params, "seed": seed}, sort_keys=True, default=str).encode())
+    digest.update(keras_model.to_json().encode())
+    path = cache_dir() / "defenses" / f"{configured.name}-{digest.hexdigest()[:16]}" / "float.keras"
+    if path.is_file():
+        return keras.models.load_model(path)
+    trained = configured.defense.factory(keras_model, x, y, seed, **configured.params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trained.save(path)
+    return trained
