@@ -13,6 +13,12 @@ from tinyrobust.compiler import compile_model
 from tinyrobust.errors import UserError
 from tinyrobust.reference import quantize_inputs, tflm_outputs
 
+
+@pytest.fixture(scope="module")
+def digits_data():
+    return zoo.load_dataset(zoo.builtin_spec("digits-cnn"))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The registry and the host pre-processing
 
@@ -43,8 +49,24 @@ def test_registry_errors_name_the_choices():
 
 
 def test_pixeldefend_says_what_it_needs():
-    with pytest.raises(UserError, match="PixelDefend needs a trained PixelCNN.*PyTorch, which is not installed"):
+    with pytest.raises(UserError, match="PixelDefend needs a trained PixelCNN.*pixel_cnn=defenses.pixel_cnn"):
         defenses.make("pixeldefend").apply(np.zeros((1, 8, 8, 1), np.float32))
+
+
+def test_pixeldefend_with_a_small_pixel_cnn_is_arts_and_keeps_digits(digits, digits_data, tmp_path, monkeypatch):
+    from art.defences.preprocessor import PixelDefend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    x_train, _, x_test, y_test = digits_data
+    pixel_cnn = defenses.pixel_cnn(x_train, epochs=5)
+    defense = defenses.make("pixeldefend", pixel_cnn=pixel_cnn)
+    # ART's own loop, on values it handles (at least eps from 0 and 255; below eps its uint8 range wraps)
+    inside = np.random.default_rng(0).integers(17, 239, (10, 8, 8, 1)).astype(np.float32) / 255
+    np.testing.assert_allclose(defense.apply(inside), PixelDefend(eps=16, pixel_cnn=pixel_cnn)(inside)[0], atol=1e-6)
+    purified = defense.apply(x_test[:100])
+    assert not np.allclose(purified, x_test[:100])
+    accuracy = np.mean(np.asarray(digits.keras.predict(purified, verbose=0)).argmax(axis=1) == y_test[:100])
+    assert accuracy > 0.9, accuracy
 
 
 @pytest.mark.parametrize("name", ["squeeze-bits", "median", "feature-squeezing", "jpeg", "total-variation"])
@@ -150,6 +172,16 @@ def test_bad_stages_are_refused(digits, stages, message):
         compile_model(digits.tflite, preprocess=stages)
 
 
+def test_stages_need_an_int8_input():
+    import keras
+
+    from conftest import quantized_model
+
+    tflite = quantized_model([keras.layers.Conv2D(2, 3)], (5, 5, 1), precision="int16x8")
+    with pytest.raises(UserError, match="device pre-processing runs on int8 inputs; this model's input is int16"):
+        compile_model(tflite, preprocess=STAGES)
+
+
 def test_native_model_with_stages_is_the_numpy_stage_then_tflm(digits, tmp_path):
     compiled = compile_model(digits.tflite, preprocess=BOTH)
     xq = quantize_inputs(digits.x_test[:60], compiled.input)
@@ -179,11 +211,6 @@ def test_median_stage_on_the_emulator_is_the_numpy_stage_then_tflm(digits, tmp_p
 
 # ---------------------------------------------------------------------------------------------------------
 # Training defenses: real training on digits-cnn with a tiny budget
-
-
-@pytest.fixture(scope="module")
-def digits_data():
-    return zoo.load_dataset(zoo.builtin_spec("digits-cnn"))
 
 
 TINY = {

@@ -6,7 +6,8 @@ named presets, and a factory. make(name, preset, **params) gives a Configured de
 defense (float inputs in the model's input domain), .train(keras_model, x, y) for a training one (cached), and
 .device_stages() for the input defenses the device can run before the network (see compile_model's
 preprocess). The device stages' integer arithmetic is defined here by a numpy reference (squeeze_bits_q,
-median_q) that the C kernels equal byte for byte.
+median_q) that the C kernels equal byte for byte. PixelDefend needs a PixelCNN: pixel_cnn(x_train) trains a
+small one in Keras (ART ships none, and its examples need PyTorch, which is not installed here).
 
 Presets: the values of each defense's original paper for an MNIST-like and a CIFAR-like input
 (feature squeezing: Xu et al. 2018; PGD training: Madry et al. 2018; distillation: Papernot et al. 2016;
@@ -221,13 +222,77 @@ def total_variation(prob: float, norm: int, lamb: float, max_iter: int, clip_val
 def pixeldefend(eps: int, pixel_cnn, clip_values: tuple[float, float]):
     if pixel_cnn is None:
         raise UserError(
-            "PixelDefend needs a trained PixelCNN (an ART classifier whose output is 256 probabilities per input "
-            "value); ART ships none and its PixelCNN examples are PyTorch, which is not installed here; pass one "
-            "as pixel_cnn=..."
+            "PixelDefend needs a trained PixelCNN (an ART classifier giving 256 probabilities per input value); "
+            "ART ships none and its examples are PyTorch, which is not installed here: pass "
+            "pixel_cnn=defenses.pixel_cnn(x_train), a small Keras PixelCNN trained on your data"
         )
-    from art.defences.preprocessor import PixelDefend
 
-    return lambda x: PixelDefend(clip_values=clip_values, eps=eps, pixel_cnn=pixel_cnn)(x)[0]
+    def apply(x):
+        # ART's PixelDefend, vectorized: ART's own loop computes its search range in uint8, which under numpy 2
+        # wraps around for values below eps (an empty range, then a crash) and most digit pixels are 0.
+        probs = np.asarray(pixel_cnn.get_activations(x, layer=-1, batch_size=128)).reshape(len(x), -1, 256)
+        values = (x * 255).astype(np.uint8).reshape(len(x), -1, 1).astype(np.int32)
+        candidates = np.arange(256)[None, None, :]
+        allowed = (candidates >= values - eps) & (candidates <= values + eps)
+        best = np.argmax(np.where(allowed, probs, -1.0), axis=2)  # the first most likely value, as ART picks
+        return np.clip(best.reshape(x.shape) / 255.0, clip_values[0], clip_values[1])
+
+    return apply
+
+
+def _masked_conv_class():
+    import keras
+
+    class MaskedConv2D(keras.layers.Conv2D):
+        """PixelCNN's masked convolution: a pixel sees only the pixels before it in raster order (mask "A", for
+        the first layer, also hides the pixel itself; "B" lets it see its own features)."""
+
+        def __init__(self, filters, kernel_size, mask, **kwargs):
+            super().__init__(filters, kernel_size, padding="same", **kwargs)
+            self.mask_type = mask
+
+        def build(self, input_shape):
+            super().build(input_shape)
+            kh, kw = self.kernel_size
+            mask = np.ones((kh, kw, int(input_shape[-1]), self.filters), np.float32)
+            mask[kh // 2, kw // 2 + (self.mask_type == "B") :] = 0
+            mask[kh // 2 + 1 :] = 0
+            self.mask = mask
+
+        def convolution_op(self, inputs, kernel):
+            return super().convolution_op(inputs, kernel * self.mask)
+
+    return MaskedConv2D
+
+
+def pixel_cnn(x_train: np.ndarray, epochs: int = 15, filters: int = 32, seed: int = 0):
+    """A small PixelCNN (van den Oord et al. 2016: masked convolutions, a 256-way softmax per input value) trained
+    on float inputs in [0, 1], as the ART classifier PixelDefend reads; cached like the training defenses."""
+    import keras
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    from .zoo import cache_dir
+
+    shape = tuple(x_train.shape[1:])
+    masked = _masked_conv_class()
+    _seed(seed)
+    model = keras.Sequential([
+        keras.Input(shape), masked(filters, 5, "A", activation="relu"), masked(filters, 3, "B", activation="relu"),
+        masked(filters, 3, "B", activation="relu"), keras.layers.Conv2D(shape[-1] * 256, 1),
+        keras.layers.Reshape((*shape, 256)), keras.layers.Softmax(),
+    ])  # fmt: skip
+    digest = hashlib.sha256(np.ascontiguousarray(x_train, np.float32).tobytes())
+    digest.update(json.dumps([epochs, filters, seed]).encode())
+    path = cache_dir() / "defenses" / f"pixelcnn-{digest.hexdigest()[:16]}.weights.h5"
+    if path.is_file():
+        model.load_weights(path)
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy())
+        targets = np.clip(np.round(x_train * 255), 0, 255).astype(np.int32)
+        model.fit(x_train.astype(np.float32), targets, epochs=epochs, batch_size=32, verbose=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(path)
+    return TensorFlowV2Classifier(model, nb_classes=int(np.prod(shape)) * 256, input_shape=shape, clip_values=(0, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------
