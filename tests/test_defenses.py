@@ -189,6 +189,23 @@ def test_native_model_with_stages_is_the_numpy_stage_then_tflm(digits, tmp_path)
     np.testing.assert_array_equal(native, tflm_outputs(digits.tflite, defenses.apply_stages_q(xq, BOTH)))
 
 
+def test_stage_buffers_get_their_own_arena_space(tmp_path):
+    """The input is the largest activation here: the median's output, live at the same step, needs new space."""
+    import keras
+
+    from conftest import quantized_model, random_inputs
+
+    tflite = quantized_model([keras.layers.Conv2D(2, 3, strides=2)], (16, 16, 4))
+    plain, staged = compile_model(tflite), compile_model(tflite, preprocess=BOTH)
+    stage_outputs = [s.output for s in staged.steps[:2]]
+    assert staged.arena_bytes >= 2 * 16 * 16 * 4 > plain.arena_bytes  # a stage reads one image, writes another
+    for read, written in zip([staged.input.index, *stage_outputs], stage_outputs, strict=False):
+        assert staged.offsets[read] != staged.offsets[written]
+    xq = random_inputs(tflite, 30)
+    native = np.frombuffer(run_native(build_native(staged, tmp_path), xq), np.int8).reshape(len(xq), -1)
+    np.testing.assert_array_equal(native, tflm_outputs(tflite, defenses.apply_stages_q(xq, BOTH)))
+
+
 @pytest.mark.emulator
 def test_median_stage_on_the_emulator_is_the_numpy_stage_then_tflm(digits, tmp_path):
     from tinyrobust.boards import load_board
