@@ -73,16 +73,18 @@ def cli() -> None:
     show_default=True,
     help="How a real board at --port is flashed first: pyOCD, a copy onto its Mbed drive, or not at all.",
 )
+@click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
 def flash_and_evaluate(
-    model, precision, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with
-) -> None:
+    model, precision, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with,
+    jobs,
+) -> None:  # fmt: skip
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
     from .evaluate import Settings, resume_settings
     from .evaluate import flash_and_evaluate as run
 
     if resume is not None:
         settings = resume_settings(resume)
-        settings.channel, settings.port, settings.flash_with = channel, port, flash_with
+        settings.channel, settings.port, settings.flash_with, settings.jobs = channel, port, flash_with, jobs
     else:
         settings = Settings(
             model=model,
@@ -98,6 +100,7 @@ def flash_and_evaluate(
             channel=channel,
             port=port,
             flash_with=flash_with,
+            jobs=jobs,
         )
     try:
         results = run(settings, progress=True)
@@ -112,19 +115,73 @@ def flash_and_evaluate(
 
 
 def _print_summary(results: dict, out: Path) -> None:
-    click.echo(f"{'attack':<8} {'eps':>6} {'float':>6} {'tflite':>6} {'tflm':>6} {'device':>6}  device=TFLM")
+    several = len(results.get("builds", [])) > 1 or any(
+        r["mode"] != "transfer" or r["defense"] for r in results["runs"]
+    )
+    head = f"{'model precision mode defense':<40} " if several else ""
+    click.echo(f"{head}{'attack':<12} {'eps':>6} {'float':>6} {'tflite':>6} {'tflm':>6} {'device':>6}  device=TFLM")
     for r in results["runs"]:
         acc = r["accuracy"]
         cells = " ".join(
             f"{acc[k]:6.3f}" if acc[k] is not None else f"{'-':>6}" for k in ("float", "tflite", "tflm", "device")
         )
-        click.echo(f"{r['attack']:<8} {r['eps']:6g} {cells}  {r['agreement']['device_vs_tflm_bit_exact']:.3f}")
+        where = ""
+        if several:
+            defense = r["defense"]["name"] if r["defense"] else "-"
+            where = f"{r['model'] + ' ' + r['precision'] + ' ' + r['mode'] + ' ' + defense:<40} "
+        queries = f"  {r['queries']:,} queries" if r.get("queries") is not None else ""
+        click.echo(
+            f"{where}{r['attack']:<12} {r['eps']:6g} {cells}  {r['agreement']['device_vs_tflm_bit_exact']:.3f}{queries}"
+        )
     lat, mem = results["latency"], results["memory"]
     click.echo(
         f"latency: {lat['per_inference']['median']:,.0f} {lat['unit']} per inference (median); "
         f"flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B, arena {mem['arena_bytes']:,} B"
     )
     click.echo(f"wall time {results['wall_seconds']:.1f} s; report: {out / 'report.html'}")
+
+
+@cli.group()
+def campaign() -> None:
+    """Attack and defense campaigns described by a config file."""
+
+
+@campaign.command("run")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Directory for results.json, the CSV tables, report.html, the results store and the firmware.",
+)
+@click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option(
+    "--channel",
+    type=click.Choice(["semihosting", "uart"]),
+    help="How the host reaches the firmware  [default: semihosting in the emulator, uart on a board]",
+)
+@click.option("--port", help="Serial URL of a running device (/dev/ttyACM0, socket://127.0.0.1:N from `emulate`).")
+@click.option("--flash-with", type=click.Choice(["pyocd", "mbed", "none"]), default="pyocd", show_default=True)
+def campaign_run(config, out, jobs, resume, channel, port, flash_with) -> None:
+    """Run the campaign in CONFIG (TOML): models, precisions, board, samples, seeds, attacks, defenses."""
+    from .campaign import STORE_NAME, load_config, run_campaign
+
+    plan = load_config(config)
+    if (out / STORE_NAME).is_file() and not resume:
+        raise UserError(f"{out} already holds a run; continue it with --resume or choose another --out")
+    options = {"jobs": jobs, "channel": channel, "port": port, "flash_with": flash_with}
+    try:
+        results = run_campaign(plan, out, progress=True, **options)
+    except KeyboardInterrupt:
+        click.echo(
+            "\ninterrupted; the emulators were stopped and every finished sample is saved: "
+            f"continue with tinyrobust campaign run {config} --out {out} --resume",
+            err=True,
+        )
+        sys.exit(130)
+    _print_summary(results, out)
 
 
 @cli.command()

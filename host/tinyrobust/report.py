@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
+import json
 from pathlib import Path
+
+import numpy as np
 
 from .templates import render_template
 
@@ -25,23 +29,52 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _first_series(results: dict) -> list[dict]:
+    """The runs of the first model and precision, first seed, transfer mode and no defense."""
+    runs = results["runs"]
+    if not runs:
+        return []
+    first = runs[0]
+    return [
+        r for r in runs
+        if (r.get("model"), r.get("precision"), r.get("seed")) == (first.get("model"), first.get("precision"),
+                                                                   first.get("seed"))
+        and r.get("mode", "transfer") == "transfer" and r.get("defense") is None
+    ]  # fmt: skip
+
+
+def precision_of(results: dict) -> str:
+    builds = results.get("builds") or []
+    return builds[0]["precision"] if builds else results["settings"].get("precision", "int8")
+
+
+def _grid(plt, panels: int, columns: int = 4):
+    """A figure of one panel per attack, at most `columns` a row; the axes as a flat list."""
+    cols = min(columns, panels)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
+    return fig, list(axes.flat)
+
+
 def accuracy_plot(results: dict) -> str | None:
-    """Accuracy vs eps, one panel per attack, the clean run at eps 0."""
+    """Accuracy vs eps of every engine, one panel per attack, the clean run at eps 0 (first model and precision,
+    transfer attacks without defense)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    clean = next((r for r in results["runs"] if r["attack"] == "none"), None)
-    names = sorted({r["attack"] for r in results["runs"] if r["attack"] != "none"})
+    series = _first_series(results)
+    clean = next((r for r in series if r["attack"] == "none"), None)
+    names = sorted({r["attack"] for r in series if r["attack"] != "none"})
     if clean is None:
         return None
     panels = names or ["none"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], panels, strict=True):
-        runs = [clean] + sorted((r for r in results["runs"] if r["attack"] == name), key=lambda r: r["eps"])
+    fig, axes = _grid(plt, len(panels))
+    for ax, name in zip(axes, panels, strict=False):
+        runs = [clean] + sorted((r for r in series if r["attack"] == name and r["eps"] > 0), key=lambda r: r["eps"])
         eps = [r["eps"] for r in runs]
-        labels = engines(results["settings"]["precision"])
+        labels = engines(precision_of(results))
         for (key, label), style in zip(labels, ["-o", "--s", ":^", "-x"], strict=True):
             values = [r["accuracy"][key] for r in runs]
             if all(v is not None for v in values):
@@ -50,8 +83,65 @@ def accuracy_plot(results: dict) -> str | None:
         ax.set_xlabel("eps (L-inf, input units)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy")
-    axes[0][-1].legend(loc="lower left", fontsize=8)
+    axes[0].set_ylabel("top-1 accuracy")
+    axes[len(panels) - 1].legend(loc="lower left", fontsize=8)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def series_label(run: dict) -> str:
+    defense = run.get("defense")
+    parts = [run.get("model", ""), run.get("precision", ""), run.get("mode", "transfer")]
+    if defense:
+        parts.append(f"{defense['name']} ({defense['where']})")
+    return " ".join(p for p in parts if p)
+
+
+def robust_plot(results: dict) -> str | None:
+    """Robust accuracy on the device vs eps, one panel per attack, one line per (model, precision, mode,
+    defense), averaged over seeds; each line starts at its clean accuracy (eps 0). Unbounded runs of
+    minimal-perturbation attacks (eps 0) are in the table, not on the curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["runs"]
+    names = sorted({r["attack"] for r in runs if r["attack"] != "none" and r["eps"] > 0})
+    if not names:
+        return None
+    clean: dict = {}
+    for r in runs:
+        if r["attack"] == "none":
+            clean.setdefault((r.get("model"), r.get("precision"), json.dumps(r.get("defense"))), []).append(
+                r["accuracy"]["device"]
+            )
+    fig, axes = _grid(plt, len(names))
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes, names, strict=False):
+        lines: dict = {}
+        for r in runs:
+            if r["attack"] == name and r["eps"] > 0:
+                lines.setdefault(series_label(r), {}).setdefault(r["eps"], []).append(r["accuracy"]["device"])
+                lines[series_label(r)]["_key"] = (r.get("model"), r.get("precision"), json.dumps(r.get("defense")))
+        for label, points in sorted(lines.items()):
+            key = points.pop("_key")
+            eps = sorted(points)
+            values = [float(np.mean(points[e])) for e in eps]
+            if key in clean:
+                eps, values = [0.0, *eps], [float(np.mean(clean[key])), *values]
+            ax.plot(eps, values, "-o", label=label, markersize=4)
+        ax.set_title(name)
+        ax.set_xlabel("eps")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=7)
+    axes[0].set_ylabel("device top-1 accuracy")
     fig.tight_layout()
     png = _png(fig)
     plt.close(fig)
@@ -83,8 +173,52 @@ def write_report(results: dict, path: Path) -> None:
     html = render_template(
         "report.html.j2",
         results=results,
-        engines=engines(results["settings"]["precision"]),
+        engines=engines(precision_of(results)),
         accuracy_png=accuracy_plot(results),
+        robust_png=robust_plot(results),
         memory_png=memory_plot(results["memory"]),
+        campaign_json=json.dumps(results.get("campaign", results["settings"]), indent=2),
+        fmt=_cell,
     )
     path.write_text(html)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _flat(prefix: str, value, row: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}{k}.", v, row)
+    else:
+        row[prefix.rstrip(".")] = json.dumps(value) if isinstance(value, list) else value
+
+
+def rows(table: list[dict]) -> list[dict]:
+    """Nested dicts flattened to one level, keys joined with dots (params and defense kept as JSON)."""
+    flat = []
+    for entry in table:
+        row: dict = {}
+        for key, value in entry.items():
+            if key in ("params", "defense"):
+                row[key] = json.dumps(value, sort_keys=True)
+            else:
+                _flat(f"{key}.", value, row)
+        flat.append(row)
+    return flat
+
+
+def write_csv(results: dict, out: Path) -> None:
+    """runs.csv (one row per condition) and builds.csv (one row per model and precision) beside results.json."""
+    for name, table in (("runs", results["runs"]), ("builds", results.get("builds", []))):
+        flat = rows(table)
+        columns = list(dict.fromkeys(k for row in flat for k in row))
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(flat)

@@ -8,10 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
+KEY = ("model", "precision", "mode", "params", "defense", "seed")  # what identifies a condition besides attack, eps
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- A condition is what one set of inputs was made under: the model and precision the device runs, the attack,
+-- its eps, mode ("transfer" or "on-device") and parameters (JSON), the defense (JSON, "null" for none) and the
+-- seed. queries counts the device queries an on-device attack made.
 CREATE TABLE IF NOT EXISTS conditions (
-    id INTEGER PRIMARY KEY, attack TEXT NOT NULL, eps REAL NOT NULL, UNIQUE (attack, eps));
+    id INTEGER PRIMARY KEY, attack TEXT NOT NULL, eps REAL NOT NULL, model TEXT NOT NULL DEFAULT '',
+    precision TEXT NOT NULL DEFAULT 'int8', mode TEXT NOT NULL DEFAULT 'transfer', params TEXT NOT NULL DEFAULT '{}',
+    defense TEXT NOT NULL DEFAULT 'null', seed INTEGER NOT NULL DEFAULT 0, queries INTEGER,
+    UNIQUE (model, precision, attack, eps, mode, params, defense, seed));
 -- The inputs of a condition and the host references for them, stored together before the device runs.
 CREATE TABLE IF NOT EXISTS samples (
     condition INTEGER NOT NULL REFERENCES conditions (id), sample INTEGER NOT NULL, label INTEGER NOT NULL,
@@ -32,6 +42,10 @@ class Store:
         # fsync per sample that costs more than the host's whole share of a campaign.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(conditions)")}
+        if "precision" not in columns:
+            self.db.close()
+            raise UserError(f"{path} was written by an older tinyrobust; start a new run in another directory")
 
     def close(self) -> None:
         self.db.close()
@@ -44,10 +58,33 @@ class Store:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
-    def condition(self, attack: str, eps: float) -> int:
+    def condition(self, attack: str, eps: float, **key) -> int:
+        """The id of the condition with this attack, eps and key (model, precision, mode, params, defense, seed;
+        params and defense as JSON text), created when missing. Key fields left out match any value, so
+        condition("pgd", 0.2) finds the one PGD condition at eps 0.2 of a single-model run."""
+        unknown = set(key) - set(KEY)
+        if unknown:
+            raise ValueError(f"conditions have no field {', '.join(sorted(unknown))}")
+        where = " AND ".join(f"{name} = ?" for name in ("attack", "eps", *key))
+        values = (attack, eps, *key.values())
+        rows = self.db.execute(f"SELECT id FROM conditions WHERE {where}", values).fetchall()
+        if len(rows) == 1:
+            return rows[0][0]
+        if rows:
+            raise ValueError(f"several conditions match {attack} eps {eps} {key}; give more of the key")
         with self.db:
-            self.db.execute("INSERT OR IGNORE INTO conditions (attack, eps) VALUES (?, ?)", (attack, eps))
-        return self.db.execute("SELECT id FROM conditions WHERE attack = ? AND eps = ?", (attack, eps)).fetchone()[0]
+            names = ", ".join(("attack", "eps", *key))
+            cursor = self.db.execute(
+                f"INSERT INTO conditions ({names}) VALUES ({', '.join('?' * len(values))})", values
+            )
+        return cursor.lastrowid
+
+    def set_queries(self, condition: int, queries: int) -> None:
+        with self.db:
+            self.db.execute("UPDATE conditions SET queries = ? WHERE id = ?", (queries, condition))
+
+    def queries(self, condition: int) -> int | None:
+        return self.db.execute("SELECT queries FROM conditions WHERE id = ?", (condition,)).fetchone()[0]
 
     def has_samples(self, condition: int) -> bool:
         return self.db.execute("SELECT 1 FROM samples WHERE condition = ? LIMIT 1", (condition,)).fetchone() is not None
@@ -92,5 +129,7 @@ class Store:
             result["float"] = np.stack([np.frombuffer(r[4], np.float32) for r in rows])
         return result
 
-    def ticks(self) -> list[int]:
-        return [r[0] for r in self.db.execute("SELECT ticks FROM device ORDER BY condition, sample")]
+    def ticks(self, conditions: list[int] | None = None) -> list[int]:
+        """The device's counts, of the given conditions or of all."""
+        rows = self.db.execute("SELECT condition, ticks FROM device ORDER BY condition, sample").fetchall()
+        return [t for c, t in rows if conditions is None or c in conditions]

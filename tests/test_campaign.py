@@ -1,0 +1,187 @@
+"""Campaigns: the config file, every attack through real ART, on-device attacks through the emulated device,
+--jobs and resume giving the same store as one uninterrupted job."""
+
+import csv
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from tinyrobust import attacks, reference
+from tinyrobust.campaign import AttackSpec, Campaign, Runner, load_config, parse
+from tinyrobust.compiler import compile_model
+from tinyrobust.errors import UserError
+from tinyrobust.evaluate import Settings
+from tinyrobust.store import Store
+
+# Parameters small enough that every attack runs on a few samples in seconds.
+QUICK = {
+    "bim": {"max_iter": 5},
+    "pgd": {"max_iter": 5},
+    "autoattack": {"max_iter": 5, "square_max_iter": 10},
+    "cw_l2": {"binary_search_steps": 2, "max_iter": 5},
+    "cw_linf": {"max_iter": 2, "largest_const": 0.1},
+    "deepfool": {"max_iter": 10},
+    "ead": {"binary_search_steps": 1, "max_iter": 5},
+    "zoo": {"max_iter": 5},
+    "square_linf": {"max_iter": 10},
+    "square_l2": {"max_iter": 10},
+    "boundary": {"max_iter": 3, "num_trial": 3, "sample_size": 3, "init_size": 10},
+    "geoda": {"max_iter": 260},  # ART runs GeoDA with at least 250 queries
+    "hopskipjump": {"max_iter": 2, "max_eval": 50, "init_eval": 10, "init_size": 10},
+}
+
+
+def device_rows(out):
+    store = Store(out / "results.sqlite")
+    rows = store.db.execute(
+        "SELECT c.model, c.precision, c.attack, c.eps, c.mode, c.params, c.seed, d.sample, d.output, d.ticks "
+        "FROM device d JOIN conditions c ON c.id = d.condition ORDER BY c.id, d.sample"
+    ).fetchall()
+    store.close()
+    return rows
+
+
+def test_config_errors_name_the_key_and_the_allowed_values():
+    cases = [
+        ({"model": ["digits-cnn"]}, "'model' is not a campaign setting; allowed keys here:"),
+        ({"precisions": ["int4"]}, "'precisions' has 'int4'; allowed: int8, int16x8"),
+        ({"board": "nope"}, "'board' is 'nope'; allowed: "),
+        ({"samples": 0}, "'samples' must be a whole number of at least 1"),
+        ({"attacks": [{"name": "fgsm2", "eps": [0.1]}]}, "'attacks[0].name' is 'fgsm2'; allowed: autoattack, bim"),
+        ({"attacks": [{"name": "pgd"}]}, "'attacks[0].eps' is missing"),
+        ({"attacks": [{"name": "pgd", "eps": [0.1], "mode": "on-device"}]}, "allowed: boundary, geoda, hopskipjump"),
+        ({"attacks": [{"name": "pgd", "eps": [0.1], "mode": "live"}]}, "allowed: transfer, on-device"),
+        ({"attacks": [{"name": "pgd", "eps": [0.1], "params": {"steps": 3}}]}, "its parameters are: eps_step_fraction"),
+        ({"defenses": [{"name": "median", "where": "gpu"}]}, "'defenses[0].where' is 'gpu'; allowed: host, device"),
+    ]
+    for config, message in cases:
+        with pytest.raises(UserError) as error:
+            parse(config)
+        assert message in str(error.value), (config, str(error.value))
+        assert str(error.value).count(";") <= 1
+
+
+def test_bound_attacks_default_to_unbounded_and_the_shorthand_is_a_campaign(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('samples = 5\n[[attacks]]\nname = "deepfool"\n[[attacks]]\nname = "fgsm"\neps = [0.1, 0.2]\n')
+    campaign = load_config(config)
+    assert [(a.name, a.eps, a.mode) for a in campaign.attacks] == [
+        ("deepfool", [0.0], "transfer"), ("fgsm", [0.1, 0.2], "transfer")
+    ]  # fmt: skip
+    shorthand = Settings(samples=5, attacks=["fgsm"], eps=[0.1, 0.2]).campaign()
+    assert shorthand == Campaign(samples=5, attacks=[AttackSpec("fgsm", [0.1, 0.2])])
+    assert Campaign.from_recorded(json.loads(json.dumps(campaign.recorded()))) == campaign
+
+
+def test_campaign_cli_errors_are_one_sentence(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('precisions = ["int8", "int2"]\n')
+    result = subprocess.run(["tinyrobust", "campaign", "run", str(config)], capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: campaign key 'precisions' has 'int2'; allowed: int8, int16x8"
+
+
+def test_every_attack_runs_through_art_within_its_eps(digits):
+    compiled = compile_model(digits.tflite)
+    lo, hi = reference.dequantize(np.array([-128, 127]), compiled.input).tolist()
+    classifier = attacks.classifier(digits.keras, (lo, hi))
+    x, y = digits.x_test[:6], digits.y_test[:6]
+    assert set(QUICK) | {"fgsm", "jsma"} == set(attacks.ATTACKS)
+    for name, spec in attacks.ATTACKS.items():
+        eps = 0.1 if spec.norm == "inf" or spec.eps == "bound" else 1.0
+        x_adv = attacks.generate(name, classifier, x, y, eps, seed=0, params=QUICK.get(name))
+        assert x_adv.shape == x.shape and x_adv.dtype == np.float32, name
+        assert np.all(np.isfinite(x_adv)) and x_adv.min() >= lo and x_adv.max() <= hi, name
+        delta = (x_adv - x).reshape(len(x), -1)
+        bound = (
+            np.abs(delta).max(axis=1) if spec.norm == "inf" or spec.eps == "bound" else np.linalg.norm(delta, axis=1)
+        )
+        assert np.all(bound <= eps + 1e-5), (name, bound.max())
+        again = attacks.generate(name, classifier, x, y, eps, seed=0, params=QUICK.get(name))
+        assert np.array_equal(x_adv, again), f"{name} is not repeatable for a seed"
+
+
+ON_DEVICE = Campaign(
+    samples=12,
+    attacks=[
+        AttackSpec("fgsm", [0.1]),
+        AttackSpec("square_linf", [0.15], "on-device", {"max_iter": 15}, max_queries=60),
+        AttackSpec("boundary", [0.0], "on-device", QUICK["boundary"], max_queries=400),
+    ],
+)
+
+
+@pytest.fixture(scope="module")
+def on_device_run(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("one-job")
+    return Runner(ON_DEVICE, out, jobs=1).run(progress=False), out
+
+
+@pytest.mark.emulator
+def test_on_device_attacks_query_the_device_within_their_budget(on_device_run):
+    results, out = on_device_run
+    runs = {(r["attack"], r["mode"]): r for r in results["runs"]}
+    assert list(runs) == [("none", "transfer"), ("fgsm", "transfer"), ("square_linf", "on-device"),
+                          ("boundary", "on-device")]  # fmt: skip
+    for run in results["runs"]:
+        assert run["samples"] == 12 and run["agreement"]["device_vs_tflm_bit_exact"] == 1.0
+    for attack in ("square_linf", "boundary"):
+        run = runs[(attack, "on-device")]
+        spec = next(a for a in ON_DEVICE.attacks if a.name == attack)
+        assert 12 <= run["queries"] <= spec.max_queries * 12, run["queries"]
+        assert run["attack_success_rate"] is not None and run["distortion"]["l0"]["max"] > 0
+    assert runs[("square_linf", "on-device")]["distortion"]["linf"]["max"] <= 0.15 + 1 / 255 + 1e-6
+    assert runs[("boundary", "on-device")]["accuracy"]["device"] < runs[("none", "transfer")]["accuracy"]["device"]
+    fgsm = runs[("fgsm", "transfer")]
+    assert fgsm["transfer_rate"] is not None and 0 <= fgsm["attack_success_rate"] <= 1
+    with open(out / "runs.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and table[2]["queries"] == str(runs[("square_linf", "on-device")]["queries"])
+    assert (out / "builds.csv").is_file()
+    report = (out / "report.html").read_text()
+    assert "Robust accuracy on the device" in report and "adversarial-robustness-toolbox 1.20.1" in report
+
+
+@pytest.mark.emulator
+def test_two_jobs_and_a_resumed_run_store_what_one_job_stores(on_device_run, tmp_path):
+    results, out = on_device_run
+    expected = device_rows(out)
+    two = tmp_path / "two-jobs"
+    results_two = Runner(ON_DEVICE, two, jobs=2).run(progress=False)
+    assert device_rows(two) == expected
+    assert [r | {"queries": None} for r in results_two["runs"]] == [r | {"queries": None} for r in results["runs"]]
+    assert [r.get("queries") for r in results_two["runs"]] == [r.get("queries") for r in results["runs"]]
+
+    store = Store(two / "results.sqlite")  # lose the device's answers of half the samples, then resume
+    with store.db:
+        store.db.execute("DELETE FROM device WHERE sample % 2 = 1")
+    store.close()
+    Runner(ON_DEVICE, two, jobs=2).run(progress=False)
+    assert device_rows(two) == expected
+
+    with pytest.raises(UserError, match="another campaign"):
+        Runner(Campaign(samples=3), two).run(progress=False)
+
+
+@pytest.mark.emulator
+def test_two_precisions_each_bit_exact_on_their_own_firmware(tmp_path):
+    campaign = Campaign(
+        precisions=["int8", "int16x8"], samples=8, attacks=[AttackSpec("pgd", [0.1], params={"max_iter": 3})]
+    )
+    results = Runner(campaign, tmp_path).run(progress=False)
+    assert [(r["precision"], r["attack"]) for r in results["runs"]] == [
+        ("int8", "none"), ("int8", "pgd"), ("int16x8", "none"), ("int16x8", "pgd")
+    ]  # fmt: skip
+    assert all(r["agreement"]["device_vs_tflm_bit_exact"] == 1.0 for r in results["runs"])
+    assert [b["precision"] for b in results["builds"]] == ["int8", "int16x8"]
+    assert all(b["latency"]["inferences"] == 16 for b in results["builds"])
+    assert (tmp_path / "firmware" / "digits-cnn-int16x8" / "firmware.elf").is_file()
+
+
+def test_defenses_are_checked_before_anything_runs(tmp_path):
+    campaign = Campaign(samples=3, defenses=parse({"defenses": [{"name": "no-such-defense"}]}).defenses)
+    with pytest.raises(UserError, match="defense"):
+        Runner(campaign, tmp_path).run(progress=False)
+    assert not (tmp_path / "results.sqlite").exists()
