@@ -769,18 +769,5 @@ def start_emulator(board: Board, elf: Path, channel: str = "uart", log: Path | N
     return EmulatorTarget(board, elf, log=log or elf.parent / "emulator.log", channel=channel).start()
 
 
-def resume_campaign(out: Path) -> Campaign:
-    """The campaign of the interrupted run in out."""
-    path = out / STORE_NAME
-    if not path.is_file():
-        raise UserError(f"{out} holds no run to resume (no {STORE_NAME}); start one with --out {out}")
-    store = Store(path)
-    recorded = store.get_meta("campaign")
-    store.close()
-    if recorded is None:
-        raise UserError(f"{path} was created but its run never started; start it again with --out {out}")
-    return Campaign.from_recorded(recorded)
-
-
 def run_campaign(campaign: Campaign, out: Path, progress: bool = True, **options) -> dict:
     return Runner(campaign, out, **options).run(progress)
