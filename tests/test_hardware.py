@@ -10,9 +10,9 @@ from elftools.elf.elffile import ELFFile
 
 from tinyrobust.boards import board_names, load_board
 from tinyrobust.build import build_firmware
+from tinyrobust.campaign import latency
 from tinyrobust.compiler import compile_model
 from tinyrobust.errors import UserError
-from tinyrobust.evaluate import latency
 from tinyrobust.flashing import Attached, detect, flash, hex_image, mbed_destination, pyocd_command
 
 REAL = [name for name in board_names() if not load_board(name).emulated]

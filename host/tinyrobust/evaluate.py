@@ -6,13 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .campaign import STORE_NAME, AttackSpec, Campaign, Runner, channel_for, latency, start_emulator
+from .campaign import STORE_NAME, AttackSpec, Campaign, Runner
 from .errors import UserError
-from .metrics import ENGINES, rates
 from .store import Store
-
-__all__ = ["ENGINES", "Settings", "channel_for", "flash_and_evaluate", "latency", "rates", "resume_settings",
-           "start_emulator"]  # fmt: skip
 
 
 @dataclass
