@@ -29,6 +29,31 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _device_options(command):
+    """--channel, --port and --flash-with: how the host reaches the device, for every command that runs one."""
+    options = [
+        click.option(
+            "--channel",
+            type=click.Choice(["semihosting", "uart"]),
+            help="How the host reaches the firmware: semihosting (emulator only, fast) or the board's UART "
+            "[default: semihosting in the emulator, uart on a board]",
+        ),
+        click.option(
+            "--port", help="Serial URL of a running device (/dev/ttyACM0, socket://127.0.0.1:N from `emulate`)."
+        ),
+        click.option(
+            "--flash-with",
+            type=click.Choice(["pyocd", "mbed", "none"]),
+            default="pyocd",
+            show_default=True,
+            help="How a real board at --port is flashed first: pyOCD, a copy onto its Mbed drive, or not at all.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tinyrobust")
 def cli() -> None:
@@ -59,20 +84,7 @@ def cli() -> None:
     help="Directory for results.json, report.html, the results store and the firmware.",
 )
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the interrupted run in this directory.")
-@click.option(
-    "--channel",
-    type=click.Choice(["semihosting", "uart"]),
-    help="How the host reaches the firmware: semihosting (emulator only, fast) or the board's UART "
-    "[default: semihosting in the emulator, uart on a board]",
-)
-@click.option("--port", help="Serial URL of a running device (/dev/ttyACM0, socket://127.0.0.1:N from `emulate`).")
-@click.option(
-    "--flash-with",
-    type=click.Choice(["pyocd", "mbed", "none"]),
-    default="pyocd",
-    show_default=True,
-    help="How a real board at --port is flashed first: pyOCD, a copy onto its Mbed drive, or not at all.",
-)
+@_device_options
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
 def flash_and_evaluate(
     model, precision, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with,
@@ -157,13 +169,7 @@ def campaign() -> None:
 )
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
-@click.option(
-    "--channel",
-    type=click.Choice(["semihosting", "uart"]),
-    help="How the host reaches the firmware  [default: semihosting in the emulator, uart on a board]",
-)
-@click.option("--port", help="Serial URL of a running device (/dev/ttyACM0, socket://127.0.0.1:N from `emulate`).")
-@click.option("--flash-with", type=click.Choice(["pyocd", "mbed", "none"]), default="pyocd", show_default=True)
+@_device_options
 def campaign_run(config, out, jobs, resume, channel, port, flash_with) -> None:
     """Run the campaign in CONFIG (TOML): models, precisions, board, samples, seeds, attacks, defenses."""
     from .campaign import STORE_NAME, load_config, run_campaign
