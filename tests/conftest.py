@@ -8,14 +8,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
 
 
-def quantized_model(layers, input_shape, seed=0, precision="int8") -> bytes:
-    """A Keras model of the given layers with random weights, quantized with a random representative set."""
+def quantized_model(layers, input_shape, seed=0, precision="int8", batch_size=None) -> bytes:
+    """A Keras model of the given layers with random weights, quantized with a random representative set;
+    batch_size=1 fixes the batch dimension, which changes what the converter emits for some layers."""
     import keras
 
     from tinyrobust.quantize import quantize
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input(shape=input_shape), *layers])
+    model = keras.Sequential([keras.Input(shape=input_shape, batch_size=batch_size), *layers])
     # Random biases too, so that bias handling is exercised (Keras initializes them to zero).
     for layer in model.layers:
         if getattr(layer, "bias", None) is not None:

@@ -191,16 +191,7 @@ CASES_16X8 = {
 
 
 def static_batch_model(layers, input_shape, seed=0, precision="int8") -> bytes:
-    """conftest.quantized_model with the batch dimension fixed at 1 in the Keras model."""
-    from tinyrobust.quantize import quantize
-
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input(shape=input_shape, batch_size=1), *layers])
-    for layer in model.layers:
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.assign(np.random.default_rng(seed).normal(0, 0.3, layer.bias.shape))
-    representative = np.random.default_rng(seed).uniform(-1, 1, (64, *input_shape)).astype(np.float32)
-    return quantize(model, representative, precision)
+    return quantized_model(layers, input_shape, seed, precision, batch_size=1)
 
 
 def with_same_quantization(tflite: bytes) -> bytes:
