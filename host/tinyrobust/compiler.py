@@ -745,18 +745,12 @@ LOWERINGS_S8 = {
     "CONCATENATION": lower_concatenation,
     "MEAN": lower_mean,
 }
+# int16x8 runs the same prepare for these ops (the kernels differ by suffix); its SOFTMAX has its own tables.
 LOWERINGS_S16 = {
-    "CONV_2D": lower_conv_2d,
-    "DEPTHWISE_CONV_2D": lower_depthwise_conv_2d,
-    "FULLY_CONNECTED": lower_fully_connected,
-    "MAX_POOL_2D": lower_max_pool_2d,
-    "AVERAGE_POOL_2D": lower_average_pool_2d,
-    "ADD": lower_add,
+    **{op: LOWERINGS_S8[op] for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
+                                      "AVERAGE_POOL_2D", "ADD", "PAD", "PADV2", "MEAN")},
     "SOFTMAX": lower_softmax_s16,
-    "PAD": lower_pad,
-    "PADV2": lower_pad,
-    "MEAN": lower_mean,
-}
+}  # fmt: skip
 LOWERINGS = {"int8": LOWERINGS_S8, "int16": LOWERINGS_S16}
 # Ops that only reinterpret the shape: their output shares the input's bytes in the arena.
 ALIASES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
