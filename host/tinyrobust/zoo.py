@@ -23,6 +23,9 @@ class Model:
     keras: object | None  # the float model, needed by white-box attacks and the float reference
     x_test: np.ndarray  # float inputs in the float model's domain
     y_test: np.ndarray  # integer class labels
+    # What a built-in model was trained and quantized on, for the training defenses and for re-quantizing.
+    x_train: np.ndarray | None = None
+    y_train: np.ndarray | None = None
 
 
 def builtin_names() -> list[str]:
@@ -158,7 +161,7 @@ SYNTHETIC_REPRESENTATIVE, SYNTHETIC_TEST = 100, 100
 def load_builtin(name: str, precision: str = "int8") -> Model:
     """Train (once, cached) and quantize a built-in model. When its data set is not on this machine, the
     model keeps seeded random weights and is quantized on random inputs in the data's range: enough for
-    exactness, latency and memory, not for accuracy. Its test labels are then the float model's own classes."""
+    exactness, latency and memory, not for accuracy. Its labels are then the float model's own classes."""
     import keras
 
     from .quantize import quantize
@@ -183,9 +186,9 @@ def load_builtin(name: str, precision: str = "int8") -> Model:
     if not tflite_path.is_file():
         tflite_path.write_bytes(quantize(float_model, x_train, precision))
     if not trained:
-        outputs = np.asarray(float_model.predict(x_test, batch_size=32, verbose=0))
-        y_test = outputs.reshape(len(x_test), -1).argmax(axis=1)
-    return Model(name, tflite_path.read_bytes(), float_model, x_test, y_test)
+        y_train, y_test = (np.asarray(float_model.predict(x, batch_size=32, verbose=0)).reshape(len(x), -1).argmax(1)
+                           for x in (x_train, x_test))  # fmt: skip
+    return Model(name, tflite_path.read_bytes(), float_model, x_test, y_test, x_train, y_train)
 
 
 def load_user(tflite: Path, float_model: Path | None, data: Path | None) -> Model:
