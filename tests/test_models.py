@@ -45,7 +45,9 @@ def test_builtin_model_compiles_and_builds(name, tmp_path):
     assert "MUL" not in compiled.op_counts, "batch norm was not folded into the weights"
     firmware = build_firmware(compiled, load_board("qemu-mps2-an386"), tmp_path)
     assert firmware.elf.is_file()
-    assert firmware.memory.weights_bytes > 0
+    memory = firmware.memory
+    assert memory.weights_bytes > 0 and memory.quant_params_bytes > 0
+    assert memory.code_bytes + memory.quant_params_bytes < 24 * 1024  # everything but the weights under 24 KB
 
 
 def test_resnet8_is_a_residual_graph():

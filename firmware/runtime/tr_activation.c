@@ -21,6 +21,21 @@ void tr_clamp_s8(const tr_clamp_params *p, const int8_t *in, int8_t *out)
     }
 }
 
+void tr_rescale_s16(const tr_rescale_params *p, const int16_t *in, int16_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t y = p->out_zero_point + tr_requantize(in[i] - p->in_zero_point, p->multiplier, p->shift);
+        out[i] = (int16_t)clamp(y, p->act_min, p->act_max);
+    }
+}
+
+void tr_clamp_s16(const tr_clamp_params *p, const int16_t *in, int16_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        out[i] = (int16_t)clamp(in[i], p->lo, p->hi);
+    }
+}
+
 /* logistic(a) of a Q4 value as a Q0 value, from exp(-|a|) and 1 / (1 + x). */
 static int32_t logistic_q0(int32_t a)
 {

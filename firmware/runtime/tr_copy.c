@@ -39,13 +39,14 @@ void tr_strided_slice_s8(const tr_copy_params *p, const int8_t *in, int8_t *out)
     copy(p, in, out, sizeof *in);
 }
 
-void tr_concatenation_s8(const tr_concatenation_params *p, const int8_t *const *in, int8_t *out)
+void tr_concatenation(const tr_concatenation_params *p, const void *const *in, void *out)
 {
+    uint8_t *dst = out;
     for (int32_t k = 0; k < p->outer; k++) {
         for (int32_t i = 0; i < p->n_inputs; i++) {
-            const int32_t n = p->copy_sizes[i];
-            memcpy(out, in[i] + k * n, (size_t)n);
-            out += n;
+            const int32_t n = p->copy_bytes[i];
+            memcpy(dst, (const uint8_t *)in[i] + k * n, (size_t)n);
+            dst += n;
         }
     }
 }
@@ -55,5 +56,10 @@ void tr_pad_s16(const tr_copy_params *p, const int16_t *in, int16_t *out)
     for (int32_t i = 0; i < p->fill_size; i++) {
         out[i] = (int16_t)p->fill_value;
     }
+    copy(p, in, out, sizeof *in);
+}
+
+void tr_strided_slice_s16(const tr_copy_params *p, const int16_t *in, int16_t *out)
+{
     copy(p, in, out, sizeof *in);
 }

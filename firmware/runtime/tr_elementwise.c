@@ -65,15 +65,32 @@ void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, 
     }
 }
 
+/* TFLM's MulElementwise; the product of two int16 values fits in 31 bits. */
+static inline int32_t mul(const tr_mul_params *p, int32_t in1, int32_t in2)
+{
+    const int32_t product = (p->in1_offset + in1) * (p->in2_offset + in2);
+    const int32_t y = p->out_offset + tr_requantize(product, p->out_multiplier, p->out_shift);
+    return clamp(y, p->act_min, p->act_max);
+}
+
 void tr_mul_s8(const tr_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     int32_t index[TR_MAX_DIMS] = {0};
     int32_t off1 = 0, off2 = 0;
     const int32_t n = count(&p->shape);
     for (int32_t i = 0; i < n; i++) {
-        const int32_t product = (p->in1_offset + in1[off1]) * (p->in2_offset + in2[off2]);
-        const int32_t y = p->out_offset + tr_requantize(product, p->out_multiplier, p->out_shift);
-        out[i] = (int8_t)clamp(y, p->act_min, p->act_max);
+        out[i] = (int8_t)mul(p, in1[off1], in2[off2]);
+        next(&p->shape, index, &off1, &off2);
+    }
+}
+
+void tr_mul_s16(const tr_mul_params *p, const int16_t *in1, const int16_t *in2, int16_t *out)
+{
+    int32_t index[TR_MAX_DIMS] = {0};
+    int32_t off1 = 0, off2 = 0;
+    const int32_t n = count(&p->shape);
+    for (int32_t i = 0; i < n; i++) {
+        out[i] = (int16_t)mul(p, in1[off1], in2[off2]);
         next(&p->shape, index, &off1, &off2);
     }
 }

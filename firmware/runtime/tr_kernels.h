@@ -10,10 +10,11 @@
 
 #include <stdint.h>
 
-/* Per-output-channel requantization: out = round(acc * multiplier * 2^shift), TFLM's double rounding. */
+/* Per-output-channel requantization: out = round(acc * multiplier * 2^shift), TFLM's double rounding.
+ * Shifts lie in [-31, 31]: one byte each. */
 typedef struct {
     const int32_t *multiplier;
-    const int32_t *shift;
+    const int8_t *shift;
 } tr_requant;
 
 typedef struct {
@@ -95,7 +96,7 @@ typedef struct {
     int32_t act_min, act_max;
 } tr_mul_params;
 
-/* out = clamp(out_zero_point + requantize(in - in_zero_point)): RELU and QUANTIZE (int8 -> int8). */
+/* out = clamp(out_zero_point + requantize(in - in_zero_point)): RELU, and QUANTIZE from int8 to int8. */
 typedef struct {
     int32_t size;
     int32_t in_zero_point, out_zero_point;
@@ -150,10 +151,11 @@ typedef struct {
     int32_t fill_size, fill_value;
 } tr_copy_params;
 
+/* CONCATENATION copies bytes, whatever the element type. */
 typedef struct {
     int32_t n_inputs;
     int32_t outer;              /* product of the dimensions before the axis */
-    const int32_t *copy_sizes;  /* per input: product of its dimensions from the axis on */
+    const int32_t *copy_bytes;  /* per input: bytes of its dimensions from the axis on */
 } tr_concatenation_params;
 
 /* MEAN: each output element reduces the input elements of `reduced`, starting where `kept` points. */
@@ -197,10 +199,10 @@ void tr_hard_swish_s8(const tr_hard_swish_params *p, const int8_t *in, int8_t *o
 void tr_softmax_s8(const tr_softmax_params *p, const int8_t *in, int8_t *out);
 void tr_pad_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
 void tr_strided_slice_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
-void tr_concatenation_s8(const tr_concatenation_params *p, const int8_t *const *in, int8_t *out);
 void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out);
 void tr_squeeze_bits_s8(const tr_squeeze_bits_params *p, const int8_t *in, int8_t *out);
 void tr_median_s8(const tr_median_params *p, const int8_t *in, int8_t *out);
+void tr_concatenation(const tr_concatenation_params *p, const void *const *in, void *out);
 
 void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
@@ -208,8 +210,12 @@ void tr_fully_connected_s16(const tr_fc_params *p, const int16_t *in, int16_t *o
 void tr_max_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
 void tr_avg_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
 void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, int16_t *out);
+void tr_mul_s16(const tr_mul_params *p, const int16_t *in1, const int16_t *in2, int16_t *out);
+void tr_rescale_s16(const tr_rescale_params *p, const int16_t *in, int16_t *out);
+void tr_clamp_s16(const tr_clamp_params *p, const int16_t *in, int16_t *out);
 void tr_softmax_s16(const tr_softmax_s16_params *p, const int16_t *in, int16_t *out);
 void tr_pad_s16(const tr_copy_params *p, const int16_t *in, int16_t *out);
+void tr_strided_slice_s16(const tr_copy_params *p, const int16_t *in, int16_t *out);
 void tr_mean_s16(const tr_mean_params *p, const int16_t *in, int16_t *out);
 
 #endif

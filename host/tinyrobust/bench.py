@@ -1,5 +1,5 @@
 """bench: per model, the instructions per inference on a board, our arena against TFLM's for the same model,
-and the firmware's flash split into code and weights."""
+and the firmware's flash split into code, weights and quantization parameters."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 from . import zoo
 from .boards import load_board
 from .build import build_firmware
-from .compiler import compile_model
+from .compiler import QUANT_PARAMS_PREFIX, compile_model
 from .errors import UserError
 from .validate import check_link_fits, check_precision, counts, latency_unit, load_tflite, random_inputs, run_on_device
 
@@ -56,7 +56,7 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
     compiled = compile_model(tflite)
     check_precision(compiled, precision)
     tflm = tflm_arena(tflite)
-    instructions, code, weights, note = None, None, None, None
+    instructions, code, weights, quant_params, note = None, None, None, None, None
     with tempfile.TemporaryDirectory(prefix="tinyrobust-bench-") as work:
         try:
             firmware = build_firmware(compiled, board, Path(work))  # refuses a model the board cannot hold
@@ -66,9 +66,11 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
         else:
             _, ticks = run_on_device(compiled, board, firmware, random_inputs(compiled, inferences))
             instructions = float(np.median(counts(board, ticks)))
-            code, weights = firmware.memory.code_bytes, firmware.memory.weights_bytes
-    if weights is None:  # a model the board cannot hold has no ELF: count its weights from the compiled model
+            memory = firmware.memory
+            code, weights, quant_params = memory.code_bytes, memory.weights_bytes, memory.quant_params_bytes
+    if weights is None:  # a model the board cannot hold has no ELF: count its constants from the compiled model
         weights = sum(c.nbytes for c in compiled.constants if c.weight)
+        quant_params = sum(c.nbytes for c in compiled.constants if c.name.startswith(QUANT_PARAMS_PREFIX))
     return {
         "name": name,
         "precision": precision,
@@ -78,6 +80,7 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
         "tflm_arena_total_bytes": tflm["total"],
         "flash_code_bytes": code,
         "flash_weight_bytes": weights,
+        "flash_quant_params_bytes": quant_params,
         "note": note,
     }
 
@@ -97,8 +100,8 @@ def markdown(results: dict) -> str:
     """The figures as a markdown table; a dash where the firmware could not be run (see the notes below it)."""
     lines = [
         f"| model | precision | {results['unit']} per inference | arena (B) | TFLM arena head (B) "
-        "| TFLM arena total (B) | flash code (B) | flash weights (B) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| TFLM arena total (B) | flash code (B) | flash weights (B) | flash quant params (B) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes = []
     for r in results["models"]:
@@ -107,7 +110,8 @@ def markdown(results: dict) -> str:
         )
         lines.append(
             f"| {r['name']} | {r['precision']} | {latency} | {r['arena_bytes']:,} | {r['tflm_arena_bytes']:,} "
-            f"| {r['tflm_arena_total_bytes']:,} | {code} | {r['flash_weight_bytes']:,} |"
+            f"| {r['tflm_arena_total_bytes']:,} | {code} | {r['flash_weight_bytes']:,} "
+            f"| {r['flash_quant_params_bytes']:,} |"
         )
         if r["note"]:
             notes.append(f"{r['name']}: {r['note']}")

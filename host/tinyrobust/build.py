@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import ROOT
 from .boards import Board
-from .compiler import CompiledModel, render
+from .compiler import QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, CompiledModel, render
 from .errors import UserError
 from .templates import render_template
 
@@ -27,7 +27,8 @@ class MemoryReport:
     ram_bytes: int  # static RAM: data, bss (including the arena) and the reserved stack
     arena_bytes: int  # planned activation arena
     weights_bytes: int  # model weights and biases in flash
-    code_bytes: int  # flash minus weights: runtime, kernels, protocol, parameters
+    quant_params_bytes: int  # per-channel requantization multipliers and shifts in flash
+    code_bytes: int  # the rest of flash: runtime, kernels, protocol, layer parameters, tables
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -175,10 +176,12 @@ def memory_report(elf: Path, arena_bytes: int) -> MemoryReport:
         e = ELFFile(f)
         sizes = {s.name: s["sh_size"] for s in e.iter_sections()}
         symtab = e.get_section_by_name(".symtab")
-        weights = sum(s["st_size"] for s in symtab.iter_symbols() if s.name.startswith("tr_w_"))
+        symbols = [(s.name, s["st_size"]) for s in symtab.iter_symbols()]
+    weights = sum(size for name, size in symbols if name.startswith(WEIGHTS_PREFIX))
+    quant_params = sum(size for name, size in symbols if name.startswith(QUANT_PARAMS_PREFIX))
     flash = sizes.get(".text", 0) + sizes.get(".ARM.exidx", 0) + sizes.get(".data", 0)
     ram = sizes.get(".data", 0) + sizes.get(".bss", 0) + sizes.get(".stack", 0)
-    return MemoryReport(flash, ram, arena_bytes, weights, flash - weights)
+    return MemoryReport(flash, ram, arena_bytes, weights, quant_params, flash - weights - quant_params)
 
 
 def build_native(model: CompiledModel, out_dir: Path, sanitize: bool = True) -> Path:

@@ -35,16 +35,24 @@ class Unsupported(Exception):
     """An op, or one of its attributes or types, that the runtime does not implement."""
 
 
+# Name prefixes by which the memory report counts constants apart from code: the model's weights and biases,
+# and the per-channel requantization multipliers and shifts.
+WEIGHTS_PREFIX, QUANT_PARAMS_PREFIX = "tr_w_", "tr_q_"
+
+
 @dataclass
 class Constant:
     name: str
     ctype: str
     values: np.ndarray
-    weight: bool = True  # weights are named tr_w_* so the memory report can count them apart from code
 
     @property
     def nbytes(self) -> int:
         return self.values.size * int(self.ctype[3:-2]) // 8  # int8_t .. int64_t
+
+    @property
+    def weight(self) -> bool:
+        return self.name.startswith(WEIGHTS_PREFIX)
 
 
 @dataclass
@@ -147,10 +155,6 @@ def _require_type(graph: Graph, type_name: str, *tensors: int) -> None:
             raise Unsupported(f"{graph.tensors[t].type_name} tensor '{graph.tensors[t].name}'")
 
 
-def _require_int8(graph: Graph, op: Op, *tensors: int) -> None:
-    _require_type(graph, "int8", *tensors)
-
-
 def _activation_type(graph: Graph, op: Op, *tensors: int) -> str:
     """The type of the op's activations (its first input), which the other given tensors must share. int16
     activations (int16x8) must be symmetric: TFLM's 16-bit kernels have no input or output offsets."""
@@ -186,14 +190,19 @@ def _bias(graph: Graph, op: Op, name: str, activations: str, accepted: tuple[str
 BIAS_TYPES = {"int8": ("int32",), "int16": ("int32", "int64")}
 
 
-def _per_channel_requant(name: str, in_t: Tensor, w: Tensor, out_t: Tensor, channels: int) -> list[Constant]:
+def _per_channel_requant(name: str, in_t: Tensor, w: Tensor, out_t: Tensor, channels: int) -> tuple[str, list]:
+    """The requant field and its constants, one multiplier and shift per output channel. Shifts are in
+    [-31, 31] (quantize_multiplier flushes smaller multipliers to 0), so they are stored as int8."""
     scales = w.scale if len(w.scale) == channels else np.repeat(w.scale, channels)
     pairs = [
         quantize_multiplier(float(in_t.scale[0]) * float(s) / float(out_t.scale[0])) for s in scales.astype(np.float32)
     ]
-    return [
-        Constant(f"{name}_multiplier", "int32_t", np.array([m for m, _ in pairs], dtype=np.int64), weight=False),
-        Constant(f"{name}_shift", "int32_t", np.array([s for _, s in pairs], dtype=np.int64), weight=False),
+    multiplier, shift = f"{QUANT_PARAMS_PREFIX}{name}_multiplier", f"{QUANT_PARAMS_PREFIX}{name}_shift"
+    if any(not -31 <= s <= 31 for _, s in pairs):
+        raise Unsupported("a requantization factor of 2^31 or more")
+    return f"{{{multiplier}, {shift}}}", [
+        Constant(multiplier, "int32_t", np.array([m for m, _ in pairs], dtype=np.int64)),
+        Constant(shift, "int8_t", np.array([s for _, s in pairs], dtype=np.int64)),
     ]
 
 
@@ -222,8 +231,8 @@ def _conv_common(
     elif (exp_h, exp_w) != (out_h, out_w):
         raise Unsupported(f"output shape {out.shape} inconsistent with its attributes")
     lo, hi = activation_range(o.fusedActivationFunction, out)
-    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *constants]
-    constants += _per_channel_requant(name, x, w, out, out_c)
+    requant, requant_constants = _per_channel_requant(name, x, w, out, out_c)
+    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *constants, *requant_constants]
     fields = {
         "in_h": in_h, "in_w": in_w, "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c,
         "k_h": k_h, "k_w": k_w, "k_c": 1 if depthwise else w.shape[3],
@@ -232,7 +241,7 @@ def _conv_common(
         "depth_multiplier": out_c // in_c if depthwise else 1,
         "in_offset": -int(x.zero_point[0]), "out_offset": int(out.zero_point[0]), "act_min": lo, "act_max": hi,
         "weights": f"tr_w_{name}_weights", **bias_fields,
-        "requant": f"{{{name}_multiplier, {name}_shift}}",
+        "requant": requant,
     }  # fmt: skip
     if not depthwise and in_c % w.shape[3]:
         raise Unsupported(f"{in_c} input channels not a multiple of the filter's {w.shape[3]}")
@@ -266,15 +275,15 @@ def lower_fully_connected(graph: Graph, op: Op, name: str) -> Kernel:
     rows = int(np.prod(x.shape)) // in_n
     bias_fields, bias_constants = _bias(graph, op, name, activations, BIAS_TYPES[activations])
     # TFLM multiplies the input and filter scales as doubles (GetQuantizedConvolutionMultipler).
-    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *bias_constants]
-    constants += _per_channel_requant(name, x, w, out, out_n)
+    requant, requant_constants = _per_channel_requant(name, x, w, out, out_n)
+    constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *bias_constants, *requant_constants]
     lo, hi = activation_range(op.options.fusedActivationFunction, out)
     fields = {
         "rows": rows, "in_n": in_n, "out_n": out_n,
         "in_offset": -int(x.zero_point[0]), "weights_offset": -int(w.zero_point[0]),
         "out_offset": int(out.zero_point[0]), "act_min": lo, "act_max": hi,
         "weights": f"tr_w_{name}_weights", **bias_fields,
-        "requant": f"{{{name}_multiplier, {name}_shift}}",
+        "requant": requant,
     }  # fmt: skip
     return Kernel(f"tr_fully_connected_{SUFFIXES[activations]}", "tr_fc_params", fields, constants)
 
@@ -435,15 +444,16 @@ def lower_add(graph: Graph, op: Op, name: str) -> Kernel:
 
 
 def lower_mul(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's CalculateOpDataMul; its int16 MUL is the int8 one without offsets."""
     a, b, out = _tensor(graph, op, 0), _tensor(graph, op, 1), _tensor(graph, op, output=True)
-    _require_int8(graph, op, a.index, b.index, out.index)
+    activations = _activation_type(graph, op, b.index, out.index)
     m, s = quantize_multiplier(_scale(a) * _scale(b) / _scale(out))
     lo, hi = activation_range(op.options.fusedActivationFunction, out)
     fields = {
         **_broadcast(graph, op), "in1_offset": -_zp(a), "in2_offset": -_zp(b), "out_offset": _zp(out),
         "out_multiplier": m, "out_shift": s, "act_min": lo, "act_max": hi,
     }  # fmt: skip
-    return Kernel("tr_mul_s8", "tr_mul_params", fields, inputs=op.inputs[:2])
+    return Kernel(f"tr_mul_{SUFFIXES[activations]}", "tr_mul_params", fields, inputs=op.inputs[:2])
 
 
 # --- Activations --------------------------------------------------------------------------------------------
@@ -459,22 +469,27 @@ def _rescale(x: Tensor, out: Tensor, lo: int, hi: int) -> dict[str, object]:
 
 def lower_relu(graph: Graph, op: Op, name: str) -> Kernel:
     """TFLM's CalculateReluOpData: requantize, then clamp below at the output's zero point."""
-    x, out = _unary(graph, op)
-    return Kernel("tr_rescale_s8", "tr_rescale_params", _rescale(x, out, max(INT8_MIN, _zp(out)), INT8_MAX))
+    activations = _activation_type(graph, op, op.outputs[0])
+    x, out = _unary(graph, op, activations)
+    lo, hi = limits(out)
+    return Kernel(f"tr_rescale_{SUFFIXES[activations]}", "tr_rescale_params", _rescale(x, out, max(lo, _zp(out)), hi))
 
 
 def lower_quantize(graph: Graph, op: Op, name: str) -> Kernel:
-    """int8 -> int8 QUANTIZE is TFLM's Requantize."""
-    x, out = _unary(graph, op)
-    return Kernel("tr_rescale_s8", "tr_rescale_params", _rescale(x, out, INT8_MIN, INT8_MAX))
+    """int8 -> int8 and int16 -> int16 QUANTIZE are TFLM's Requantize."""
+    activations = _activation_type(graph, op, op.outputs[0])
+    x, out = _unary(graph, op, activations)
+    return Kernel(f"tr_rescale_{SUFFIXES[activations]}", "tr_rescale_params", _rescale(x, out, *limits(out)))
 
 
 def lower_relu6(graph: Graph, op: Op, name: str) -> Kernel:
     """TFLM clamps RELU6 in the input's quantization and ignores the output's (FloatToQuantizedType)."""
-    x, out = _unary(graph, op)
+    activations = _activation_type(graph, op, op.outputs[0])
+    x, out = _unary(graph, op, activations)
+    lo, hi = limits(x)
     six = round_half_away(float(np.float32(6.0) / np.float32(x.scale[0]))) + _zp(x)
-    fields = {"size": _size(x), "lo": _zp(x), "hi": min(max(six, INT8_MIN), INT8_MAX)}
-    return Kernel("tr_clamp_s8", "tr_clamp_params", fields)
+    fields = {"size": _size(x), "lo": _zp(x), "hi": min(max(six, lo), hi)}
+    return Kernel(f"tr_clamp_{SUFFIXES[activations]}", "tr_clamp_params", fields)
 
 
 def _sigmoid(graph: Graph, op: Op, function: str) -> Kernel:
@@ -598,8 +613,8 @@ def lower_softmax_s16(graph: Graph, op: Op, name: str) -> Kernel:
     exp_lut = lut_s16(_expf, np.float32(10) / steps, 32767, np.float32(2) / steps)
     reciprocal_lut = lut_s16(_one_over_one_plus, np.float32(1) / steps, -32768, np.float32(2) / steps)
     constants = [
-        Constant("tr_softmax_s16_exp_lut", "int16_t", exp_lut, weight=False),
-        Constant("tr_softmax_s16_one_over_one_plus_x_lut", "int16_t", reciprocal_lut, weight=False),
+        Constant("tr_softmax_s16_exp_lut", "int16_t", exp_lut),
+        Constant("tr_softmax_s16_one_over_one_plus_x_lut", "int16_t", reciprocal_lut),
     ]
     depth = x.shape[-1]
     fields = {
@@ -647,7 +662,7 @@ def lower_pad(graph: Graph, op: Op, name: str) -> Kernel:
 def lower_strided_slice(graph: Graph, op: Op, name: str) -> Kernel:
     """TFLM's StridedSlice with begin/end masks and shrink_axis_mask, as Python slicing computes it."""
     x, out = _tensor(graph, op), _tensor(graph, op, output=True)
-    _require_int8(graph, op, x.index, out.index)
+    activations = _activation_type(graph, op, out.index)
     o = op.options
     if o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False):
         raise Unsupported("ellipsis, new-axis or offset masks")
@@ -675,13 +690,14 @@ def lower_strided_slice(graph: Graph, op: Op, name: str) -> Kernel:
         int(sum(a * s for a, s in zip(starts, in_strides, strict=True))), 0,
     )  # fmt: skip
     fields |= {"fill_size": 0, "fill_value": 0}
-    return Kernel("tr_strided_slice_s8", "tr_copy_params", fields)
+    return Kernel(f"tr_strided_slice_{SUFFIXES[activations]}", "tr_copy_params", fields)
 
 
 def lower_concatenation(graph: Graph, op: Op, name: str) -> Kernel:
-    """TFLM's int8 CONCATENATION copies the input bytes as they are, whatever their quantization."""
+    """TFLM's CONCATENATION copies the input elements as they are, whatever their quantization: one kernel
+    copying bytes serves every type."""
     out = _tensor(graph, op, output=True)
-    _require_int8(graph, op, out.index, *op.inputs)
+    _activation_type(graph, op, out.index, *op.inputs)
     if op.options.fusedActivationFunction:
         raise Unsupported("a fused activation")
     axis = op.options.axis + (len(out.shape) if op.options.axis < 0 else 0)
@@ -689,9 +705,9 @@ def lower_concatenation(graph: Graph, op: Op, name: str) -> Kernel:
     outer = int(np.prod(out.shape[:axis], dtype=np.int64))
     if outer * sum(sizes) != _size(out):
         raise Unsupported(f"output shape {out.shape} inconsistent with its inputs")
-    constants = [Constant(f"{name}_sizes", "int32_t", np.array(sizes, dtype=np.int64), weight=False)]
-    fields = {"n_inputs": len(sizes), "outer": outer, "copy_sizes": f"{name}_sizes"}
-    return Kernel("tr_concatenation_s8", "tr_concatenation_params", fields, constants, op.inputs, variadic=True)
+    constants = [Constant(f"{name}_sizes", "int32_t", np.array(sizes, dtype=np.int64) * out.dtype.itemsize)]
+    fields = {"n_inputs": len(sizes), "outer": outer, "copy_bytes": f"{name}_sizes"}
+    return Kernel("tr_concatenation", "tr_concatenation_params", fields, constants, op.inputs, variadic=True)
 
 
 def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
@@ -748,7 +764,8 @@ LOWERINGS_S8 = {
 # int16x8 runs the same prepare for these ops (the kernels differ by suffix); its SOFTMAX has its own tables.
 LOWERINGS_S16 = {
     **{op: LOWERINGS_S8[op] for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
-                                      "AVERAGE_POOL_2D", "ADD", "PAD", "PADV2", "MEAN")},
+                                      "AVERAGE_POOL_2D", "ADD", "MUL", "RELU", "RELU6", "QUANTIZE", "PAD", "PADV2",
+                                      "STRIDED_SLICE", "CONCATENATION", "MEAN")},
     "SOFTMAX": lower_softmax_s16,
 }  # fmt: skip
 LOWERINGS = {"int8": LOWERINGS_S8, "int16": LOWERINGS_S16}
@@ -980,7 +997,7 @@ def render(model: CompiledModel, out_dir: Path) -> list[Path]:
 
     def arguments(step: Step) -> str:
         reads = ", ".join(operand(t) for t in step.inputs)
-        return f"(const int8_t *const[]){{{reads}}}" if step.variadic else reads
+        return f"(const void *const[]){{{reads}}}" if step.variadic else reads
 
     out_dir.mkdir(parents=True, exist_ok=True)
     context = {"model": model, "c_array": c_array, "arguments": arguments, "pointer": pointer}
