@@ -1,6 +1,7 @@
 /* SysTick as a 64-bit counter of core clock ticks: the 24-bit down-counter plus wraps counted in its
- * interrupt. Under QEMU's -icount shift=0 one tick is a fixed number of executed instructions; on hardware
- * it is one core cycle. */
+ * interrupt. Under QEMU's -icount shift=0 one tick is a fixed number of executed instructions, and in
+ * Renode too (its virtual time is executed instructions over the CPU's PerformanceInMips); on hardware it
+ * is one core cycle. */
 #include "tr_board.h"
 
 const uint8_t tr_counter_kind = TR_COUNTER_SYSTICK;
@@ -30,8 +31,12 @@ void tr_counter_init(void)
 void tr_counter_restart(void)
 {
     /* Writing CVR restarts the count from the reload value at this instruction, so that what is measured
-     * from here does not depend on where in a SysTick period the measurement began. */
+     * from here does not depend on where in a SysTick period the measurement began. The read before it
+     * changes nothing on hardware or in QEMU; Renode applies a SysTick write at the virtual time it last
+     * synchronised to, and a CVR read synchronises it: without the read, the restart would land anywhere
+     * in the current time quantum instead of at a fixed point of this code. */
     __asm volatile("cpsid i" ::: "memory");
+    (void)SYST_CVR;
     SYST_CVR = 0;
     SCB_ICSR = ICSR_PENDSTCLR;
     wraps = 0;
