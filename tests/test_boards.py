@@ -1,25 +1,57 @@
 """Every board in boards/: its data, the refusal of models it cannot hold, and, for each emulated board,
-digits-cnn run in QEMU bit-exact with TFLM, repeatable instruction counts and a measured SysTick rate
-that matches the one recorded in the board file."""
+digits-cnn run in its emulator (QEMU, or Renode where a renode executable is installed) bit-exact with TFLM,
+repeatable instruction counts and a measured SysTick rate that matches the one recorded in the board file;
+the Renode script and command line, which are checked whether or not Renode is here."""
 
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from conftest import quantized_model
 from tinyrobust import ROOT, reference
 from tinyrobust.boards import board_names, load_board
 from tinyrobust.build import build_firmware
 from tinyrobust.compiler import compile_model
-from tinyrobust.emulator import Emulator, calibrate, instructions_per_tick
+from tinyrobust.emulator import (
+    Emulator,
+    calibrate,
+    counter_source,
+    free_tcp_port,
+    instructions_per_tick,
+    renode_command,
+    renode_script,
+)
 from tinyrobust.errors import UserError
 from tinyrobust.link import Device
-from tinyrobust.targets import EMULATED_UART_BYTES_PER_S
+from tinyrobust.targets import emulated_uart_bytes_per_s
 
-EMULATED = [name for name in board_names() if load_board(name).emulated]
+NO_RENODE = pytest.mark.skipif(
+    shutil.which("renode") is None,
+    reason="renode is not on PATH: the Renode boards run only where a renode executable is installed "
+    "(https://github.com/renode/renode/releases; it is on neither apt, PyPI nor npm)",
+)
+
+
+def _emulated(name: str):
+    return pytest.param(name, marks=NO_RENODE) if load_board(name).renode else name
+
+
+EMULATED = [_emulated(name) for name in board_names() if load_board(name).emulated]
+RENODE = [name for name in board_names() if load_board(name).renode]
+# The serial peripherals of Renode's platforms/cpus/stm32f4.repl and their addresses there.
+RENODE_STM32F4_UARTS = {
+    "sysbus.usart1": 0x40011000,
+    "sysbus.usart2": 0x40004400,
+    "sysbus.usart3": 0x40004800,
+    "sysbus.uart4": 0x40004C00,
+    "sysbus.uart5": 0x40005000,
+}
 SMALL = ["qemu-lm3s6965evb", "qemu-netduinoplus2"]  # 256 KB / 64 KB and 1 MB / 128 KB
 SAMPLES = 20
 L = keras.layers
@@ -35,6 +67,12 @@ def test_board_file_is_complete_and_consistent(name):
         assert low["origin"] + low["size"] <= high["origin"], f"{name}: memory regions overlap"
     if board.emulated:
         assert board.emulator["instructions_per_tick"] > 0
+        assert set(board.channels) <= {"uart", "semihosting"} and "uart" in board.channels
+    if board.renode:
+        # Renode's SysTick counts clock_hz of virtual time, and an instruction is 1 / (mips * 1e6) s of it.
+        assert board.emulator["instructions_per_tick"] == board.emulator["mips"] * 1e6 / board.clock_hz
+        assert board.default_channel == "uart" and "semihosting" not in board.channels
+        assert set(board.emulator.get("map", [])) <= set(board.extra_ram)
 
 
 def test_boards_command_lists_every_board():
@@ -44,8 +82,15 @@ def test_boards_command_lists_every_board():
     for name, row in rows.items():
         board = load_board(name)
         assert f" {board.core} " in row and f" {board.fpu or 'none'} " in row
-        assert (f"-M {board.emulator['machine']}" if board.emulated else f"pyOCD {board.flashing['pyocd']}") in row
+        if board.renode:
+            assert f"Renode {Path(board.emulator['platform']).name}" in row
+        elif board.emulated:
+            assert f"qemu-system-arm -M {board.emulator['machine']}" in row
+        else:
+            assert f"pyOCD {board.flashing['pyocd']}" in row
     assert "128 KB + 64 KB ccm" in rows["qemu-netduinoplus2"]
+    assert "128 KB + 64 KB ccm" in rows["renode-stm32f4-discovery"]
+    assert "Renode stm32f4_discovery-kit.repl" in rows["renode-stm32f4-discovery"]
     assert re.search(r"256 KB\s+64 KB", rows["qemu-lm3s6965evb"])
 
 
@@ -103,7 +148,7 @@ def digits_case(digits):
 
 def run_in_emulator(board, elf, compiled, inputs) -> list[tuple[bytes, int]]:
     with Emulator(board, elf, log=elf.parent / "emulator.log") as emulator:
-        device = Device(emulator.start(), EMULATED_UART_BYTES_PER_S)
+        device = Device(emulator.start(), emulated_uart_bytes_per_s(board))
         device.handshake(compiled.model_hash)
         return [device.infer(x.tobytes()) for x in inputs]
 
@@ -129,3 +174,98 @@ def test_digits_is_bit_exact_with_tflm_and_counts_repeat(name, digits_case, tmp_
 def test_recorded_instructions_per_tick_is_measured_in_the_emulator(name, tmp_path):
     board = load_board(name)
     assert calibrate(board, tmp_path) == pytest.approx(instructions_per_tick(board), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def renode_firmware(digits, tmp_path_factory):
+    """digits-cnn's firmware for the Renode board, as the emulator would load it."""
+    board = load_board("renode-stm32f4-discovery")
+    return board, build_firmware(compile_model(digits.tflite), board, tmp_path_factory.mktemp("renode")).elf
+
+
+def test_renode_script_and_command_line(renode_firmware, tmp_path):
+    """What Renode is given, command by command: the platform, the chip's CCM it lacks, the CPU rate and
+    SysTick clock that make one tick one instruction, the firmware and its vector table, the UART on TCP."""
+    board, elf = renode_firmware
+    port = free_tcp_port()
+    script = renode_script(board, elf, port)
+    commands = [line for line in script.splitlines() if line and not line.startswith("#")]
+    assert commands == [
+        'mach create "renode-stm32f4-discovery"',
+        "machine LoadPlatformDescription @platforms/boards/stm32f4_discovery-kit.repl",
+        'machine LoadPlatformDescriptionFromString "ccm: Memory.MappedMemory @ sysbus 0x10000000 { size: 0x10000 }"',
+        "sysbus.cpu PerformanceInMips 125",
+        "sysbus.nvic Frequency 125000000",
+        f"sysbus LoadELF @{elf.resolve()}",
+        "sysbus.cpu VectorTableOffset 0x08000000",
+        f'emulation CreateServerSocketTerminal {port} "uart" false',
+        "connector Connect sysbus.usart2 uart",
+        "start",
+    ]
+    # The numbers come from the board file: the CCM region, 125 MIPS over a 125 MHz SysTick.
+    ccm = board.extra_ram["ccm"]
+    assert f"@ sysbus {ccm['origin']:#x} {{ size: {ccm['size']:#x} }}" in commands[2]
+    mips = int(commands[3].split()[-1])
+    systick_hz = int(commands[4].split()[-1])
+    assert (mips, systick_hz) == (board.emulator["mips"], board.clock_hz)
+    assert mips * 1e6 / systick_hz == instructions_per_tick(board) == 1.0
+    # The USART Renode connects is the one the firmware drives: the same address in stm32f4.repl.
+    assert RENODE_STM32F4_UARTS[commands[8].split()[2]] == board.uart["base"]
+    # VTOR is where the ELF's vector table is: its first words are the stack top (in RAM) and the reset
+    # handler (in flash, Thumb).
+    vtor = int(commands[6].split()[-1], 16)
+    with elf.open("rb") as f:
+        e = ELFFile(f)
+        vectors = next(s for s in e.get_section_by_name(".symtab").iter_symbols() if s.name == "vectors")
+        text = e.get_section_by_name(".text")
+        offset = vectors["st_value"] - text["sh_addr"]
+        stack_top, reset = np.frombuffer(text.data()[offset : offset + 8], dtype="<u4")
+    assert vectors["st_value"] == vtor == board.flash["origin"]
+    assert board.ram["origin"] < stack_top <= board.ram["origin"] + board.ram["size"]
+    assert reset & 1 and board.flash["origin"] <= reset < board.flash["origin"] + board.flash["size"]
+
+    resc = tmp_path / "board.resc"
+    assert renode_command(board, resc) == [
+        "renode", "--disable-xwt", "--hide-monitor", "--port", "-2", "--plain", "-e", f"include @{resc}",
+    ]  # fmt: skip
+    assert "Renode" in counter_source(board) and "125 MIPS" in counter_source(board)
+
+
+def test_renode_launch_writes_the_script_and_reports_its_errors(renode_firmware, tmp_path, monkeypatch):
+    """The launch itself, with a stand-in renode on PATH that records what it was given and fails as Renode
+    does on a bad script: the script in its directory names a copy of the firmware, the command line is
+    renode_command's, and the failure comes back as one sentence with Renode's error."""
+    board, elf = renode_firmware
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    stand_in = tmp_path / "bin" / "renode"
+    stand_in.parent.mkdir()
+    stand_in.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > {seen}/argv\n'
+        f"pwd > {seen}/cwd\n"
+        f'cp "$(pwd)"/*.resc "$(pwd)"/firmware.elf {seen}/\n'
+        'echo "12:00:00.0000 [ERROR] Could not find file platforms/boards/stm32f4_discovery-kit.repl"\n'
+        "exit 1\n"
+    )
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stand_in.parent}:/usr/bin:/bin")
+    emulator = Emulator(board, elf, log=tmp_path / "emulator.log")
+    with pytest.raises(UserError) as failed, emulator:
+        emulator.start()
+    assert "exited at start" in str(failed.value) and "Could not find file" in str(failed.value)
+    work = Path((seen / "cwd").read_text().strip())
+    script = work / f"{board.name}.resc"
+    assert (seen / "argv").read_text().splitlines() == renode_command(board, script)[1:]
+    assert (seen / "firmware.elf").read_bytes() == elf.read_bytes()
+    assert (seen / script.name).read_text() == renode_script(board, work / "firmware.elf", emulator.port)
+    assert not work.exists(), "the work directory outlives the emulator"
+
+
+def test_renode_board_refuses_semihosting_and_names_the_install(renode_firmware, monkeypatch, tmp_path):
+    board, elf = renode_firmware
+    with pytest.raises(UserError, match="has no semihosting channel .* use --channel uart"):
+        Emulator(board, elf, channel="semihosting")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no renode here
+    with pytest.raises(UserError, match=r"renode is not installed; install a Renode release \(https://github"):
+        Emulator(board, elf)

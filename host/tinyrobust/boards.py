@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import ROOT
 from .errors import UserError
@@ -22,7 +23,9 @@ class Board:
     flash: dict  # {"origin": int, "size": int}
     ram: dict  # where data, the arena and the stack go
     uart: dict  # {"base": int} plus driver settings such as "baud"
-    emulator: dict | None  # {"program", "machine", "instructions_per_tick"} when the board is emulated
+    # When the board is emulated: {"program", "instructions_per_tick", ...}; QEMU boards name their "machine",
+    # Renode boards their "platform" description, "uart" peripheral and "mips" (see emulator.py).
+    emulator: dict | None
     extra_ram: dict[str, dict] = field(default_factory=dict)  # further RAM regions, declared but not filled
     counter: str = "systick"  # firmware/boards/cortex-m/<counter>.c: "systick", or "dwt" (CYCCNT) on hardware
     flashing: dict = field(default_factory=dict)  # {"pyocd": target name, "mbed": Mbed board name} for real boards
@@ -33,9 +36,32 @@ class Board:
         return self.emulator is not None
 
     @property
+    def renode(self) -> bool:
+        """Emulated by Renode rather than QEMU."""
+        return self.emulated and Path(self.emulator["program"]).name == "renode"
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The host channels the board offers: its UART, and in QEMU also semihosting file I/O (an emulated
+        board file may narrow this with [emulator] channels, as Renode's does)."""
+        if not self.emulated:
+            return ("uart",)
+        return tuple(self.emulator.get("channels", ("uart", "semihosting")))
+
+    @property
     def default_channel(self) -> str:
-        """The fast semihosting channel in the emulator, the UART on hardware."""
-        return "semihosting" if self.emulated else "uart"
+        """The fast semihosting channel where the emulator has it, the UART otherwise and on hardware."""
+        return "semihosting" if "semihosting" in self.channels else "uart"
+
+    @property
+    def how_run(self) -> str:
+        """How the board is run, as `tinyrobust boards` shows it: the emulator and what it emulates, or the
+        pyOCD target a real board is flashed as."""
+        if not self.emulated:
+            return f"pyOCD {self.flashing['pyocd']}"
+        if self.renode:
+            return f"Renode {Path(self.emulator['platform']).name}"
+        return f"{self.emulator['program']} -M {self.emulator['machine']}"
 
 
 def board_names() -> list[str]:

@@ -193,12 +193,14 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with) -> None:
 @cli.command()
 def doctor() -> None:
     """List what is missing (toolchain, emulator, Python packages) and how to install it."""
-    from .doctor import checks
+    from .doctor import checks, optional
 
     missing = 0
     for name, ok, fix in checks():
         click.echo(f"{'ok     ' if ok else 'MISSING'} {name}" + ("" if ok else f"  ->  {fix}"))
         missing += not ok
+    for name, ok, fix in optional():
+        click.echo(f"{'ok     ' if ok else 'absent '} {name}" + ("" if ok else f"  ->  {fix}"))
     if missing:
         raise SystemExit(1)
 
@@ -220,8 +222,7 @@ def boards(ctx) -> None:
         b = load_board(name)
         extra = [f"{_size(region['size'])} {region_name}" for region_name, region in b.extra_ram.items()]
         ram = " + ".join([_size(b.ram["size"]), *extra])
-        how = f"{b.emulator['program']} -M {b.emulator['machine']}" if b.emulated else f"pyOCD {b.flashing['pyocd']}"
-        rows.append((name, b.core, b.fpu or "none", _size(b.flash["size"]), ram, how))
+        rows.append((name, b.core, b.fpu or "none", _size(b.flash["size"]), ram, b.how_run))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         cells = [row[i].rjust(widths[i]) if i == 3 else row[i].ljust(widths[i]) for i in range(5)]

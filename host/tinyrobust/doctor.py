@@ -48,3 +48,12 @@ def checks() -> list[tuple[str, bool, str]]:
         name = re.match(r"[A-Za-z0-9_.\-]+", spec).group(0)
         result.append((f"Python package {name}", _installed(name), f"python3 -m pip install '{spec}'"))
     return result
+
+
+def optional() -> list[tuple[str, bool, str]]:
+    """(what, present, how to get it) for what only some boards need; missing, it is not a failure."""
+    from .emulator import INSTALL
+
+    return [
+        ("renode (optional: the renode-* emulated boards)", shutil.which("renode") is not None, INSTALL["renode"]),
+    ]

@@ -1,11 +1,14 @@
-"""Run firmware in QEMU, reached through its UART on a TCP socket or through semihosting file I/O on two
-FIFOs (the fast channel); the emulator is always stopped when the run ends."""
+"""Run firmware in an emulator: QEMU, reached through its UART on a TCP socket or through semihosting file I/O
+on two FIFOs (the fast channel), or Renode, reached through its UART on a TCP socket (a generated .resc
+script); the emulator is always stopped when the run ends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -18,6 +21,14 @@ from .boards import Board
 from .errors import UserError
 
 START_TIMEOUT_S = 20.0
+# Renode is a .NET program: its runtime and the platform description take seconds to load.
+RENODE_START_TIMEOUT_S = 90.0
+RENODE_RELEASES = "https://github.com/renode/renode/releases"
+# How to get each emulator: QEMU from the distribution, Renode from its releases (it is on neither apt nor PyPI).
+INSTALL = {
+    "qemu-system-arm": "run: apt-get install -y qemu-system-arm",
+    "renode": f"install a Renode release ({RENODE_RELEASES}) and put its renode executable on PATH",
+}
 
 
 def free_tcp_port() -> int:
@@ -48,6 +59,46 @@ def qemu_command(board: Board, elf: Path, port: int | None) -> list[str]:
         "-display", "none", "-monitor", "none", *channel,
         "-icount", "shift=0", "-kernel", str(Path(elf).resolve()),
     ]  # fmt: skip
+
+
+def renode_script(board: Board, elf: Path, port: int) -> str:
+    """The Renode monitor script (.resc) that runs elf on the board with its UART on TCP port 127.0.0.1:port.
+    The socket is opened last, after every command that can fail, so that a connection means the machine was
+    built and the firmware loaded."""
+    emulator = board.emulator
+    lines = [
+        f"# tinyrobust: {board.name} runs {Path(elf).resolve()}; its UART is on TCP port {port}",
+        f'mach create "{board.name}"',
+        f"machine LoadPlatformDescription @{emulator['platform']}",
+    ]
+    for name in emulator.get("map", []):
+        region = board.extra_ram[name]
+        lines.append(
+            f'machine LoadPlatformDescriptionFromString "{name}: Memory.MappedMemory @ sysbus '
+            f'{region["origin"]:#x} {{ size: {region["size"]:#x} }}"'
+        )
+    lines += [
+        # Virtual time is executed instructions over this rate; SysTick counts clock_hz of virtual time, so
+        # one tick is mips * 1e6 / clock_hz executed instructions (see instructions_per_tick).
+        f"sysbus.cpu PerformanceInMips {emulator['mips']}",
+        f"sysbus.nvic Frequency {board.clock_hz}",
+        f"sysbus LoadELF @{Path(elf).resolve()}",
+        # The vector table is at the start of flash (the linker script puts it there).
+        f"sysbus.cpu VectorTableOffset {board.flash['origin']:#010x}",
+        # false: a raw byte stream, no telnet negotiation.
+        f'emulation CreateServerSocketTerminal {port} "uart" false',
+        f"connector Connect {emulator['uart']} uart",
+        "start",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def renode_command(board: Board, script: Path) -> list[str]:
+    """Renode without its GUI and without a Monitor (--port -2: not the telnet Monitor on port 1234 that
+    --disable-xwt alone opens, which two emulators side by side would both claim; --hide-monitor: no Monitor
+    window either, which older releases do not imply), its log plain on stdout, running the script."""
+    program = board.emulator["program"]
+    return [program, "--disable-xwt", "--hide-monitor", "--port", "-2", "--plain", "-e", f"include @{script}"]
 
 
 class FifoConnection:
@@ -125,16 +176,23 @@ def _lost(why: str) -> Exception:
 
 
 class Emulator:
-    """A QEMU process reached through the board's UART on 127.0.0.1:port (channel "uart") or through
-    semihosting on two FIFOs (channel "semihosting"); use as a context manager."""
+    """An emulator process: QEMU reached through the board's UART on 127.0.0.1:port (channel "uart") or
+    through semihosting on two FIFOs (channel "semihosting"), or Renode through the UART; use as a context
+    manager."""
 
     def __init__(
         self, board: Board, elf: Path, port: int | None = None, log: Path | None = None, channel: str = "uart"
     ):
         if not board.emulated:
             raise UserError(f"{board.name} is a real board, not an emulated one; pass --port to reach it")
-        if shutil.which(board.emulator["program"]) is None:
-            raise UserError(f"{board.emulator['program']} is not installed; run: apt-get install -y qemu-system-arm")
+        if channel not in board.channels:
+            raise UserError(
+                f"{board.name} has no {channel} channel (it offers {', '.join(board.channels)}); use --channel uart"
+            )
+        program = board.emulator["program"]
+        if shutil.which(program) is None:
+            how = INSTALL.get(Path(program).name, f"install {program}")
+            raise UserError(f"{program} is not installed; {how}")
         if port is not None and channel != "uart":
             raise UserError("a TCP port serves the UART; use --channel uart with --port-tcp")
         self.board, self.elf, self.requested_port, self.channel = board, elf, port, channel
@@ -142,6 +200,7 @@ class Emulator:
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.fifo_dir: Path | None = None
+        self.work_dir: Path | None = None  # Renode: its script and a copy of the firmware
 
     @property
     def url(self) -> str:
@@ -179,6 +238,23 @@ class Emulator:
             self.stop()
             raise UserError(f"the emulator did not start its semihosting channel ({detail or 'no message'})") from None
 
+    def _launch_uart(self, log) -> subprocess.Popen:
+        if not self.board.renode:
+            return subprocess.Popen(
+                qemu_command(self.board, self.elf, self.port), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        # Renode reads its script and the firmware from a directory of ours (no spaces in the paths the
+        # Monitor parses); its own session, so that stopping it reaches a launcher script's children too.
+        self.work_dir = Path(tempfile.mkdtemp(prefix="tinyrobust-renode-"))
+        elf = self.work_dir / "firmware.elf"
+        shutil.copyfile(self.elf, elf)
+        script = self.work_dir / f"{self.board.name}.resc"
+        script.write_text(renode_script(self.board, elf, self.port))
+        return subprocess.Popen(
+            renode_command(self.board, script), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cwd=self.work_dir, start_new_session=True,
+        )  # fmt: skip
+
     def _start_uart(self):
         import serial
 
@@ -186,28 +262,48 @@ class Emulator:
         if self.requested_port and not _port_free(self.port):
             raise UserError(f"TCP port {self.port} is already in use; choose another port or stop its user")
         log = self.log.open("wb") if self.log else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            qemu_command(self.board, self.elf, self.port), stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        self.process = self._launch_uart(log)
+        timeout = RENODE_START_TIMEOUT_S if self.board.renode else START_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                detail = self.log.read_text(errors="replace").strip() if self.log else ""
+                detail = self._log_text()
+                if self.board.renode:  # a long log: its errors, or its end
+                    lines = detail.splitlines()
+                    detail = " / ".join([line for line in lines if "[ERROR]" in line][-3:] or lines[-3:])
                 self.process = None
+                self._remove_work_dir()
                 if "Address already in use" in detail:
                     raise UserError(f"TCP port {self.port} is already in use; choose another port or stop its user")
                 raise UserError(f"the emulator exited at start ({detail or 'no message'})")
-            # QEMU holds the guest (wait=on) until its one client, this connection, arrives.
+            # QEMU holds the guest (wait=on) until its one client, this connection, arrives; Renode opens the
+            # socket once the machine is built and the firmware loaded, and runs the firmware at once (the
+            # firmware only ever answers, so it has nothing to say before this connection).
             try:
                 return serial.serial_for_url(self.url, timeout=1.0)
             except serial.SerialException:
                 time.sleep(0.02)
+        errors = [line for line in self._log_text().splitlines() if "[ERROR]" in line][-3:]
         self.stop()
-        raise UserError(f"the emulator did not open port {self.port} within {START_TIMEOUT_S:.0f} s")
+        raise UserError(
+            f"the emulator did not open port {self.port} within {timeout:.0f} s"
+            + (f" ({' / '.join(errors)})" if errors else "")
+        )
+
+    def _log_text(self) -> str:
+        return self.log.read_text(errors="replace").strip() if self.log and self.log.exists() else ""
+
+    def _remove_work_dir(self) -> None:
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            if self.channel == "semihosting":
+            if self.board.renode:
+                # Its session (start_new_session) is ours: the process group whose id is its pid.
+                _signal_group(self.process, signal.SIGTERM)
+            elif self.channel == "semihosting":
                 # A semihosting read blocks QEMU's main loop, so SIGTERM would wait; there is no state to save.
                 self.process.kill()
             else:
@@ -215,12 +311,15 @@ class Emulator:
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
+                if self.board.renode:
+                    _signal_group(self.process, signal.SIGKILL)
                 self.process.kill()
                 self.process.wait()
         self.process = None
         if self.fifo_dir is not None:
             shutil.rmtree(self.fifo_dir, ignore_errors=True)
             self.fifo_dir = None
+        self._remove_work_dir()
 
     def __enter__(self) -> Emulator:
         return self
@@ -229,12 +328,30 @@ class Emulator:
         self.stop()
 
 
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
 def instructions_per_tick(board: Board) -> float:
-    """Executed instructions per counter tick: under -icount shift=0 an instruction takes 1 ns of virtual
-    time and SysTick counts the machine's cpuclk. Emulated boards record the value measured by calibrate()."""
+    """Executed instructions per counter tick. QEMU under -icount shift=0: an instruction takes 1 ns of
+    virtual time and SysTick counts the machine's cpuclk. Renode: an instruction takes 1 / (mips * 1e6) s of
+    virtual time and SysTick counts clock_hz, so mips * 1e6 / clock_hz. Emulated boards record the value
+    measured by calibrate()."""
     if board.emulated and "instructions_per_tick" in board.emulator:
         return float(board.emulator["instructions_per_tick"])
     return 1e9 / board.clock_hz
+
+
+def counter_source(board: Board) -> str:
+    """Where an emulated board's counts come from, so that results name their unit and its source."""
+    if board.renode:
+        return (
+            f"SysTick in Renode, counting {board.clock_hz / 1e6:g} MHz of virtual time with the CPU at "
+            f"{board.emulator['mips']} MIPS: executed instructions (emulated, {instructions_per_tick(board):g} "
+            "per tick), not cycles"
+        )
+    return "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles"
 
 
 CALIBRATION = struct.Struct("<IIQQ")  # short and long loop iterations, ticks of each
@@ -250,8 +367,8 @@ def calibrate(board: Board, out_dir: Path) -> float:
     with Emulator(board, elf, log=out_dir / "calibrate.log") as emulator:
         port = emulator.start()
         port.timeout = 0.5
-        # Some UART models (QEMU's STM32 USART) drop what arrives before the firmware enabled them: say
-        # "start" again until the reply comes; the firmware ignores the extra bytes.
+        # Some UART models (the STM32 USART of QEMU and of Renode) drop what arrives before the firmware
+        # enabled them: say "start" again until the reply comes; the firmware ignores the extra bytes.
         deadline = time.monotonic() + START_TIMEOUT_S
         while len(reply) < CALIBRATION.size and time.monotonic() < deadline:
             port.write(b"\x00")
@@ -285,7 +402,8 @@ def serve(model: str, board_name: str, port: int, ready: Callable[[str], None]) 
     with tempfile.TemporaryDirectory(prefix="tinyrobust-emulate-") as work:
         firmware = build_firmware(compile_model(tflite), board, Path(work), "uart")
         with Emulator(board, firmware.elf, port=port, log=Path(work) / "emulator.log") as emulator:
-            # QEMU holds the firmware until a first client connects: be that client, then free the place.
+            # QEMU holds the firmware until a first client connects: be that client, then free the place
+            # (Renode runs it at once and serves one client after another just the same).
             emulator.start().close()
             ready(emulator.url)
             emulator.process.wait()

@@ -14,16 +14,22 @@ EMULATED_UART_BYTES_PER_S = 44_000
 SEMIHOSTING_BYTES_PER_S = 10_000_000
 
 
+def emulated_uart_bytes_per_s(board: Board) -> float:
+    """How fast an emulated board's UART moves bytes in host time: the board file's figure for its emulator
+    ([emulator] uart_bytes_per_s, Renode's), or QEMU's."""
+    return float(board.emulator.get("uart_bytes_per_s", EMULATED_UART_BYTES_PER_S))
+
+
 class EmulatorTarget:
-    """The board emulated by QEMU, through its UART or the semihosting channel the firmware was built for;
-    restarting it is starting a new emulator."""
+    """The board emulated by QEMU or Renode, through its UART or the semihosting channel the firmware was
+    built for; restarting it is starting a new emulator."""
 
     restartable = True
 
     def __init__(self, board: Board, elf: Path, log: Path | None = None, channel: str = "uart"):
         self.board = board
         self.emulator = Emulator(board, elf, log=log, channel=channel)
-        self.bytes_per_s = SEMIHOSTING_BYTES_PER_S if channel == "semihosting" else EMULATED_UART_BYTES_PER_S
+        self.bytes_per_s = SEMIHOSTING_BYTES_PER_S if channel == "semihosting" else emulated_uart_bytes_per_s(board)
         self._fresh = None
 
     def start(self):
@@ -61,8 +67,8 @@ class SerialTarget:
     def __init__(self, url: str, board: Board):
         self.url, self.board = url, board
         baud = board.uart.get("baud", 115200)
-        # An emulated UART runs at QEMU's pace; a real one at the baud rate, 10 bits per byte (8N1).
-        self.bytes_per_s = EMULATED_UART_BYTES_PER_S if board.emulated else baud / 10
+        # An emulated UART runs at its emulator's pace; a real one at the baud rate, 10 bits per byte (8N1).
+        self.bytes_per_s = emulated_uart_bytes_per_s(board) if board.emulated else baud / 10
 
     def start(self):
         return self
