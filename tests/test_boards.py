@@ -16,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 from conftest import quantized_model
 from tinyrobust import ROOT, reference
 from tinyrobust.boards import board_names, load_board
-from tinyrobust.build import build_firmware
+from tinyrobust.build import build_firmware, check_channel
 from tinyrobust.compiler import compile_model
 from tinyrobust.emulator import (
     Emulator,
@@ -266,6 +266,8 @@ def test_renode_board_refuses_semihosting_and_names_the_install(renode_firmware,
     board, elf = renode_firmware
     with pytest.raises(UserError, match="has no semihosting channel .* use --channel uart"):
         Emulator(board, elf, channel="semihosting")
+    with pytest.raises(UserError, match="run by Renode .*, which lacks the semihosting channel; use --channel uart"):
+        check_channel(board, "semihosting")  # before anything is built
     monkeypatch.setenv("PATH", str(tmp_path))  # no renode here
     with pytest.raises(UserError, match=r"renode is not installed; install a Renode release \(https://github"):
         Emulator(board, elf)

@@ -63,7 +63,7 @@ def test_real_board_firmware_builds_in_its_memory_with_the_cycle_counter(name, c
 
 
 def test_semihosting_is_refused_on_a_real_board(compiled, tmp_path):
-    with pytest.raises(UserError, match="only the emulator has the semihosting channel"):
+    with pytest.raises(UserError, match="a real board: only QEMU has the semihosting channel; use --channel uart"):
         build_firmware(compiled, load_board("frdm-k64f"), tmp_path, "semihosting")
 
 

@@ -144,10 +144,9 @@ def build_firmware(model: CompiledModel, board: Board, out_dir: Path, channel: s
 def check_channel(board: Board, channel: str) -> None:
     if channel not in CHANNELS:
         raise UserError(f"there is no channel '{channel}'; choose one of: {', '.join(CHANNELS)}")
-    if channel == "semihosting" and not board.emulated:
-        raise UserError(
-            f"{board.name} is a real board: only the emulator has the semihosting channel; use --channel uart"
-        )
+    if channel not in board.channels:
+        who = "a real board: only QEMU has" if not board.emulated else f"run by {board.how_run}, which lacks"
+        raise UserError(f"{board.name} is {who} the {channel} channel; use --channel uart")
 
 
 def build_calibration(board: Board, out_dir: Path) -> Path:
