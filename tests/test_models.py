@@ -122,3 +122,24 @@ def test_bench_command_writes_every_figure(small_model, tmp_path):
     for key in ("instructions_per_inference", "arena_bytes", "tflm_arena_bytes", "flash_code_bytes"):
         assert row[key] > 0
     assert row["arena_bytes"] <= row["tflm_arena_bytes"] < row["tflm_arena_total_bytes"]
+
+
+def test_builtin_model_trains_on_the_users_data(tmp_path, monkeypatch):
+    """A built-in model given an .npz trains on it for real: digits with every label shifted by one are learnt
+    as such, and the result is cached apart from the model trained on its own data set."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    x_train, y_train, x_test, y_test = zoo.load_dataset(zoo.builtin_spec("digits-cnn"))
+    data = tmp_path / "shifted.npz"
+    np.savez(data, x_train=x_train, y_train=(y_train + 1) % 10, x_test=x_test, y_test=(y_test + 1) % 10)
+    model = zoo.load_builtin("digits-cnn", data=data)
+    assert np.array_equal(model.y_test, (y_test + 1) % 10) and len(model.x_train) == len(x_train)
+    predicted = model.keras.predict(model.x_test, verbose=0).argmax(axis=1)
+    assert np.mean(predicted == model.y_test) > 0.9
+    assert [p.name.split("-")[-2] for p in (tmp_path / "cache" / "tinyrobust" / "models").iterdir()] == ["data"]
+
+    np.savez(data, x=x_train[:, :4], y=y_train)
+    with pytest.raises(UserError, match=r"the train inputs are \(.*, 4, 8, 1\) .* inputs of shape \(N, 8, 8, 1\)"):
+        zoo.load_builtin("digits-cnn", data=data)
+    np.savez(data, images=x_train)
+    with pytest.raises(UserError, match="holds images; a built-in model's data needs arrays x_train"):
+        zoo.load_builtin("digits-cnn", data=data)

@@ -70,7 +70,12 @@ def cli() -> None:
     help="int8, or int16x8 (16-bit activations, 8-bit weights).",
 )
 @click.option("--float-model", type=click.Path(), help="The float .keras/.h5 model (needed by white-box attacks).")
-@click.option("--data", type=click.Path(), help="An .npz with arrays x (inputs) and y (labels).")
+@click.option(
+    "--data",
+    type=click.Path(),
+    help="An .npz of test data x, y for a .tflite model, or for a built-in model a data set to train it on "
+    "(x_train, y_train, x_test, y_test).",
+)
 @click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--samples", default=200, show_default=True, help="Test samples per attack and eps.")
 @click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attacks; empty for clean only.")

@@ -72,6 +72,38 @@ def load_dataset(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return x_train, y_train, x_test, y_test
 
 
+def load_npz(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A user's data set for a built-in model: arrays x_train, y_train, x_test and y_test in an .npz, or x and y
+    split like a built-in data set. Inputs are in the float model's domain, labels are class numbers."""
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist; pass an .npz with arrays x_train, y_train, x_test, y_test")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path} is not an .npz of numeric arrays ({exc}); save it with np.savez") from None
+    if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
+        x_train, y_train, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    elif {"x", "y"} <= set(arrays):
+        from sklearn.model_selection import train_test_split
+
+        x_train, x_test, y_train, y_test = train_test_split(
+            arrays["x"], arrays["y"], test_size=spec["training"]["test_fraction"], random_state=spec["seed"]
+        )
+    else:
+        raise UserError(f"{path} holds {', '.join(arrays) or 'no arrays'}; a built-in model's data needs arrays "
+                        "x_train, y_train, x_test, y_test (or x and y)")  # fmt: skip
+    shape = tuple(spec["input_shape"])
+    for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.shape[1:] != shape or len(x) != len(y) or not len(x):
+            raise UserError(f"{path}: the {part} inputs are {x.shape} with {len(y)} labels; this model takes "
+                            f"inputs of shape (N, {', '.join(map(str, shape))}) with N labels")  # fmt: skip
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= spec["classes"]:
+            raise UserError(f"{path}: the {part} labels must be class numbers 0..{spec['classes'] - 1}")
+    return (x_train.astype(np.float32), y_train.astype(np.int64).reshape(-1), x_test.astype(np.float32),
+            y_test.astype(np.int64).reshape(-1))  # fmt: skip
+
+
 def synthetic_inputs(spec: dict, count: int, seed: int) -> np.ndarray:
     """Random inputs spread over the data's range (the spec's input_range), standing in for a missing data set."""
     lo, hi = spec.get("input_range", [0.0, 1.0])
@@ -158,22 +190,27 @@ def train_keras(spec: dict, x_train: np.ndarray, y_train: np.ndarray):
 SYNTHETIC_REPRESENTATIVE, SYNTHETIC_TEST = 100, 100
 
 
-def load_builtin(name: str, precision: str = "int8") -> Model:
-    """Train (once, cached) and quantize a built-in model. When its data set is not on this machine, the
-    model keeps seeded random weights and is quantized on random inputs in the data's range: enough for
-    exactness, latency and memory, not for accuracy. Its labels are then the float model's own classes."""
+def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -> Model:
+    """Train (once, cached) and quantize a built-in model, on its data set or the user's (data: an .npz, see
+    load_npz). Without either, the model keeps seeded random weights and is quantized on random inputs in the
+    data's range: enough for exactness, latency and memory, not for accuracy. Its labels are then the float
+    model's own classes."""
     import keras
 
     from .quantize import quantize
 
     spec = builtin_spec(name)
-    trained = dataset_available(spec)
+    trained = data is not None or dataset_available(spec)
     spec_hash = hashlib.sha256((MODELS_DIR / f"{name}.toml").read_bytes()).hexdigest()[:12]
-    folder = cache_dir() / "models" / (f"{name}-{spec_hash}" if trained else f"{name}-{spec_hash}-untrained")
+    tag = "" if trained else "-untrained"
+    if data is not None:
+        splits = load_npz(Path(data), spec)
+        tag = f"-data-{hashlib.sha256(Path(data).read_bytes()).hexdigest()[:12]}"
+    folder = cache_dir() / "models" / f"{name}-{spec_hash}{tag}"
     keras_path = folder / "float.keras"
     tflite_path = folder / f"{precision}.tflite"
     if trained:
-        x_train, y_train, x_test, y_test = load_dataset(spec)
+        x_train, y_train, x_test, y_test = splits if data is not None else load_dataset(spec)
     else:
         x_train = synthetic_inputs(spec, SYNTHETIC_REPRESENTATIVE, spec["seed"])
         x_test = synthetic_inputs(spec, SYNTHETIC_TEST, spec["seed"] + 1)
