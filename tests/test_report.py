@@ -1,0 +1,188 @@
+"""The report and its CSV tables: attacks x defenses, disagreement, boundary distance, examples, provenance."""
+
+import base64
+import csv
+import json
+import re
+import tomllib
+
+import numpy as np
+import pytest
+
+from tinyrobust import metrics, report
+from tinyrobust.campaign import AttackSpec, Campaign, DefenseSpec, Runner, parse
+from tinyrobust.graph import Tensor
+
+MEDIAN = {"name": "median", "where": "host", "params": {}}
+SQUEEZE = {"name": "squeeze-bits", "where": "host", "params": {"bit_depth": 4}}
+
+
+def run(attack, eps, defense=None, seed=0, device=0.5, boundary=None, mode="transfer"):
+    row = {
+        "model": "digits-cnn", "precision": "int8", "attack": attack, "eps": eps, "mode": mode, "defense": defense,
+        "seed": seed, "params": {}, "samples": 10,
+        "accuracy": {"float": 0.6, "tflite": device, "tflm": device, "device": device},
+        "agreement": {"device_vs_tflm_bit_exact": 1.0, "device_vs_tflite_top1": 0.9, "tflite_vs_tflm_bit_exact": 0.9},
+        "disagreement": {
+            "device_vs_float": {"rate": 0.2, "samples": 2, "device_margin_mean": 0.05},
+            "device_vs_tflite": {"rate": 0.0, "samples": 0, "device_margin_mean": None},
+        },
+        "attack_success_rate": None if attack == "none" else 0.5, "transfer_rate": None,
+        "distortion": None,
+    }  # fmt: skip
+    if boundary is not None:
+        row["boundary"] = boundary
+    return row
+
+
+BOUNDARY = {
+    "samples": 10, "perturbed": 9,
+    "float": {"samples": 6, "t": {"mean": 0.9, "median": 0.95}, "l2": {"mean": 0.4, "median": 0.41},
+              "linf": {"mean": 0.2, "median": 0.18}},
+    "quantized": {"samples": 7, "t": {"mean": 0.8, "median": 0.85}, "l2": {"mean": 0.35, "median": 0.36},
+                  "linf": {"mean": 0.17, "median": 0.16}},
+    "both": {"samples": 5, "float_l2": {"mean": 0.4, "median": 0.4}, "quantized_l2": {"mean": 0.3, "median": 0.3},
+             "quantized_closer": 0.8},
+}  # fmt: skip
+
+
+def image_examples(attack, eps, defense=None):
+    tensor = Tensor(0, "input", (1, 8, 8, 1), "INT8", np.array([1 / 255], np.float32), np.array([-128]))
+    rng = np.random.default_rng(1)
+    clean_q = rng.integers(-128, 128, (4, 64)).astype(np.int8)
+    adv_q = np.clip(clean_q.astype(int) + rng.integers(-20, 21, clean_q.shape), -128, 127).astype(np.int8)
+    labels = np.array([1, 2, 3, 4])
+    device = np.eye(10, dtype=np.int8)[[1, 2, 3, 4]] * 100
+    turned = np.eye(10, dtype=np.int8)[[7, 2, 3, 4]] * 100
+    shown = metrics.examples({"labels": labels, "input": adv_q, "device": turned},
+                             {"labels": labels, "input": clean_q, "device": device}, tensor)  # fmt: skip
+    return {"model": "digits-cnn", "precision": "int8", "attack": attack, "eps": eps, "mode": "transfer",
+            "defense": defense, **shown}  # fmt: skip
+
+
+def results_with(runs, campaign: Campaign | None = None, examples=()):
+    campaign = campaign or Campaign(samples=10, seeds=[0, 1])
+    return {
+        "tinyrobust_version": "0.1.0",
+        "model": {"name": "digits-cnn", "sha256": "ab" * 32, "input": {}, "operators": {"CONV_2D": 2}},
+        "board": {"name": "qemu-mps2-an386", "core": "cortex-m4", "fpu": True, "emulated": True},
+        "memory": {"flash_bytes": 10000, "code_bytes": 6000, "weights_bytes": 4000, "ram_bytes": 9000,
+                   "arena_bytes": 2000},
+        "latency": {"unit": "instructions", "source": "SysTick", "inferences": 10,
+                    "per_inference": {"median": 1e6, "min": 1e6, "max": 1e6}},
+        "builds": [{"model": "digits-cnn", "precision": "int8", "defense": None, "sha256": "ab" * 32}],
+        "runs": runs, "examples": list(examples), "link": {"retransmissions": 0},
+        "settings": campaign.recorded(), "campaign": campaign.recorded(), "seeds": campaign.seeds,
+        "versions": {"tinyrobust": "0.1.0", "adversarial-robustness-toolbox": "1.20.1"}, "jobs": 1, "notes": [],
+        "host": {"python": "3.11.7", "machine": "x86_64"}, "wall_seconds": 12.5,
+    }  # fmt: skip
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_heatmap_is_attacks_by_defenses_averaged_over_seeds(tmp_path):
+    runs = [
+        run("none", 0.0, device=0.9), run("none", 0.0, seed=1, device=0.8),
+        run("fgsm", 0.1, device=0.2), run("fgsm", 0.1, seed=1, device=0.4),
+        run("none", 0.0, MEDIAN, device=0.7), run("fgsm", 0.1, MEDIAN, device=0.5),
+        run("deepfool", 0.0, SQUEEZE, device=0.3),
+        run("boundary", 0.0, mode="on-device", device=0.1),
+    ]  # fmt: skip
+    table = report.heatmap(results_with(runs))
+    assert table["defenses"] == ["none", "median (host)", "squeeze-bits (host, bit_depth=4)"]
+    labels = [report.attack_label(r) for r in table["rows"]]
+    assert labels == ["clean", "fgsm eps 0.1", "deepfool unbounded", "boundary unbounded on-device"]
+    clean, fgsm, deepfool, boundary = table["rows"]
+    assert clean["none"] == pytest.approx(0.85) and fgsm["none"] == pytest.approx(0.3)
+    assert fgsm["median (host)"] == 0.5 and deepfool["none"] is None and boundary["none"] == 0.1
+    assert deepfool["squeeze-bits (host, bit_depth=4)"] == 0.3
+
+    report.write_csv(results_with(runs), tmp_path)
+    written = read_csv(tmp_path / "heatmap.csv")
+    assert list(written[0]) == table["columns"]
+    assert written[2]["attack"] == "deepfool" and written[2]["none"] == "" and float(written[1]["none"]) == fgsm["none"]
+    assert not (tmp_path / "boundary.csv").exists()  # no minimal-perturbation attack measured
+
+
+def test_report_shows_every_section_and_writes_every_table_as_csv(tmp_path):
+    runs = [run("none", 0.0, device=0.9), run("fgsm", 0.1, device=0.3), run("deepfool", 0.0, boundary=BOUNDARY),
+            run("none", 0.0, MEDIAN), run("deepfool", 0.0, MEDIAN, boundary=BOUNDARY)]  # fmt: skip
+    shown = [image_examples("fgsm", 0.1), image_examples("deepfool", 0.0), image_examples("deepfool", 0.0, MEDIAN)]
+    campaign = Campaign(samples=10, seeds=[0, 1], attacks=[AttackSpec("fgsm", [0.1]), AttackSpec("deepfool", [0.0])],
+                        defenses=[DefenseSpec("median")])  # fmt: skip
+    results = results_with(runs, campaign, shown)
+    report.write_report(results, tmp_path / "report.html")
+    report.write_csv(results, tmp_path)
+    html = (tmp_path / "report.html").read_text()
+
+    for heading in ("Attacks x defenses", "Disagreement analysis", "Distance to the decision boundary",
+                    "Examples of adversarial inputs", "What produced these results"):  # fmt: skip
+        assert f"<h2>{heading}" in html, heading
+    images = re.findall(r'alt="([^"]+)" src="data:image/png;base64,([^"]+)"', html)
+    alts = [alt for alt, _ in images]
+    for alt in ("attacks x defenses heat map", "disagreement", "distance to the decision boundary"):
+        assert alt in alts
+    assert alts.count("adversarial examples") == 2  # no defense, then median in a <details>
+    assert all(base64.b64decode(png)[:4] == b"\x89PNG" for _, png in images)
+
+    # Every table named in the report is a CSV file, with the rows the report shows.
+    named = re.findall(r"CSV: <code>(\w+)\.csv</code>", html)
+    assert set(named) >= {"runs", "heatmap", "disagreement", "boundary", "provenance"}
+    assert all((tmp_path / f"{name}.csv").is_file() for name in named)
+    boundary = read_csv(tmp_path / "boundary.csv")
+    assert [(r["attack"], r["defense"]) for r in boundary] == [("deepfool", "none"), ("deepfool", "median (host)")]
+    assert boundary[0]["float: l2 median"] == "0.41" and boundary[0]["quantized: l2 median"] == "0.36"
+    assert boundary[0]["both: quantized closer"] == "0.8"
+    disagreement = read_csv(tmp_path / "disagreement.csv")
+    assert len(disagreement) == 5 and disagreement[1]["vs float: rate"] == "0.2"
+    runs_csv = read_csv(tmp_path / "runs.csv")
+    assert runs_csv[2]["boundary.quantized.l2.median"] == "0.36" and "examples" not in html.split("<h2>")[0]
+
+    provenance = {r["item"]: r["value"] for r in read_csv(tmp_path / "provenance.csv")}
+    assert provenance["adversarial-robustness-toolbox"] == "1.20.1" and provenance["seeds"] == "0, 1"
+    assert provenance["model SHA-256 digits-cnn int8"] == "ab" * 32
+    assert "adversarial-robustness-toolbox 1.20.1" in html and "[[defenses]]" in html
+
+
+def test_the_reported_config_runs_the_same_campaign():
+    campaign = parse({
+        "samples": 30, "seeds": [0, 3], "precisions": ["int8", "int16x8"],
+        "attacks": [{"name": "pgd", "eps": [0.05, 0.1], "params": {"max_iter": 5, "num_random_init": 2}},
+                    {"name": "deepfool"},
+                    {"name": "square_linf", "eps": [0.1], "mode": "on-device", "max_queries": 300}],
+        "defenses": [{"name": "median", "params": {"window_size": 3}}, {"name": "squeeze-bits", "where": "device"}],
+    })  # fmt: skip
+    text = report.campaign_toml(campaign.recorded())
+    assert parse(tomllib.loads(text)) == campaign
+    assert parse(tomllib.loads(report.campaign_toml(Campaign().recorded()))) == Campaign()
+
+
+@pytest.mark.emulator
+def test_a_campaign_reports_boundary_distances_and_examples(tmp_path):
+    campaign = Campaign(
+        samples=10,
+        attacks=[AttackSpec("fgsm", [0.1]), AttackSpec("deepfool", [0.0], params={"max_iter": 10})],
+        defenses=[DefenseSpec("median")],
+    )
+    results = Runner(campaign, tmp_path).run(progress=False)
+    rows = {(r["attack"], report.defense_label(r["defense"])): r for r in results["runs"]}
+    assert set(rows) == {(a, d) for a in ("none", "fgsm", "deepfool") for d in ("none", "median (host)")}
+    for defense in ("none", "median (host)"):
+        assert "boundary" not in rows[("fgsm", defense)] and "boundary" not in rows[("none", defense)]
+        boundary = rows[("deepfool", defense)]["boundary"]
+        assert boundary["samples"] == 10 and boundary["quantized"]["samples"] >= 1, boundary
+        for model in ("float", "quantized"):
+            if boundary[model]["samples"]:
+                assert 0 < boundary[model]["linf"]["median"] <= boundary[model]["l2"]["median"]
+    shown = {(e["attack"], report.defense_label(e["defense"])) for e in results["examples"]}
+    assert shown == {(a, d) for a in ("fgsm", "deepfool") for d in ("none", "median (host)")}
+    assert all(1 <= len(e["samples"]) <= metrics.EXAMPLES for e in results["examples"])
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["runs"] == results["runs"] and (tmp_path / "results.json").stat().st_size < 100_000
+    html = (tmp_path / "report.html").read_text()
+    assert "Distance to the decision boundary" in html and 'alt="adversarial examples"' in html
+    assert len(read_csv(tmp_path / "boundary.csv")) == 2 and len(read_csv(tmp_path / "heatmap.csv")) == 3
