@@ -51,6 +51,9 @@ STATIC_SHAPES = "static shapes"  # dynamic-batch pattern; TFLM runs the model wi
 TFLITE_REFERENCE = "TFLite reference kernels"
 SAME_QUANTIZATION = "same quantization"  # the first op's output quantized like its input (the file edited)
 INT32_BIAS = "int32 bias"  # int16x8 with the converter's int64 biases narrowed to int32 (the file edited)
+# int16 LOGISTIC and TANH take an exact path for these input scales (the file edited).
+INPUT_SCALE_2_POW_M12, INPUT_SCALE_2_POW_M11 = "input scale 2^-12", "input scale 2^-11"
+INPUT_SCALES = {INPUT_SCALE_2_POW_M12: 2.0**-12, INPUT_SCALE_2_POW_M11: 2.0**-11}
 
 CASES = {
     "conv3x3-same-relu": ([L.Conv2D(8, 3, padding="same", activation="relu")], (9, 9, 3)),
@@ -196,6 +199,13 @@ CASES_16X8 = {
         (5, 7, 4),
     ),
     "slice-2d-step3": ([fn(lambda x: x[:, 2::3])], (11,)),
+    "logistic": ([L.Activation("sigmoid")], (4, 4, 3)),
+    "logistic-wide-range": ([wide_dense(32, 4), L.Activation("sigmoid")], (8,)),
+    "logistic-power-of-two-scale": ([L.Activation("sigmoid")], (4, 4, 3), INPUT_SCALE_2_POW_M12),
+    "tanh": ([L.Activation("tanh")], (4, 4, 3)),
+    "tanh-wide-range": ([wide_dense(32, 4), L.Activation("tanh")], (8,)),
+    "tanh-power-of-two-scale": ([L.Activation("tanh")], (4, 4, 3), INPUT_SCALE_2_POW_M12),
+    "tanh-power-of-two-scale-shift1": ([L.Activation("tanh")], (4, 4, 3), INPUT_SCALE_2_POW_M11),
     "softmax-wide-range": ([wide_dense(33, 3), L.Softmax()], (6,)),
     "softmax-narrow-range": ([wide_dense(40, 0.02), L.Softmax()], (6,)),
     "softmax-4d": ([L.Softmax()], (3, 4, 5)),
@@ -226,6 +236,19 @@ def with_same_quantization(tflite: bytes) -> bytes:
     sub = model.subgraphs[0]
     first = sub.operators[0]
     sub.tensors[first.outputs[0]].quantization = sub.tensors[first.inputs[0]].quantization
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def with_input_scale(tflite: bytes, scale: float) -> bytes:
+    """The model with its input tensor's scale replaced."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(tflite, 0))
+    sub = model.subgraphs[0]
+    sub.tensors[sub.inputs[0]].quantization.scale = np.array([scale], dtype=np.float32)
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -324,6 +347,8 @@ def test_native_int16x8_bit_exact_with_tflm(case, tmp_path):
     tflite = build(layers, input_shape, precision="int16x8")
     if variant == [INT32_BIAS]:
         tflite = with_int32_bias(tflite)
+    if variant and variant[0] in INPUT_SCALES:
+        tflite = with_input_scale(tflite, INPUT_SCALES[variant[0]])
     graph = read_tflite(tflite)
     assert {graph.tensors[t].type_name for t in graph.inputs + graph.outputs} == {"int16"}
     assert_native_bit_exact(tflite, full_range_inputs(tflite, 40), tmp_path)

@@ -90,6 +90,43 @@ void tr_tanh_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
     }
 }
 
+/* The input of TFLM's int16 LOGISTIC and TANH in units of 1 / (3 * 4096). |x * multiplier| < 2^30, so adding
+ * the rounding term (at most 2^30) cannot overflow. */
+static inline int32_t sigmoid_input_s16(const tr_sigmoid_s16_params *p, int16_t x)
+{
+    const int32_t round = p->shift > 0 ? 1 << (p->shift - 1) : 0;
+    return (x * p->multiplier + round) >> p->shift;
+}
+
+/* The sigmoid table at a = |x| with `bits` fractional bits per entry, interpolated linearly (Q0.16 << bits). */
+static inline uint32_t sigmoid_lookup(const uint16_t *table, uint32_t a, int bits)
+{
+    const uint32_t i = a >> bits;
+    return ((uint32_t)table[i] << bits) + (a & ((1u << bits) - 1)) * (uint32_t)(table[i + 1] - table[i]);
+}
+
+/* sigmoid(|x|) from the table at 512 input units per entry, 1 - sigmoid(|x|) for x < 0, rounded to Q0.15. */
+void tr_logistic_s16(const tr_sigmoid_s16_params *p, const int16_t *in, int16_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t x = sigmoid_input_s16(p, in[i]);
+        const uint32_t a = (uint32_t)(x < 0 ? -x : x);
+        const uint32_t y = (a >> 9) >= 255 ? 0x7FFFu << 10 : sigmoid_lookup(p->table, a, 9);
+        out[i] = (int16_t)((x >= 0 ? y + (1u << 9) : (1u << 25) - y + (1u << 9) - 1) >> 10);
+    }
+}
+
+/* tanh(x) = 2 * sigmoid(2x) - 1: the table at 256 input units per entry, negated for x < 0, to Q0.15. */
+void tr_tanh_s16(const tr_sigmoid_s16_params *p, const int16_t *in, int16_t *out)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t x = sigmoid_input_s16(p, in[i]);
+        const uint32_t a = (uint32_t)(x < 0 ? -x : x);
+        const int32_t y = (int32_t)((a >> 8) >= 255 ? 0xFFFFu << 8 : sigmoid_lookup(p->table, a, 8));
+        out[i] = (int16_t)((x >= 0 ? y - (1 << 23) + (1 << 7) : -y + (1 << 23) + (1 << 7) - 1) >> 8);
+    }
+}
+
 /* The int16 fixed-point helpers of TFLM's reference HardSwish, with its int16 wrap-arounds. */
 static int16_t mul16_round(int16_t a, int16_t b)
 {

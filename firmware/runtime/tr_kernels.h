@@ -118,6 +118,14 @@ typedef struct {
     int32_t multiplier, left_shift;
 } tr_sigmoid_params;
 
+/* int16 LOGISTIC and TANH: (x * multiplier) >> shift, rounded, is x in units of 1 / (3 * 4096); the 256-entry
+ * sigmoid table (Q0.16, sigmoid(i / 24)) is interpolated at its absolute value. Output scale 2^-15. */
+typedef struct {
+    int32_t size;
+    int32_t multiplier, shift;
+    const uint16_t *table;
+} tr_sigmoid_s16_params;
+
 typedef struct {
     int32_t size;
     int32_t in_zero_point, out_zero_point;
@@ -213,6 +221,8 @@ void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, 
 void tr_mul_s16(const tr_mul_params *p, const int16_t *in1, const int16_t *in2, int16_t *out);
 void tr_rescale_s16(const tr_rescale_params *p, const int16_t *in, int16_t *out);
 void tr_clamp_s16(const tr_clamp_params *p, const int16_t *in, int16_t *out);
+void tr_logistic_s16(const tr_sigmoid_s16_params *p, const int16_t *in, int16_t *out);
+void tr_tanh_s16(const tr_sigmoid_s16_params *p, const int16_t *in, int16_t *out);
 void tr_softmax_s16(const tr_softmax_s16_params *p, const int16_t *in, int16_t *out);
 void tr_pad_s16(const tr_copy_params *p, const int16_t *in, int16_t *out);
 void tr_strided_slice_s16(const tr_copy_params *p, const int16_t *in, int16_t *out);

@@ -48,7 +48,7 @@ class Constant:
 
     @property
     def nbytes(self) -> int:
-        return self.values.size * int(self.ctype[3:-2]) // 8  # int8_t .. int64_t
+        return self.values.size * np.dtype(self.ctype[:-2]).itemsize  # int8_t .. int64_t, uint16_t
 
     @property
     def weight(self) -> bool:
@@ -518,6 +518,58 @@ def lower_tanh(graph: Graph, op: Op, name: str) -> Kernel:
     return _sigmoid(graph, op, "tr_tanh_s8")
 
 
+def _checked_log2(scale: float) -> int | None:
+    """TFLM's CheckedLog2, in float32: log2 of the scale rounded, or None if the scale is not a power of two."""
+    f32 = np.float32
+    log2 = f32(np.log(f32(scale))) * (f32(1) / f32(np.log(f32(2))))
+    rounded = round_half_away(float(log2))
+    return rounded if abs(log2 - f32(rounded)) < f32(1e-3) else None
+
+
+def sigmoid_table_u16() -> np.ndarray:
+    """The table of TFLM's int16 LOGISTIC and TANH: sigmoid(i / 24) for i in 0..255 in Q0.16, each entry lowered
+    by half the error of linear interpolation at the midpoint to the next, and the last one 65535."""
+
+    def sigmoid(i: np.ndarray) -> np.ndarray:
+        return 65536 / (1 + np.exp(-i / 24))
+
+    i = np.arange(256.0)
+    midpoint_error = (sigmoid(i) + sigmoid(i + 1)) / 2 - sigmoid(i + 0.5)
+    table = np.floor(sigmoid(i) - midpoint_error / 2 + 0.5)
+    table[-1] = 65535
+    return table.astype(np.int64)
+
+
+def _sigmoid_s16(graph: Graph, op: Op, function: str, power_of_two_shifts: tuple[int, ...]) -> Kernel:
+    """TFLM's int16 LOGISTIC and TANH prepare: the input rescaled to units of 1 / (3 * 4096), where the table
+    spans [-10.7, 10.7], by an int16 multiplier and a rounding right shift; an input scale of 2^(shift - 12)
+    with shift in power_of_two_shifts takes the exact multiplier 3 * 2^shift. The output scale must be 2^-15."""
+    x, out = _unary(graph, op, _activation_type(graph, op, op.outputs[0]))
+    if _checked_log2(out.scale[0]) != -15:
+        raise Unsupported("an output scale other than 2^-15")
+    log2 = _checked_log2(x.scale[0])
+    if log2 is not None and 12 + log2 in power_of_two_shifts:
+        multiplier, shift = 3 << (12 + log2), 0
+    else:
+        real, shift = _scale(x) * 4096.0 * 3.0, 0
+        while real <= 32767.0 / 2.0 and shift <= 30:
+            real, shift = real * 2.0, shift + 1
+        multiplier = int(real)
+        if multiplier > 32767:
+            raise Unsupported(f"input scale {_scale(x):g} (TFLM needs it below 32767 / 12288)")
+    table = Constant("tr_sigmoid_table_u16", "uint16_t", sigmoid_table_u16())
+    fields = {"size": _size(x), "multiplier": multiplier, "shift": shift, "table": table.name}
+    return Kernel(function, "tr_sigmoid_s16_params", fields, [table])
+
+
+def lower_logistic_s16(graph: Graph, op: Op, name: str) -> Kernel:
+    return _sigmoid_s16(graph, op, "tr_logistic_s16", (0,))
+
+
+def lower_tanh_s16(graph: Graph, op: Op, name: str) -> Kernel:
+    return _sigmoid_s16(graph, op, "tr_tanh_s16", (0, 1))
+
+
 def _int16_multiplier(m: int) -> int:
     """TFLM's DownScaleInt32ToInt16Multiplier."""
     return 32767 if m >= (1 << 31) - 1 - (1 << 15) else (m + (1 << 15)) >> 16
@@ -761,12 +813,15 @@ LOWERINGS_S8 = {
     "CONCATENATION": lower_concatenation,
     "MEAN": lower_mean,
 }
-# int16x8 runs the same prepare for these ops (the kernels differ by suffix); its SOFTMAX has its own tables.
+# int16x8 runs the same prepare for these ops (the kernels differ by suffix); its SOFTMAX, LOGISTIC and TANH
+# have their own, with tables.
 LOWERINGS_S16 = {
     **{op: LOWERINGS_S8[op] for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
                                       "AVERAGE_POOL_2D", "ADD", "MUL", "RELU", "RELU6", "QUANTIZE", "PAD", "PADV2",
                                       "STRIDED_SLICE", "CONCATENATION", "MEAN")},
     "SOFTMAX": lower_softmax_s16,
+    "LOGISTIC": lower_logistic_s16,
+    "TANH": lower_tanh_s16,
 }  # fmt: skip
 LOWERINGS = {"int8": LOWERINGS_S8, "int16": LOWERINGS_S16}
 # Ops that only reinterpret the shape: their output shares the input's bytes in the arena.
