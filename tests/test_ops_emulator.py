@@ -54,6 +54,24 @@ def int16x8_cnn_model() -> bytes:
     return quantized_model(layers, (12, 12, 3), precision="int16x8")
 
 
+def int16x8_gated_block_model() -> bytes:
+    """A gating MUL, LOGISTIC, TANH, CONCATENATION, RELU, RELU6, STRIDED_SLICE, PAD and MEAN with 16-bit
+    activations."""
+    layers = [
+        L.Conv2D(8, 3),
+        L.Lambda(lambda x: x * K.sigmoid(x)),
+        L.Activation("tanh"),
+        Branch(lambda x, y: K.relu(K.concatenate([x, y], axis=-1)), L.DepthwiseConv2D(3, padding="same")),
+        L.ReLU(6.0),
+        L.Lambda(lambda x: x[:, ::2, ::2, :]),
+        L.ZeroPadding2D(((0, 1), (1, 0))),
+        L.GlobalAveragePooling2D(),
+        L.Dense(10),
+        L.Softmax(),
+    ]
+    return quantized_model(layers, (12, 12, 3), precision="int16x8")
+
+
 def assert_bit_exact_on_the_emulator(tflite: bytes, xq: np.ndarray, kinds: set[str], tmp_path) -> None:
     compiled = compile_model(tflite)
     assert kinds <= set(compiled.op_counts)
@@ -78,3 +96,9 @@ def test_int16x8_cnn_on_the_emulator_is_bit_exact_with_tflm(tmp_path):
     tflite = int16x8_cnn_model()
     kinds = {"CONV_2D", "ADD", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED"}
     assert_bit_exact_on_the_emulator(tflite, full_range_inputs(tflite, 10), kinds | {"SOFTMAX"}, tmp_path)
+
+
+def test_int16x8_gated_block_on_the_emulator_is_bit_exact_with_tflm(tmp_path):
+    tflite = int16x8_gated_block_model()
+    kinds = {"MUL", "LOGISTIC", "TANH", "CONCATENATION", "RELU", "RELU6", "STRIDED_SLICE", "PAD", "MEAN"}
+    assert_bit_exact_on_the_emulator(tflite, full_range_inputs(tflite, 10), kinds, tmp_path)
