@@ -134,6 +134,10 @@ def test_on_device_attacks_query_the_device_within_their_budget(on_device_run):
         assert run["attack_success_rate"] is not None and run["distortion"]["l0"]["max"] > 0
     assert runs[("square_linf", "on-device")]["distortion"]["linf"]["max"] <= 0.15 + 1 / 255 + 1e-6
     assert runs[("boundary", "on-device")]["accuracy"]["device"] < runs[("none", "transfer")]["accuracy"]["device"]
+    probe = runs[("square_linf", "on-device")]["gradient_probe"]
+    assert probe["queries"] == 768 and [h["input_steps"] for h in probe["h"]][1:] == [1.0, 4.0]
+    densities = [h["zero_density"] for h in probe["h"]]  # a step below the input's resolution changes nothing
+    assert all(0 <= d <= 1 for d in densities) and densities[0] > 0.9 > densities[2]
     fgsm = runs[("fgsm", "transfer")]
     assert fgsm["transfer_rate"] is not None and 0 <= fgsm["attack_success_rate"] <= 1
     with open(out / "runs.csv") as f:
@@ -180,8 +184,59 @@ def test_two_precisions_each_bit_exact_on_their_own_firmware(tmp_path):
     assert (tmp_path / "firmware" / "digits-cnn-int16x8" / "firmware.elf").is_file()
 
 
-def test_defenses_are_checked_before_anything_runs(tmp_path):
-    campaign = Campaign(samples=3, defenses=parse({"defenses": [{"name": "no-such-defense"}]}).defenses)
-    with pytest.raises(UserError, match="defense"):
-        Runner(campaign, tmp_path).run(progress=False)
+DEFENDED = parse({
+    "samples": 10,
+    "attacks": [{"name": "fgsm", "eps": [0.1]}],
+    "defenses": [
+        {"name": "median"},
+        {"name": "squeeze-bits", "where": "device", "params": {"bit_depth": 3}},
+        {"name": "pgd-training", "params": {"preset": "digits", "epochs": 1}},
+    ],
+})  # fmt: skip
+
+
+@pytest.mark.emulator
+def test_device_and_training_defenses_run_on_their_own_firmware(tmp_path, digits):
+    from tinyrobust.defenses import apply_stages_q
+
+    results = Runner(DEFENDED, tmp_path).run(progress=False)
+    runs = {((r["defense"] or {}).get("name", ""), r["attack"]): r for r in results["runs"]}
+    defenses = ("", "median", "squeeze-bits", "pgd-training")
+    assert sorted(runs) == sorted((d, a) for d in defenses for a in ("none", "fgsm"))
+    assert all(r["agreement"]["device_vs_tflm_bit_exact"] == 1.0 for r in results["runs"])
+    builds = {b["defense"]: b for b in results["builds"]}
+    assert list(builds) == [None, "squeeze-bits-device", "pgd-training"]
+    assert len({b["sha256"] for b in builds.values()}) == 3
+    assert builds["squeeze-bits-device"]["memory"]["code_bytes"] > builds[None]["memory"]["code_bytes"]
+    for label in builds:
+        assert (tmp_path / "firmware" / "-".join(filter(None, ("digits-cnn-int8", label))) / "firmware.elf").is_file()
+
+    store = Store(tmp_path / "results.sqlite")
+    sent = {}
+    for defense in (None, "median", "squeeze-bits"):
+        cid = next(c for c in store.db.execute("SELECT id, defense FROM conditions WHERE attack = 'fgsm'")
+                   if (json.loads(c[1]) or {}).get("name") == defense)[0]  # fmt: skip
+        sent[defense] = store.outputs(cid, np.int8, np.int8)
+    store.close()
+    # One FGSM attack serves every defense of the undefended float model: the device squeezes what it receives,
+    # the host's median filter changes what is sent.
+    np.testing.assert_array_equal(sent["squeeze-bits"]["input"], sent[None]["input"])
+    assert not np.array_equal(sent["median"]["input"], sent[None]["input"])
+    stages = [{"stage": "squeeze_bits", "bits": 3}]
+    squeezed = apply_stages_q(sent["squeeze-bits"]["input"].reshape(-1, 8, 8, 1), stages)
+    tflm = reference.tflm_outputs(digits.tflite, squeezed).reshape(10, -1)
+    np.testing.assert_array_equal(sent["squeeze-bits"]["device"], tflm)
+    assert not np.array_equal(sent["squeeze-bits"]["device"], sent[None]["device"])
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"defenses": [{"name": "no-such-defense"}]}, "unknown defense no-such-defense; choose from: "),
+    ({"defenses": [{"name": "jpeg", "where": "device"}]}, "jpeg does not run on the device; these do: "),
+    ({"defenses": [{"name": "trades", "where": "device"}]}, "trades trains a new model, so it has no place on"),
+    ({"precisions": ["int16x8"], "defenses": [{"name": "median", "where": "device"}]}, "cannot go with int16x8"),
+    ({"models": ["m.tflite"], "defenses": [{"name": "pixeldefend"}]}, "which m.tflite does not come with"),
+])  # fmt: skip
+def test_defenses_are_checked_before_anything_runs(tmp_path, config, message):
+    with pytest.raises(UserError, match=message):
+        Runner(parse({"samples": 3, **config}), tmp_path).run(progress=False)
     assert not (tmp_path / "results.sqlite").exists()

@@ -22,7 +22,7 @@ from . import __version__, attacks, metrics, reference, zoo
 from .boards import Board, load_board
 from .build import build_firmware
 from .compiler import compile_model
-from .emulator import instructions_per_tick
+from .emulator import counter_source, instructions_per_tick
 from .errors import UserError
 from .link import Device, LinkError
 from .quantize import PRECISIONS
@@ -37,6 +37,12 @@ MODES = ("transfer", "on-device")
 DEFENSE_PLACES = ("host", "device")
 # On-device attacks query the device for this many samples at a time, each group with its share of the budget.
 QUERY_GROUP = 10
+# The zero-gradient probe of on-device mode: this many samples and input coordinates per sample, with
+# finite-difference steps h of ZOO's default 1e-4 (in the float model's input units) and of one and four input
+# quantization steps.
+GRADIENT_PROBE = {"samples": 8, "coordinates": 16, "zoo_h": 1e-4, "input_steps": (1, 4)}
+# Made attacks kept for reuse by later conditions, at most this many bytes of inputs.
+MADE_BYTES = 1 << 30
 
 
 @dataclass
@@ -67,7 +73,7 @@ class Campaign:
     seeds: list[int] = field(default_factory=lambda: [0])
     attacks: list[AttackSpec] = field(default_factory=list)
     defenses: list[DefenseSpec] = field(default_factory=list)
-    data: str | None = None  # .npz for a .tflite model
+    data: str | None = None  # .npz: test data of a .tflite model, or a data set to train a built-in model on
     float_model: str | None = None  # .keras for a .tflite model
 
     def recorded(self) -> dict:
@@ -211,37 +217,59 @@ def load_config(path: Path) -> Campaign:
 # ---- defenses: the registry is tinyrobust.defenses; this module only passes names and parameters on ----------
 
 
-def host_defense(spec: DefenseSpec | None):
-    """The function a host-side input defense applies to float inputs before quantization (identity for none)."""
-    if spec is None:
+def host_defense(spec: DefenseSpec | None, model: zoo.Model):
+    """The function a host-side input defense applies to float inputs before quantization (identity for none,
+    and for the defenses that are part of the build: on the device, or a retrained model). PixelDefend gets a
+    PixelCNN trained on the model's training data (cached)."""
+    if spec is None or builds_apart(spec):
         return lambda x: x
-    return _configured(spec).apply
+    configured = _configured(spec)
+    if spec.name == "pixeldefend" and configured.params["pixel_cnn"] is None:
+        from .defenses import pixel_cnn
+
+        configured.params["pixel_cnn"] = pixel_cnn(model.x_train)
+    return configured.apply
 
 
 def _configured(spec: DefenseSpec):
     """The defense from tinyrobust.defenses with the spec's parameters (a "preset" parameter names a preset)."""
-    try:
-        from . import defenses
-    except ImportError:
-        raise UserError(
-            "this installation has no defenses yet (tinyrobust.defenses is missing); remove the [[defenses]] "
-            "tables from the campaign"
-        ) from None
+    from . import defenses
+
     params = dict(spec.params)
     return defenses.make(spec.name, params.pop("preset", None), **params)
 
 
-def check_defenses(specs: list[DefenseSpec]) -> None:
-    """Refuse, before anything runs, a defense the runner cannot apply yet: only host-side input defenses are."""
-    for spec in specs:
+def builds_apart(spec: DefenseSpec) -> bool:
+    """Whether the defense needs firmware of its own: a stage on the device, or a retrained model."""
+    return spec.where == "device" or _configured(spec).defense.kind == "training"
+
+
+def defense_label(spec: DefenseSpec, specs: list[DefenseSpec]) -> str:
+    """A short unique name for the defense among the campaign's: its name, its place when on the device, and
+    its position when the same defense appears more than once."""
+    label = spec.name + ("-device" if spec.where == "device" else "")
+    same = [i for i, other in enumerate(specs) if other.name == spec.name and other.where == spec.where]
+    return f"{label}-{same.index(specs.index(spec)) + 1}" if len(same) > 1 else label
+
+
+def check_defenses(c: Campaign) -> None:
+    """Refuse, before anything runs, a defense that cannot run as configured."""
+    users = [m for m in c.models if m.endswith(".tflite")]
+    for spec in c.defenses:
         configured = _configured(spec)  # refuses an unknown name, preset or parameter
-        if configured.defense.kind != "input":
-            raise UserError(
-                f"defense {spec.name} is a {configured.defense.kind} defense, which campaigns do not run yet; "
-                "use an input defense"
-            )
-        if spec.where == "device":
-            raise UserError(f'defense {spec.name} on the device is not run by campaigns yet; use where = "host"')
+        training = configured.defense.kind == "training"
+        if users and (training or spec.name == "pixeldefend"):
+            raise UserError(f"defense {spec.name} learns from the model's training data, which {users[0]} does not "
+                            "come with; use a built-in model")  # fmt: skip
+        if spec.where != "device":
+            continue
+        if training:
+            raise UserError(f'defense {spec.name} trains a new model, so it has no place on the device; remove '
+                            'where = "device"')  # fmt: skip
+        configured.device_stages()  # refuses a defense the firmware cannot run
+        if "int16x8" in c.precisions:
+            raise UserError(f"defense {spec.name} runs on the device's int8 input, so it cannot go with int16x8; "
+                            'run it in a campaign with precisions = ["int8"]')  # fmt: skip
 
 
 # ---- devices ----------------------------------------------------------------------------------------------
@@ -363,7 +391,8 @@ class QueryBudgetSpent(Exception):
 
 @dataclass
 class Build:
-    """One (model, precision): the firmware and everything measured with it."""
+    """One (model, precision, build defense): the firmware and everything measured with it. The build defense
+    is None, a stage on the device, or a training defense (then the model is the retrained one)."""
 
     name: str
     precision: str
@@ -372,6 +401,8 @@ class Build:
     firmware: object
     counter: str = "systick"
     conditions: list[int] = field(default_factory=list)
+    defense: DefenseSpec | None = None
+    label: str = ""  # the build defense's label, "" for none
 
 
 @dataclass
@@ -401,9 +432,9 @@ def load_model(name: str, precision: str, float_model: str | None = None, data: 
     if name.endswith(".tflite"):
         optional = [Path(p) if p else None for p in (float_model, data)]
         return zoo.load_user(Path(name), *optional)
-    if float_model or data:
-        raise UserError("--float-model and --data go with a .tflite file passed to --model, not a built-in model")
-    return zoo.load_builtin(name, precision)
+    if float_model:
+        raise UserError("--float-model goes with a .tflite file passed to --model, not a built-in model")
+    return zoo.load_builtin(name, precision, Path(data) if data else None)
 
 
 def versions() -> dict:
@@ -443,7 +474,9 @@ class Runner:
         self.runs_meta: list[tuple[Build, Condition, int]] = []
         self.pool: Pool | None = None
         self.started_targets = 0
-        self.made: dict = {}  # the last attack's output, for the next eps of a minimal-perturbation attack
+        self.made: dict = {}  # attacks' outputs, for the other eps of a minimal-perturbation attack and defenses
+        self.defending: dict = {}  # host input defenses, made once (PixelDefend trains a PixelCNN)
+        self.boundaries: dict = {}  # condition id -> its distances to the decision boundary
 
     # -- the run --
 
@@ -456,7 +489,7 @@ class Runner:
         if self.jobs > 1 and self.port is not None:
             raise UserError("--port reaches one device, so it runs with --jobs 1")
         attacks.check_names([a.name for a in c.attacks])
-        check_defenses(c.defenses)
+        check_defenses(c)
         self.board = load_board(c.board)
         self.channel = channel_for(self.board, self.channel_choice, self.port)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -484,30 +517,50 @@ class Runner:
         from tqdm import tqdm
 
         units = [(m, p) for m in c.models for p in c.precisions]
+        apart = [d for d in c.defenses if builds_apart(d)]
         per_unit = len(c.seeds) * (1 + len(c.defenses)) * (1 + sum(len(a.eps) for a in c.attacks))
         self.bar = tqdm(total=len(units) * per_unit * c.samples, initial=len(store.ticks()), unit="inference",
                         disable=not progress or None)  # fmt: skip
         try:
             for name, precision in units:
-                self._run_build(name, precision, firmware_dir(self.out, name, precision, len(units) > 1))
+                base = load_model(name, precision, c.float_model, c.data)
+                self.made = {}
+                for defense in [None, *apart]:
+                    label = "" if defense is None else defense_label(defense, c.defenses)
+                    folder = firmware_dir(self.out, name, precision, label, len(units) > 1 or bool(apart))
+                    self._run_build(name, precision, self._model_for(base, precision, defense), defense, folder)
         finally:
             self.bar.close()
             if store.ticks():
                 self.save()
         return self.results()
 
-    def _run_build(self, name: str, precision: str, firmware_dir: Path) -> None:
+    def _model_for(self, base: zoo.Model, precision: str, defense: DefenseSpec | None) -> zoo.Model:
+        """The model a build runs: the base one, or for a training defense the retrained float model (cached)
+        quantized again on the same representative data."""
+        if defense is None or _configured(defense).defense.kind != "training":
+            return base
+        from .quantize import quantize
+
+        self.bar.set_description(f"{base.name}: training with {defense.name}")
+        trained = _configured(defense).train(base.keras, base.x_train, base.y_train, seed=self.campaign.seeds[0])
+        tflite = quantize(trained, base.x_train, precision)
+        return zoo.Model(base.name, tflite, trained, base.x_test, base.y_test, base.x_train, base.y_train)
+
+    def _run_build(self, name: str, precision: str, model: zoo.Model, defense: DefenseSpec | None,
+                   firmware_dir: Path) -> None:  # fmt: skip
         c, store = self.campaign, self.store
-        model = load_model(name, precision, c.float_model, c.data)
-        compiled = compile_model(model.tflite)
+        stages = _configured(defense).device_stages() if defense is not None and defense.where == "device" else []
+        compiled = compile_model(model.tflite, stages)
         check_precision(compiled, precision)
-        sha = compiled.model_hash.hex()
-        if store.get_meta(f"model_sha256 {name} {precision}") not in (None, sha):
+        label = "" if defense is None else defense_label(defense, c.defenses)
+        sha, key = compiled.model_hash.hex(), " ".join(filter(None, ("model_sha256", name, precision, label)))
+        if store.get_meta(key) not in (None, sha):
             raise UserError(f"the model changed since the run in {self.out} began; start a new run with another --out")
-        store.set_meta(f"model_sha256 {name} {precision}", sha)
+        store.set_meta(key, sha)
         firmware = build_firmware(compiled, self.board, firmware_dir, self.channel)
         build = Build(Path(name).stem if name.endswith(".tflite") else name, precision, model, compiled, firmware,
-                      self.board.counter)  # fmt: skip
+                      self.board.counter, defense=defense, label=label)  # fmt: skip
         self.builds.append(build)
         conditions = self._conditions(build)
         jobs = min(self.jobs, c.samples)
@@ -521,7 +574,8 @@ class Runner:
                 chosen = np.sort(rng.permutation(len(model.x_test))[: c.samples])
                 x, y = model.x_test[chosen], model.y_test[chosen]
                 for condition in (k for k in conditions if k.seed == seed):
-                    self.bar.set_description(f"{build.name} {precision} {condition.attack} eps={condition.eps:g}")
+                    defended = f" {condition.defense.name}" if condition.defense else ""
+                    self.bar.set_description(f"{build.name}{defended} {condition.attack} eps={condition.eps:g}")
                     cid = store.condition(**condition.key(build))
                     build.conditions.append(cid)
                     self.runs_meta.append((build, condition, cid))
@@ -533,6 +587,8 @@ class Runner:
                         self.bar.update()
 
                     self.pool.run(store.pending(cid), measured)
+                    if condition.mode == "on-device":
+                        self._probe_gradients(build, condition, x)
                     self.save()
         finally:
             for w in self.pool.workers:
@@ -543,27 +599,32 @@ class Runner:
             self.pool = None
 
     def _conditions(self, build: Build) -> list[Condition]:
+        """The build's conditions, each attack's eps next to each other and each defense's next to the
+        undefended one, so one made attack serves them all (a transfer attack ignores input defenses)."""
         c = self.campaign
         result = []
         if build.model.keras is None and any(a.mode == "transfer" for a in c.attacks):
             self.notes.append(
                 f"{build.name}: no float model was given (--float-model), so transfer attacks were not run"
             )
+        defenses = [build.defense] if build.defense else [None, *(d for d in c.defenses if not builds_apart(d))]
         for seed in c.seeds:
-            for defense in [None, *c.defenses]:
-                result.append(Condition("none", 0.0, defense=defense, seed=seed))
-                for a in c.attacks:
-                    if a.mode == "transfer" and build.model.keras is None:
-                        continue
-                    for eps in a.eps:
-                        queries = a.max_queries if a.mode == "on-device" else 0
-                        result.append(Condition(a.name, float(eps), a.mode, a.params, defense, seed, queries))
+            result += [Condition("none", 0.0, defense=d, seed=seed) for d in defenses]
+            for a in c.attacks:
+                if a.mode == "transfer" and build.model.keras is None:
+                    continue
+                queries = a.max_queries if a.mode == "on-device" else 0
+                for eps in a.eps:
+                    result += [Condition(a.name, float(eps), a.mode, a.params, d, seed, queries) for d in defenses]
         return result
 
     def _add_samples(self, build: Build, cid: int, condition: Condition, x, y) -> None:
-        """Make the condition's inputs and the host references for them, stored before the device runs."""
+        """Make the condition's inputs and the host references for them, stored before the device runs. The
+        references read what the network reads: the inputs after the device's own pre-processing stages."""
+        from .defenses import apply_stages_q
+
         model, tensor = build.model, build.compiled.input
-        defend = host_defense(condition.defense)
+        defend = self._host_defense(condition.defense, model)
         limits = np.iinfo(tensor.dtype)
         lo, hi = reference.dequantize(np.array([limits.min, limits.max]), tensor).tolist()
         if condition.attack == "none":
@@ -579,29 +640,77 @@ class Runner:
                     f"kept their clean inputs, their group having spent its {condition.max_queries} queries per sample"
                 )
         xq = reference.quantize_inputs(defend(x_adv), tensor)
+        seen = apply_stages_q(xq, build.compiled.preprocess)
         floats = None
         if model.keras is not None:
-            floats = reference.float_outputs(model.keras, reference.dequantize(xq, tensor))
-        tflite = reference.tflite_outputs(model.tflite, xq)
-        tflm = reference.tflm_outputs(model.tflite, xq)
+            floats = reference.float_outputs(model.keras, reference.dequantize(seen, tensor))
+        tflite = reference.tflite_outputs(model.tflite, seen)
+        tflm = reference.tflm_outputs(model.tflite, seen)
         self.store.add_samples(cid, y, xq, tflite, tflm, floats)
+
+    def _host_defense(self, spec: DefenseSpec | None, model: zoo.Model):
+        key = (model.name, json.dumps(None if spec is None else spec.key(), sort_keys=True))
+        if key not in self.defending:
+            self.defending[key] = host_defense(spec, model)
+        return self.defending[key]
 
     def _unbounded(self, build: Build, condition: Condition, x, y, clip, defend):
         """The attack's own output with the device queries it made and the samples it left clean. A
-        minimal-perturbation attack runs once for all its eps, which only bound its output."""
+        minimal-perturbation attack runs once for all its eps, which only bound its output. A transfer attack,
+        made on the float model, serves every defense that keeps that model."""
         eps_free = attacks.ATTACKS[condition.attack].eps == "bound"
-        key = (build.name, build.precision, condition.attack, condition.mode, json.dumps(condition.params),
-               json.dumps(None if condition.defense is None else condition.defense.key()), condition.seed,
-               condition.max_queries, None if eps_free else condition.eps)  # fmt: skip
+        on_device = condition.mode == "on-device"
+        retrained = build.defense is not None and build.defense.where != "device"
+        attacked = build.label if on_device or retrained else ""  # the float model's, or the device's, build
+        defense = condition.defense.key() if on_device and condition.defense else None
+        key = json.dumps([build.name, build.precision, attacked, condition.attack, condition.mode, condition.params,
+                          defense, condition.seed, condition.max_queries, None if eps_free else condition.eps],
+                         sort_keys=True)  # fmt: skip
         if key not in self.made:
             if condition.mode == "transfer":
                 classifier = attacks.classifier(build.model.keras, clip)
                 made = attacks.unbounded(condition.attack, classifier, x, y, condition.eps, condition.seed,
                                          condition.params)  # fmt: skip
-                self.made = {key: (made, None, 0)}
+                self.made[key] = (made, None, 0)
             else:
-                self.made = {key: self._attack_device(build, condition, x, y, clip, defend)}
+                self.made[key] = self._attack_device(build, condition, x, y, clip, defend)
+            while len(self.made) > 1 and sum(m[0].nbytes for m in self.made.values()) > MADE_BYTES:
+                del self.made[next(iter(self.made))]  # the oldest
         return self.made[key]
+
+    def _probe_gradients(self, build: Build, condition: Condition, x: np.ndarray) -> None:
+        """The zero density of finite-difference gradient estimates on the device (in the store's meta, once per
+        build, defense and seed): at the clean inputs of the first samples, for random input coordinates i, the
+        device's outputs at x + h e_i and x - h e_i; an estimate is zero when the two outputs are equal, which
+        is what a gradient-estimating attack (ZOO, HopSkipJump) sees of a quantized network."""
+        key = probe_key(build, condition)
+        if self.store.get_meta(key) is not None:
+            return
+        tensor, defend = build.compiled.input, self._host_defense(condition.defense, build.model)
+        limits = np.iinfo(tensor.dtype)
+        lo, hi = reference.dequantize(np.array([limits.min, limits.max]), tensor).tolist()
+        step = float(tensor.scale[0])
+        hs = [GRADIENT_PROBE["zoo_h"], *(k * step for k in GRADIENT_PROBE["input_steps"])]
+        rng = np.random.default_rng(condition.seed)
+        n, size = min(GRADIENT_PROBE["samples"], len(x)), int(np.prod(x.shape[1:]))
+        coordinates = np.stack([rng.choice(size, min(GRADIENT_PROBE["coordinates"], size), replace=False)
+                                for _ in range(n)])  # fmt: skip
+        probes = []
+        for h in hs:
+            for j, i in np.ndindex(coordinates.shape):
+                for sign in (1.0, -1.0):
+                    probe = x[j].reshape(-1).astype(np.float32).copy()
+                    probe[coordinates[j, i]] = np.clip(probe[coordinates[j, i]] + sign * h, lo, hi)
+                    probes.append(probe.reshape(x.shape[1:]))
+        xq = reference.quantize_inputs(defend(np.stack(probes)), tensor)
+        outputs = np.stack([np.frombuffer(a[0], np.uint8) for a in self.pool.infer_all([q.tobytes() for q in xq])])
+        pairs = outputs.reshape(len(hs), coordinates.size, 2, -1)
+        zero = np.all(pairs[:, :, 0] == pairs[:, :, 1], axis=2)
+        self.store.set_meta(key, {
+            "samples": n, "coordinates": int(coordinates.shape[1]), "queries": len(probes),
+            "h": [{"h": h, "input_steps": h / step, "zero_density": float(z.mean())}
+                  for h, z in zip(hs, zero, strict=True)],
+        })  # fmt: skip
 
     def _attack_device(self, build: Build, condition: Condition, x, y, clip, defend):
         """A gradient-free attack that queries the device: each query is quantized, sent, and its output
@@ -646,9 +755,20 @@ class Runner:
 
     # -- results --
 
+    def _boundary(self, build: Build, cid: int, outputs: dict, clean: dict | None) -> dict | None:
+        """metrics.boundary_distance of a minimal-perturbation attack's condition, computed once per condition
+        (save() calls results() after each one); None without its clean condition, or when stages on the device
+        pre-process the inputs (the stored inputs are then not what the network reads)."""
+        if clean is None or len(clean["labels"]) != len(outputs["labels"]) or build.compiled.preprocess:
+            return None
+        if cid not in self.boundaries:
+            self.boundaries[cid] = metrics.boundary_distance(clean["input"], outputs["input"], build.compiled.input,
+                                                             build.model.tflite, build.model.keras)  # fmt: skip
+        return self.boundaries[cid]
+
     def results(self) -> dict:
         store = self.store
-        runs = []
+        runs, examples = [], []
         clean: dict = {}
         for build, condition, cid in self.runs_meta:
             if store.pending(cid) or not store.has_samples(cid):
@@ -672,12 +792,21 @@ class Runner:
             row.update(metrics.condition_metrics(outputs, clean.get(where), build.compiled, condition.mode))
             if condition.mode == "on-device":
                 row["queries"] = store.queries(cid)
+                row["gradient_probe"] = store.get_meta(probe_key(build, condition))
+            if condition.attack != "none" and attacks.ATTACKS[condition.attack].eps == "bound":
+                row["boundary"] = self._boundary(build, cid, outputs, clean.get(where))
+            if condition.attack != "none" and condition.seed == self.campaign.seeds[0] and where in clean:
+                shown = metrics.examples(outputs, clean[where], build.compiled.input)  # for the report's figure
+                if shown:
+                    examples.append({k: row[k] for k in ("model", "precision", "attack", "eps", "mode", "defense")})
+                    examples[-1].update(shown)
             runs.append(row)
         first = self.builds[0] if self.builds else None
         builds = [
             {
                 "model": b.name,
                 "precision": b.precision,
+                "defense": b.label or None,
                 "sha256": b.compiled.model_hash.hex(),
                 "input": {
                     "shape": list(b.compiled.input.shape),
@@ -705,6 +834,7 @@ class Runner:
             "latency": None if first is None else builds[0]["latency"],
             "builds": builds,
             "runs": runs,
+            "examples": examples,
             "link": link,
             "settings": self.settings or self.campaign.recorded(),
             "campaign": self.campaign.recorded(),
@@ -725,8 +855,15 @@ class Runner:
         write_report(results, self.out / "report.html")
 
 
-def firmware_dir(out: Path, model: str, precision: str, several: bool) -> Path:
-    return out / "firmware" / f"{Path(model).stem}-{precision}" if several else out / "firmware"
+def probe_key(build: Build, condition: Condition) -> str:
+    defense = None if condition.defense is None else condition.defense.key()
+    return "gradient_probe " + json.dumps([build.name, build.precision, build.label, defense, condition.seed])
+
+
+def firmware_dir(out: Path, model: str, precision: str, label: str, several: bool) -> Path:
+    """out/firmware, or with several builds a folder in it for each: model-precision[-defense]."""
+    name = "-".join(filter(None, (Path(model).stem, precision, label)))
+    return out / "firmware" / name if several else out / "firmware"
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -742,7 +879,7 @@ def latency(board: Board, ticks: list[int], counter: str = "systick") -> dict:
     if board.emulated and counter == "systick":
         return {
             "unit": "instructions",
-            "source": "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles",
+            "source": counter_source(board),
             "per_inference": _summary(counts * instructions_per_tick(board)),
             "inferences": len(counts),
         }
