@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -545,7 +545,7 @@ class Runner:
         self.bar.set_description(f"{base.name}: training with {defense.name}")
         trained = _configured(defense).train(base.keras, base.x_train, base.y_train, seed=self.campaign.seeds[0])
         tflite = quantize(trained, base.x_train, precision)
-        return zoo.Model(base.name, tflite, trained, base.x_test, base.y_test, base.x_train, base.y_train)
+        return replace(base, tflite=tflite, keras=trained)
 
     def _run_build(self, name: str, precision: str, model: zoo.Model, defense: DefenseSpec | None,
                    firmware_dir: Path) -> None:  # fmt: skip
@@ -589,7 +589,7 @@ class Runner:
                     self.pool.run(store.pending(cid), measured)
                     if condition.mode == "on-device":
                         self._probe_gradients(build, condition, x)
-                    self.save()
+                    self.save(report=False)
         finally:
             for w in self.pool.workers:
                 for k, v in w.link.items():
@@ -625,8 +625,7 @@ class Runner:
 
         model, tensor = build.model, build.compiled.input
         defend = self._host_defense(condition.defense, model)
-        limits = np.iinfo(tensor.dtype)
-        lo, hi = reference.dequantize(np.array([limits.min, limits.max]), tensor).tolist()
+        lo, hi = input_domain(build)
         if condition.attack == "none":
             x_adv = x
         else:
@@ -687,8 +686,7 @@ class Runner:
         if self.store.get_meta(key) is not None:
             return
         tensor, defend = build.compiled.input, self._host_defense(condition.defense, build.model)
-        limits = np.iinfo(tensor.dtype)
-        lo, hi = reference.dequantize(np.array([limits.min, limits.max]), tensor).tolist()
+        lo, hi = input_domain(build)
         step = float(tensor.scale[0])
         hs = [GRADIENT_PROBE["zoo_h"], *(k * step for k in GRADIENT_PROBE["input_steps"])]
         rng = np.random.default_rng(condition.seed)
@@ -846,13 +844,27 @@ class Runner:
             "wall_seconds": round(time.monotonic() - self.started, 2),
         }  # fmt: skip
 
-    def save(self) -> None:
+    def save(self, report: bool = True) -> None:
+        """results.json and the CSV tables, after every condition; report.html (its plots take seconds) when
+        the run ends or stops."""
         from .report import write_csv, write_report
 
         results = self.results()
         (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         write_csv(results, self.out)
-        write_report(results, self.out / "report.html")
+        if report:
+            write_report(results, self.out / "report.html")
+
+
+def input_domain(build: Build) -> tuple[float, float]:
+    """Where attacks keep their inputs: what the input tensor can represent, within the model's own input
+    range when it has one (an int16x8 input's symmetric range reaches far below a pixel's 0)."""
+    tensor = build.compiled.input
+    limits = np.iinfo(tensor.dtype)
+    lo, hi = reference.dequantize(np.array([limits.min, limits.max]), tensor).tolist()
+    if build.model.input_range is not None:
+        lo, hi = max(lo, build.model.input_range[0]), min(hi, build.model.input_range[1])
+    return lo, hi
 
 
 def probe_key(build: Build, condition: Condition) -> str:

@@ -32,15 +32,14 @@ def _png(fig) -> str:
 
 
 def _first_series(results: dict) -> list[dict]:
-    """The runs of the first model and precision, first seed, transfer mode and no defense."""
+    """The runs of the first model, every precision, first seed, transfer mode and no defense."""
     runs = results["runs"]
     if not runs:
         return []
     first = runs[0]
     return [
         r for r in runs
-        if (r.get("model"), r.get("precision"), r.get("seed")) == (first.get("model"), first.get("precision"),
-                                                                   first.get("seed"))
+        if (r.get("model"), r.get("seed")) == (first.get("model"), first.get("seed"))
         and r.get("mode", "transfer") == "transfer" and r.get("defense") is None
     ]  # fmt: skip
 
@@ -59,28 +58,34 @@ def _grid(plt, panels: int, columns: int = 4):
 
 
 def accuracy_plot(results: dict) -> str | None:
-    """Accuracy vs eps of every engine, one panel per attack, the clean run at eps 0 (first model and precision,
-    transfer attacks without defense)."""
+    """Accuracy vs eps, one panel per attack, the clean run at eps 0 (first model, transfer attacks without
+    defense): the float model, then for each precision the quantized model in TFLite and TFLM and the device.
+    Unbounded runs of minimal-perturbation attacks (eps 0) are in the tables, not on the curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     series = _first_series(results)
-    clean = next((r for r in series if r["attack"] == "none"), None)
-    names = sorted({r["attack"] for r in series if r["attack"] != "none"})
-    if clean is None:
+    precisions = list(dict.fromkeys(r["precision"] for r in series))
+    names = sorted({r["attack"] for r in series if r["attack"] != "none" and r["eps"] > 0})
+    if not any(r["attack"] == "none" for r in series):
         return None
     panels = names or ["none"]
     fig, axes = _grid(plt, len(panels))
     for ax, name in zip(axes, panels, strict=False):
-        runs = [clean] + sorted((r for r in series if r["attack"] == name and r["eps"] > 0), key=lambda r: r["eps"])
-        eps = [r["eps"] for r in runs]
-        labels = engines(precision_of(results))
-        for (key, label), style in zip(labels, ["-o", "--s", ":^", "-x"], strict=True):
-            values = [r["accuracy"][key] for r in runs]
-            if all(v is not None for v in values):
-                ax.plot(eps, values, style, label=label, markersize=5)
+        for i, precision in enumerate(precisions):
+            runs = sorted((r for r in series if r["precision"] == precision and
+                           (r["attack"] == "none" or r["attack"] == name and r["eps"] > 0)),
+                          key=lambda r: r["eps"])  # fmt: skip
+            eps = [r["eps"] for r in runs]
+            lines = engines(precision)[i > 0 :]  # the float model once
+            styles = ["-o", "--s", ":^", "-x"][i > 0 :]
+            for (key, label), style in zip(lines, styles, strict=True):
+                values = [r["accuracy"][key] for r in runs]
+                if all(v is not None for v in values):
+                    label = f"device {precision}" if key == "device" and len(precisions) > 1 else label
+                    ax.plot(eps, values, style, label=label, markersize=5, alpha=0.9)
         ax.set_title(name.upper() if name != "none" else "clean")
         ax.set_xlabel("eps (L-inf, input units)")
         ax.set_ylim(-0.02, 1.02)

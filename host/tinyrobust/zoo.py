@@ -26,6 +26,7 @@ class Model:
     # What a built-in model was trained and quantized on, for the training defenses and for re-quantizing.
     x_train: np.ndarray | None = None
     y_train: np.ndarray | None = None
+    input_range: tuple[float, float] | None = None  # the float inputs' domain, when known
 
 
 def builtin_names() -> list[str]:
@@ -225,7 +226,8 @@ def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -
     if not trained:
         y_train, y_test = (np.asarray(float_model.predict(x, batch_size=32, verbose=0)).reshape(len(x), -1).argmax(1)
                            for x in (x_train, x_test))  # fmt: skip
-    return Model(name, tflite_path.read_bytes(), float_model, x_test, y_test, x_train, y_train)
+    lo, hi = spec.get("input_range", [0.0, 1.0])
+    return Model(name, tflite_path.read_bytes(), float_model, x_test, y_test, x_train, y_train, (lo, hi))
 
 
 def load_user(tflite: Path, float_model: Path | None, data: Path | None) -> Model:
