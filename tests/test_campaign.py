@@ -144,6 +144,10 @@ def test_on_device_attacks_query_the_device_within_their_budget(on_device_run):
         table = list(csv.DictReader(f))
     assert len(table) == 4 and table[2]["queries"] == str(runs[("square_linf", "on-device")]["queries"])
     assert (out / "builds.csv").is_file()
+    with open(out / "on_device.csv") as f:
+        probed = list(csv.DictReader(f))
+    assert [r["attack"] for r in probed] == ["square_linf", "boundary"]
+    assert float(probed[0]["zero gradients, h = 0.0001 (0.025 input steps)"]) == densities[0]
     report = (out / "report.html").read_text()
     assert "Robust accuracy on the device" in report and "adversarial-robustness-toolbox 1.20.1" in report
 

@@ -297,6 +297,23 @@ def disagreement_table(results: dict) -> dict:
     return {"columns": columns, "rows": rows}
 
 
+def on_device_table(results: dict) -> dict:
+    """Per on-device run: the device queries the attack made, and the zero density of finite-difference gradient
+    estimates on the device at each probe step h (campaign.GRADIENT_PROBE)."""
+    rows, steps = [], []
+    for r in results["runs"]:
+        if r.get("mode") != "on-device":
+            continue
+        row = {**_condition(r), "queries": r.get("queries"), "device accuracy": r["accuracy"]["device"]}
+        for h in (r.get("gradient_probe") or {}).get("h", []):
+            column = f"zero gradients, h = {h['h']:.2g} ({h['input_steps']:.2g} input steps)"
+            steps.append(column)
+            row[column] = h["zero_density"]
+        rows.append(row)
+    columns = [*CONDITION, "queries", "device accuracy", *dict.fromkeys(steps)]
+    return {"columns": columns, "rows": [dict.fromkeys(columns) | row for row in rows]}
+
+
 def _series_name(row: dict, several_builds: bool, several_seeds: bool) -> str:
     parts = [_build_label(row["model"], row["precision"], several_builds), attack_label(row)]
     if row["defense"] != "none":
@@ -566,6 +583,7 @@ def tables(results: dict) -> dict[str, dict]:
     found["heatmap"] = heatmap(results)
     found["disagreement"] = disagreement_table(results)
     found["boundary"] = boundary_table(results)
+    found["on_device"] = on_device_table(results)
     found["provenance"] = provenance_table(results)
     return found
 
