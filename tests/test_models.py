@@ -119,7 +119,8 @@ def test_bench_command_writes_every_figure(small_model, tmp_path):
     assert result.stdout.startswith("| model |")
     (row,) = json.loads(out.read_text())["models"]
     assert row["name"] == "small" and row["precision"] == "int8"
-    for key in ("instructions_per_inference", "arena_bytes", "tflm_arena_bytes", "flash_code_bytes"):
+    figures = ("instructions_per_inference", "arena_bytes", "tflm_arena_bytes", "flash_code_bytes")
+    for key in (*figures, "flash_weight_bytes", "flash_quant_params_bytes"):
         assert row[key] > 0
     assert row["arena_bytes"] <= row["tflm_arena_bytes"] < row["tflm_arena_total_bytes"]
 
