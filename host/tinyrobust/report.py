@@ -161,16 +161,18 @@ def memory_plot(memory: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 1.9))
+    fig, ax = plt.subplots(figsize=(6.5, 2.1))
     kib = 1024
-    ax.barh(["flash"], [memory["code_bytes"] / kib], label="code", color="#4c72b0")
-    ax.barh(["flash"], [memory["weights_bytes"] / kib], left=[memory["code_bytes"] / kib], label="weights",
-            color="#55a868")  # fmt: skip
+    left = 0.0
+    for key, label, color in (("code_bytes", "code", "#4c72b0"), ("quant_params_bytes", "quantization parameters",
+                              "#dd8452"), ("weights_bytes", "weights", "#55a868")):  # fmt: skip
+        ax.barh(["flash"], [memory.get(key, 0) / kib], left=[left], label=label, color=color)
+        left += memory.get(key, 0) / kib
     other = memory["ram_bytes"] - memory["arena_bytes"]
     ax.barh(["RAM"], [memory["arena_bytes"] / kib], label="arena", color="#c44e52")
     ax.barh(["RAM"], [other / kib], left=[memory["arena_bytes"] / kib], label="stack and other", color="#8172b2")
     ax.set_xlabel("KiB")
-    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.45))
     png = _png(fig)
     plt.close(fig)
     return png
