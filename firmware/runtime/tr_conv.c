@@ -1,98 +1,289 @@
+/* Convolutions and fully connected layers.
+ *
+ * The int8 kernels follow CMSIS-NN's design. The compiler folds the input offset into the bias (bias + in_offset
+ * * the sum of each filter's weights: exact, as int32 sums are), so the inner loops are plain dot products of
+ * int8 values. A tap outside the input (padding) then adds weight * zero point, which cancels that tap's share of
+ * the folded term: the result is TFLM's, whose reference kernel skips the tap. The taps inside the input are
+ * found once per output pixel, never per product, and each input load serves two output channels. On cores
+ * with the DSP extension the products go four int8 pairs at a time through SXTB16 and SMLAD; elsewhere (the
+ * Cortex-M3, the host build of the tests) the same loops run with scalar products.
+ */
+#include <string.h>
+
+#include "tr_fixedpoint.h"
 #include "tr_kernels.h"
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define TR_DSP 1
+#else
+#define TR_DSP 0
+#endif
 
 static inline int8_t clamp_s8(int32_t v, int32_t lo, int32_t hi)
 {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
+/* tr_requantize inlined: it runs once per output value, as often as a 3x3 depthwise filter's nine products. */
+static inline int8_t requantize_s8(int32_t acc, const tr_requant *r, int c, int32_t out_offset, int32_t lo,
+                                   int32_t hi)
+{
+    return clamp_s8(tr_fp_requantize(acc, r->multiplier[c], r->shift[c]) + out_offset, lo, hi);
+}
+
+#if TR_DSP
+/* Four int8 values from any address (the core allows unaligned word loads). */
+static inline int32_t load4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Bytes 1 and 3 of x sign-extended into two halfwords (__sxtb16 takes bytes 0 and 2); GCC's ACLE lacks __ror. */
+static inline int32_t sxtb16_ror8(int32_t x)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+#endif
+
+/* *acc0 += w0 . x and *acc1 += w1 . x over n int8 values: each input load serves two output channels. */
+static inline void dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int n, int32_t *acc0, int32_t *acc1)
+{
+    int32_t a0 = *acc0, a1 = *acc1;
+#if TR_DSP
+    for (; n >= 4; n -= 4) {
+        const int32_t xv = load4(x), v0 = load4(w0), v1 = load4(w1);
+        const int32_t x02 = __sxtb16(xv), x13 = sxtb16_ror8(xv);
+        a0 = __smlad(__sxtb16(v0), x02, a0);
+        a0 = __smlad(sxtb16_ror8(v0), x13, a0);
+        a1 = __smlad(__sxtb16(v1), x02, a1);
+        a1 = __smlad(sxtb16_ror8(v1), x13, a1);
+        x += 4;
+        w0 += 4;
+        w1 += 4;
+    }
+#endif
+    for (; n > 0; n--) {
+        const int32_t xi = *x++;
+        a0 += *w0++ * xi;
+        a1 += *w1++ * xi;
+    }
+    *acc0 = a0;
+    *acc1 = a1;
+}
+
+/* Taps outside the input: n weights of each filter times the input's zero point (see the top of the file). */
+static inline void pad2_s8(const int8_t *w0, const int8_t *w1, int n, int32_t zero_point, int32_t *acc0,
+                           int32_t *acc1)
+{
+    int32_t s0 = 0, s1 = 0;
+    for (; n > 0; n--) {
+        s0 += *w0++;
+        s1 += *w1++;
+    }
+    *acc0 += s0 * zero_point;
+    *acc1 += s1 * zero_point;
+}
+
+/* The taps [*lo, *hi) of a k-tap filter whose input coordinate (start + tap * dilation) lies in [0, size). */
+static inline void inside_taps(int start, int k, int dilation, int size, int *lo, int *hi)
+{
+    int l = 0, h = k;
+    while (l < k && start + l * dilation < 0) {
+        l++;
+    }
+    while (h > l && start + (h - 1) * dilation >= size) {
+        h--;
+    }
+    *lo = l;
+    *hi = h;
+}
+
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
-    const int per_group = p->out_c / (p->in_c / p->k_c);
+    const int k_h = p->k_h, k_w = p->k_w, k_c = p->k_c, in_w = p->in_w, in_c = p->in_c;
+    const int groups = in_c / k_c, per_group = p->out_c / groups;
+    const int row_size = k_w * k_c, filter_size = k_h * row_size;
+    const int32_t zero_point = -p->in_offset;
+    /* With one group and no dilation along x, a filter row's taps are consecutive bytes of the input too: one
+     * dot product per row instead of one per tap. */
+    const int whole_rows = groups == 1 && p->dilation_w == 1;
+    const int tap_step = p->dilation_w * in_c; /* input bytes between a row's taps */
     for (int oy = 0; oy < p->out_h; oy++) {
         const int iy0 = oy * p->stride_h - p->pad_h;
+        int ky_lo, ky_hi;
+        inside_taps(iy0, k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
         for (int ox = 0; ox < p->out_w; ox++) {
             const int ix0 = ox * p->stride_w - p->pad_w;
-            for (int oc = 0; oc < p->out_c; oc++) {
-                const int group_base = (oc / per_group) * p->k_c;
-                const int8_t *filter = p->weights + oc * p->k_h * p->k_w * p->k_c;
-                int32_t acc = 0;
-                for (int ky = 0; ky < p->k_h; ky++) {
-                    const int iy = iy0 + ky * p->dilation_h;
-                    if (iy < 0 || iy >= p->in_h) {
+            int kx_lo, kx_hi;
+            inside_taps(ix0, k_w, p->dilation_w, in_w, &kx_lo, &kx_hi);
+            const int inside = (kx_hi - kx_lo) * k_c; /* weights per row meeting the input */
+            for (int oc = 0; oc < p->out_c; oc += 2) {
+                /* Channels in pairs; a pair never straddles two groups, and a group's odd last channel is
+                 * computed twice, once discarded. */
+                const int pair = (oc + 1) % per_group != 0 && oc + 1 < p->out_c;
+                const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
+                const int8_t *x_group = in + (oc / per_group) * k_c;
+                int32_t acc0 = p->bias ? p->bias[oc] : 0, acc1 = p->bias && pair ? p->bias[oc + 1] : 0;
+                for (int ky = 0; ky < k_h; ky++, w0 += row_size, w1 += row_size) {
+                    if (ky < ky_lo || ky >= ky_hi) {
+                        pad2_s8(w0, w1, row_size, zero_point, &acc0, &acc1);
                         continue;
                     }
-                    for (int kx = 0; kx < p->k_w; kx++) {
-                        const int ix = ix0 + kx * p->dilation_w;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        const int8_t *x = in + (iy * p->in_w + ix) * p->in_c + group_base;
-                        const int8_t *w = filter + (ky * p->k_w + kx) * p->k_c;
-                        for (int ic = 0; ic < p->k_c; ic++) {
-                            acc += w[ic] * (x[ic] + p->in_offset);
+                    pad2_s8(w0, w1, kx_lo * k_c, zero_point, &acc0, &acc1);
+                    const int8_t *x = x_group + ((iy0 + ky * p->dilation_h) * in_w + ix0 + kx_lo * p->dilation_w) * in_c;
+                    const int8_t *v0 = w0 + kx_lo * k_c, *v1 = w1 + kx_lo * k_c;
+                    if (whole_rows) {
+                        dot2_s8(x, v0, v1, inside, &acc0, &acc1);
+                    } else {
+                        for (int kx = kx_lo; kx < kx_hi; kx++, x += tap_step, v0 += k_c, v1 += k_c) {
+                            dot2_s8(x, v0, v1, k_c, &acc0, &acc1);
                         }
                     }
+                    pad2_s8(w0 + kx_hi * k_c, w1 + kx_hi * k_c, (k_w - kx_hi) * k_c, zero_point, &acc0, &acc1);
                 }
-                if (p->bias) {
-                    acc += p->bias[oc];
+                out[oc] = requantize_s8(acc0, &p->requant, oc, p->out_offset, p->act_min, p->act_max);
+                if (pair) {
+                    out[oc + 1] = requantize_s8(acc1, &p->requant, oc + 1, p->out_offset, p->act_min, p->act_max);
+                } else {
+                    oc--; /* the next pair starts at the next channel */
                 }
-                acc = tr_requantize(acc, p->requant.multiplier[oc], p->requant.shift[oc]) + p->out_offset;
-                out[(oy * p->out_w + ox) * p->out_c + oc] = clamp_s8(acc, p->act_min, p->act_max);
+            }
+            out += p->out_c;
+        }
+    }
+}
+
+/* acc[i] += w[i] * x[i] for four consecutive channels of one tap (depthwise: every channel its own filter). */
+static inline void mac4_s8(const int8_t *x, const int8_t *w, int32_t acc[4])
+{
+#if TR_DSP
+    const int32_t xv = load4(x), wv = load4(w);
+    const int32_t x02 = __sxtb16(xv), w02 = __sxtb16(wv), x13 = sxtb16_ror8(xv), w13 = sxtb16_ror8(wv);
+    acc[0] = __smlabb(x02, w02, acc[0]);
+    acc[1] = __smlabb(x13, w13, acc[1]);
+    acc[2] = __smlatt(x02, w02, acc[2]);
+    acc[3] = __smlatt(x13, w13, acc[3]);
+#else
+    for (int i = 0; i < 4; i++) {
+        acc[i] += w[i] * x[i];
+    }
+#endif
+}
+
+/* One depthwise output pixel, channels [c, c + 4) (depth multiplier 1: input channel = output channel). */
+static inline void depthwise4_s8(const tr_conv_params *p, const int8_t *in, int c, int iy0, int ix0, int ky_lo,
+                                 int ky_hi, int kx_lo, int kx_hi, int32_t acc[4])
+{
+    const int32_t zero_point = -p->in_offset;
+    const int tap_step = p->dilation_w * p->in_c;
+    for (int ky = 0; ky < p->k_h; ky++) {
+        const int8_t *w = p->weights + ky * p->k_w * p->out_c + c;
+        const int inside_row = ky >= ky_lo && ky < ky_hi;
+        const int lo = inside_row ? kx_lo : p->k_w, hi = inside_row ? kx_hi : p->k_w;
+        for (int kx = 0; kx < lo; kx++, w += p->out_c) {
+            for (int i = 0; i < 4; i++) {
+                acc[i] += w[i] * zero_point;
+            }
+        }
+        const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + lo * p->dilation_w) * p->in_c + c;
+        for (int kx = lo; kx < hi; kx++, w += p->out_c, x += tap_step) {
+            mac4_s8(x, w, acc);
+        }
+        for (int kx = hi; kx < p->k_w; kx++, w += p->out_c) {
+            for (int i = 0; i < 4; i++) {
+                acc[i] += w[i] * zero_point;
             }
         }
     }
+}
+
+/* One depthwise output value, channel oc of input channel ic: any depth multiplier. */
+static inline int32_t depthwise1_s8(const tr_conv_params *p, const int8_t *in, int oc, int ic, int iy0, int ix0,
+                                    int ky_lo, int ky_hi, int kx_lo, int kx_hi, int32_t acc)
+{
+    const int32_t zero_point = -p->in_offset;
+    const int tap_step = p->dilation_w * p->in_c;
+    for (int ky = 0; ky < p->k_h; ky++) {
+        const int8_t *w = p->weights + ky * p->k_w * p->out_c + oc;
+        const int inside_row = ky >= ky_lo && ky < ky_hi;
+        const int lo = inside_row ? kx_lo : p->k_w, hi = inside_row ? kx_hi : p->k_w;
+        for (int kx = 0; kx < lo; kx++, w += p->out_c) {
+            acc += *w * zero_point;
+        }
+        const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + lo * p->dilation_w) * p->in_c + ic;
+        for (int kx = lo; kx < hi; kx++, w += p->out_c, x += tap_step) {
+            acc += *w * *x;
+        }
+        for (int kx = hi; kx < p->k_w; kx++, w += p->out_c) {
+            acc += *w * zero_point;
+        }
+    }
+    return acc;
 }
 
 void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
+    const int out_c = p->out_c, m = p->depth_multiplier;
+    /* Four channels at a time where input and output channels coincide; the rest one at a time. */
+    const int blocked = m == 1 ? out_c & ~3 : 0;
     for (int oy = 0; oy < p->out_h; oy++) {
         const int iy0 = oy * p->stride_h - p->pad_h;
+        int ky_lo, ky_hi;
+        inside_taps(iy0, p->k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
         for (int ox = 0; ox < p->out_w; ox++) {
             const int ix0 = ox * p->stride_w - p->pad_w;
-            for (int ic = 0; ic < p->in_c; ic++) {
-                for (int m = 0; m < p->depth_multiplier; m++) {
-                    const int oc = ic * p->depth_multiplier + m;
-                    int32_t acc = 0;
-                    for (int ky = 0; ky < p->k_h; ky++) {
-                        const int iy = iy0 + ky * p->dilation_h;
-                        if (iy < 0 || iy >= p->in_h) {
-                            continue;
-                        }
-                        for (int kx = 0; kx < p->k_w; kx++) {
-                            const int ix = ix0 + kx * p->dilation_w;
-                            if (ix < 0 || ix >= p->in_w) {
-                                continue;
-                            }
-                            const int32_t x = in[(iy * p->in_w + ix) * p->in_c + ic];
-                            acc += p->weights[(ky * p->k_w + kx) * p->out_c + oc] * (x + p->in_offset);
-                        }
+            int kx_lo, kx_hi;
+            inside_taps(ix0, p->k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
+            for (int c = 0; c < blocked; c += 4) {
+                int32_t acc[4] = {0, 0, 0, 0};
+                if (p->bias) {
+                    for (int i = 0; i < 4; i++) {
+                        acc[i] = p->bias[c + i];
                     }
-                    if (p->bias) {
-                        acc += p->bias[oc];
-                    }
-                    acc = tr_requantize(acc, p->requant.multiplier[oc], p->requant.shift[oc]) + p->out_offset;
-                    out[(oy * p->out_w + ox) * p->out_c + oc] = clamp_s8(acc, p->act_min, p->act_max);
+                }
+                depthwise4_s8(p, in, c, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, acc);
+                for (int i = 0; i < 4; i++) {
+                    out[c + i] = requantize_s8(acc[i], &p->requant, c + i, p->out_offset, p->act_min, p->act_max);
                 }
             }
+            for (int oc = blocked; oc < out_c; oc++) {
+                const int32_t acc = depthwise1_s8(p, in, oc, oc / m, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi,
+                                                  p->bias ? p->bias[oc] : 0);
+                out[oc] = requantize_s8(acc, &p->requant, oc, p->out_offset, p->act_min, p->act_max);
+            }
+            out += out_c;
         }
     }
 }
 
+/* TFLM's sum of (w + weights_offset) * (x + in_offset): the compiler folded in_offset * sum(w) and
+ * in_n * weights_offset * in_offset into the bias; weights_offset * sum(x) is one sum per input row. */
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
 {
-    for (int r = 0; r < p->rows; r++) {
-        const int8_t *x = in + r * p->in_n;
-        for (int o = 0; o < p->out_n; o++) {
-            const int8_t *w = p->weights + o * p->in_n;
-            int32_t acc = 0;
-            for (int i = 0; i < p->in_n; i++) {
-                acc += (w[i] + p->weights_offset) * (x[i] + p->in_offset);
+    const int in_n = p->in_n, out_n = p->out_n;
+    for (int r = 0; r < p->rows; r++, in += in_n, out += out_n) {
+        int32_t x_sum = 0;
+        if (p->weights_offset) {
+            for (int i = 0; i < in_n; i++) {
+                x_sum += in[i];
             }
-            if (p->bias) {
-                acc += p->bias[o];
+        }
+        const int32_t row_term = p->weights_offset * x_sum;
+        for (int o = 0; o < out_n; o += 2) {
+            const int pair = o + 1 < out_n;
+            const int8_t *w0 = p->weights + o * in_n, *w1 = pair ? w0 + in_n : w0;
+            int32_t acc0 = row_term + (p->bias ? p->bias[o] : 0);
+            int32_t acc1 = row_term + (p->bias && pair ? p->bias[o + 1] : 0);
+            dot2_s8(in, w0, w1, in_n, &acc0, &acc1);
+            out[o] = requantize_s8(acc0, &p->requant, o, p->out_offset, p->act_min, p->act_max);
+            if (pair) {
+                out[o + 1] = requantize_s8(acc1, &p->requant, o + 1, p->out_offset, p->act_min, p->act_max);
             }
-            acc = tr_requantize(acc, p->requant.multiplier[o], p->requant.shift[o]) + p->out_offset;
-            out[r * p->out_n + o] = clamp_s8(acc, p->act_min, p->act_max);
         }
     }
 }

@@ -110,6 +110,17 @@ static inline int32_t tr_fp_one_minus_over_one_plus(int32_t a)
     return tr_fp_mulpot(tr_fp_reciprocal_q2(a) - (1 << 29), 2);
 }
 
+/* TFLM's MultiplyByQuantizedMultiplier without TFLITE_SINGLE_ROUNDING (two roundings); inline for the kernels
+ * that requantize every output value. */
+static inline int32_t tr_fp_requantize(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    const int32_t left_shift = shift > 0 ? shift : 0;
+    const int32_t right_shift = shift > 0 ? 0 : -shift;
+    /* Unsigned multiply: the wrap-around TFLM gets from int32 overflow, without undefined behaviour. */
+    const int32_t shifted = (int32_t)((uint32_t)acc * (1u << left_shift));
+    return tr_fp_rdivpot(tr_fp_mul(shifted, multiplier), right_shift);
+}
+
 /* TFLM's MultiplyByQuantizedMultiplierGreaterThanOne (double rounding). */
 static inline int32_t tr_fp_requantize_up(int32_t x, int32_t multiplier, int32_t left_shift)
 {

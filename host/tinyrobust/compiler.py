@@ -186,6 +186,20 @@ def _bias(graph: Graph, op: Op, name: str, activations: str, accepted: tuple[str
     return fields, [Constant(f"tr_w_{name}_bias", C_TYPES[bias.type_name], bias.data.reshape(-1))]
 
 
+def _fold_input_offset(
+    name: str, bias_fields: dict, bias_constants: list, weight_sums: np.ndarray, in_offset: int, constant: int = 0
+) -> tuple[dict, list]:
+    """CMSIS-NN's kernel sum for the int8 kernels: bias + in_offset * sum(weights) (+ constant) per output channel,
+    so that their inner loops multiply the raw int8 input. Exact: the int32 sums are the same, in another order;
+    wrapped to int32 as the device's accumulator would."""
+    bias = bias_constants[0].values.astype(np.int64) if bias_constants else np.zeros(len(weight_sums), np.int64)
+    folded = bias + in_offset * weight_sums.astype(np.int64) + constant
+    if not bias_constants and not folded.any():
+        return bias_fields, bias_constants
+    wrapped = (folded + 2**31) % 2**32 - 2**31
+    return {**bias_fields, "bias": f"tr_w_{name}_bias"}, [Constant(f"tr_w_{name}_bias", "int32_t", wrapped)]
+
+
 # Bias types of TFLM's kernels per activation type: int16x8 convolutions take both (see _bias).
 BIAS_TYPES = {"int8": ("int32",), "int16": ("int32", "int64")}
 
@@ -231,6 +245,9 @@ def _conv_common(
     elif (exp_h, exp_w) != (out_h, out_w):
         raise Unsupported(f"output shape {out.shape} inconsistent with its attributes")
     lo, hi = activation_range(o.fusedActivationFunction, out)
+    if activations == "int8":  # weights: [out_c, k_h, k_w, k_c], or [1, k_h, k_w, out_c] for depthwise
+        sums = w.data.astype(np.int64).sum(axis=(0, 1, 2) if depthwise else (1, 2, 3))
+        bias_fields, constants = _fold_input_offset(name, bias_fields, constants, sums, -int(x.zero_point[0]))
     requant, requant_constants = _per_channel_requant(name, x, w, out, out_c)
     constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *constants, *requant_constants]
     fields = {
@@ -274,6 +291,12 @@ def lower_fully_connected(graph: Graph, op: Op, name: str) -> Kernel:
     out_n, in_n = w.shape
     rows = int(np.prod(x.shape)) // in_n
     bias_fields, bias_constants = _bias(graph, op, name, activations, BIAS_TYPES[activations])
+    if activations == "int8":
+        in_offset, weights_offset = -int(x.zero_point[0]), -int(w.zero_point[0])
+        sums = w.data.astype(np.int64).sum(axis=1)
+        bias_fields, bias_constants = _fold_input_offset(
+            name, bias_fields, bias_constants, sums, in_offset, in_n * weights_offset * in_offset
+        )
     # TFLM multiplies the input and filter scales as doubles (GetQuantizedConvolutionMultipler).
     requant, requant_constants = _per_channel_requant(name, x, w, out, out_n)
     constants = [Constant(f"tr_w_{name}_weights", "int8_t", w.data.reshape(-1)), *bias_constants, *requant_constants]
