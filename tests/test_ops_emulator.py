@@ -1,5 +1,9 @@
 """Operators together, as firmware on the emulated Cortex-M4: the newer int8 ones and the int16x8 ones,
-bit-exact with TFLM."""
+bit-exact with TFLM; and the int8 convolutions and FULLY_CONNECTED over shapes and attributes, on the Cortex-M4
+(their DSP path) and the Cortex-M3 (their plain C path)."""
+
+import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -72,11 +76,14 @@ def int16x8_gated_block_model() -> bytes:
     return quantized_model(layers, (12, 12, 3), precision="int16x8")
 
 
-def assert_bit_exact_on_the_emulator(tflite: bytes, xq: np.ndarray, kinds: set[str], tmp_path) -> None:
+def assert_bit_exact_on_the_emulator(
+    tflite: bytes, xq: np.ndarray, kinds: set[str], tmp_path, board: str = "qemu-mps2-an386"
+) -> Path:
+    """Runs the model on the board; returns the firmware's ELF."""
     compiled = compile_model(tflite)
     assert kinds <= set(compiled.op_counts)
-    firmware = build_firmware(compiled, load_board("qemu-mps2-an386"), tmp_path)
-    with Emulator(load_board("qemu-mps2-an386"), firmware.elf) as emulator:
+    firmware = build_firmware(compiled, load_board(board), tmp_path)
+    with Emulator(load_board(board), firmware.elf) as emulator:
         device = Device(emulator.start(), EMULATED_UART_BYTES_PER_S)
         device.handshake(compiled.model_hash)
         outputs = np.stack([np.frombuffer(device.infer(x.tobytes())[0], compiled.output.dtype) for x in xq])
@@ -84,6 +91,7 @@ def assert_bit_exact_on_the_emulator(tflite: bytes, xq: np.ndarray, kinds: set[s
     assert reference.dtype == outputs.dtype
     mismatches = np.argwhere(outputs != reference)
     assert mismatches.size == 0, f"{len(mismatches)} output values differ from TFLM, first at {mismatches[0]}"
+    return firmware.elf
 
 
 def test_residual_block_on_the_emulator_is_bit_exact_with_tflm(tmp_path):
@@ -102,3 +110,43 @@ def test_int16x8_gated_block_on_the_emulator_is_bit_exact_with_tflm(tmp_path):
     tflite = int16x8_gated_block_model()
     kinds = {"MUL", "LOGISTIC", "TANH", "CONCATENATION", "RELU", "RELU6", "STRIDED_SLICE", "PAD", "MEAN"}
     assert_bit_exact_on_the_emulator(tflite, full_range_inputs(tflite, 10), kinds, tmp_path)
+
+
+# Shapes and attributes that reach every edge of the int8 kernels' loops: channel counts that are not a multiple
+# of four (the DSP loops' scalar tails) and odd ones (an output channel without a pair), padding on every side,
+# strides, dilation and depth multipliers (depthwise's one-channel path).
+SWEEPS = {
+    "conv-odd-channels-padding-strides": (
+        [L.Conv2D(5, 3, padding="same", activation="relu"), L.Conv2D(7, (3, 2), strides=2, padding="same"),
+         L.Conv2D(3, 1), L.Conv2D(6, 5, strides=(1, 2), padding="same")],
+        (10, 9, 3),
+    ),
+    "conv-deep-valid": ([L.Conv2D(9, 5, strides=(2, 1)), L.Conv2D(4, 3, padding="same", activation="relu6")],
+                        (11, 10, 13)),
+    "depthwise-channels-multipliers": (
+        [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(5, strides=2, padding="same"),
+         L.DepthwiseConv2D(3, depth_multiplier=2), L.DepthwiseConv2D((2, 3), padding="same", depth_multiplier=3)],
+        (12, 11, 7),
+    ),
+    "dilated-conv-depthwise": (
+        [L.Conv2D(5, 3, dilation_rate=2, padding="same"), L.DepthwiseConv2D(3, dilation_rate=(2, 3), padding="same"),
+         L.Conv2D(4, (2, 3), dilation_rate=(3, 2))],
+        (11, 12, 6),
+    ),
+    "dense-odd-sizes": ([L.Flatten(), L.Dense(13, activation="relu"), L.Dense(6), L.Dense(1)], (5, 3, 3)),
+}  # fmt: skip
+SWEEP_KINDS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+# The Cortex-M4 has the DSP extension (SXTB16, SMLAD); the Cortex-M3 runs the plain C loops.
+DSP_BOARDS = {"qemu-mps2-an386": True, "qemu-mps2-an385": False}
+
+
+@pytest.mark.parametrize("board", sorted(DSP_BOARDS))
+@pytest.mark.parametrize("case", sorted(SWEEPS))
+def test_int8_convolutions_on_the_emulator_are_bit_exact_with_tflm(case, board, tmp_path):
+    layers, input_shape = SWEEPS[case]
+    tflite = quantized_model(layers, input_shape, batch_size=1)  # batch 1: dilation stays in the convolution
+    elf = assert_bit_exact_on_the_emulator(tflite, random_inputs(tflite, 10), set(), tmp_path, board)
+    compiled = compile_model(tflite)
+    assert set(compiled.op_counts) & SWEEP_KINDS and set(compiled.op_counts) <= SWEEP_KINDS | {"RESHAPE"}
+    disassembly = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
+    assert ("sxtb16" in disassembly) == DSP_BOARDS[board]
