@@ -25,11 +25,25 @@ static inline int8_t clamp_s8(int32_t v, int32_t lo, int32_t hi)
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
-/* tr_requantize inlined: it runs once per output value, as often as a 3x3 depthwise filter's nine products. */
+/* TFLM's MultiplyByQuantizedMultiplier (two roundings) as CMSIS-NN computes it, for the multipliers the compiler
+ * emits (in [0, 2^31), so never the saturating INT32_MIN * INT32_MIN). TFLM's rounded high half of 2 * x * m,
+ * (x * m + (x * m >= 0 ? 2^30 : 1 - 2^30)) / 2^31 truncated, equals floor((x * m + 2^30) / 2^31) for either sign;
+ * then a shift right rounding half away from zero. Runs once per output value, as often as a 3x3 depthwise
+ * filter's nine products, hence inline and without 64-bit shifts. */
+static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int32_t x = (int32_t)((uint32_t)acc << left); /* wraps as TFLM's int32 overflow does */
+    const int32_t high = (int32_t)(((int64_t)x * multiplier + (1 << 30)) >> 31);
+    const int32_t mask = (int32_t)((1u << right) - 1u);
+    const int32_t threshold = (mask >> 1) + (high < 0);
+    return (high >> right) + ((high & mask) > threshold);
+}
+
 static inline int8_t requantize_s8(int32_t acc, const tr_requant *r, int c, int32_t out_offset, int32_t lo,
                                    int32_t hi)
 {
-    return clamp_s8(tr_fp_requantize(acc, r->multiplier[c], r->shift[c]) + out_offset, lo, hi);
+    return clamp_s8(requantize(acc, r->multiplier[c], r->shift[c]) + out_offset, lo, hi);
 }
 
 #if TR_DSP
@@ -76,17 +90,61 @@ static inline void dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, 
     *acc1 = a1;
 }
 
-/* Taps outside the input: n weights of each filter times the input's zero point (see the top of the file). */
-static inline void pad2_s8(const int8_t *w0, const int8_t *w1, int n, int32_t zero_point, int32_t *acc0,
-                           int32_t *acc1)
+/* Two output pixels (input runs xa and xb) times two filters: acc[0] += w0 . xa, acc[1] += w1 . xa,
+ * acc[2] += w0 . xb, acc[3] += w1 . xb. Each weight load serves two pixels, each input load two channels. */
+static inline void dot4_s8(const int8_t *xa, const int8_t *xb, const int8_t *w0, const int8_t *w1, int n,
+                           int32_t acc[4])
+{
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+#if TR_DSP
+    for (; n >= 4; n -= 4) {
+        const int32_t xav = load4(xa), xbv = load4(xb);
+        const int32_t xa02 = __sxtb16(xav), xa13 = sxtb16_ror8(xav);
+        const int32_t xb02 = __sxtb16(xbv), xb13 = sxtb16_ror8(xbv);
+        int32_t v = load4(w0), v02 = __sxtb16(v), v13 = sxtb16_ror8(v);
+        a0 = __smlad(v02, xa02, a0);
+        a0 = __smlad(v13, xa13, a0);
+        b0 = __smlad(v02, xb02, b0);
+        b0 = __smlad(v13, xb13, b0);
+        v = load4(w1);
+        v02 = __sxtb16(v);
+        v13 = sxtb16_ror8(v);
+        a1 = __smlad(v02, xa02, a1);
+        a1 = __smlad(v13, xa13, a1);
+        b1 = __smlad(v02, xb02, b1);
+        b1 = __smlad(v13, xb13, b1);
+        xa += 4;
+        xb += 4;
+        w0 += 4;
+        w1 += 4;
+    }
+#endif
+    for (; n > 0; n--) {
+        const int32_t xai = *xa++, xbi = *xb++, w0i = *w0++, w1i = *w1++;
+        a0 += w0i * xai;
+        a1 += w1i * xai;
+        b0 += w0i * xbi;
+        b1 += w1i * xbi;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+}
+
+/* Taps outside the input: n weights of each filter times the input's zero point (see the top of the file),
+ * the same for both pixels. */
+static inline void pad_s8(const int8_t *w0, const int8_t *w1, int n, int32_t zero_point, int32_t acc[4])
 {
     int32_t s0 = 0, s1 = 0;
     for (; n > 0; n--) {
         s0 += *w0++;
         s1 += *w1++;
     }
-    *acc0 += s0 * zero_point;
-    *acc1 += s1 * zero_point;
+    acc[0] += s0 * zero_point;
+    acc[1] += s1 * zero_point;
+    acc[2] += s0 * zero_point;
+    acc[3] += s1 * zero_point;
 }
 
 /* The taps [*lo, *hi) of a k-tap filter whose input coordinate (start + tap * dilation) lies in [0, size). */
@@ -103,57 +161,189 @@ static inline void inside_taps(int start, int k, int dilation, int size, int *lo
     *hi = h;
 }
 
-void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
+/* Grouped convolutions and filters larger than a column buffer: the input read in place, row by row. */
+static void conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
-    const int k_h = p->k_h, k_w = p->k_w, k_c = p->k_c, in_w = p->in_w, in_c = p->in_c;
-    const int groups = in_c / k_c, per_group = p->out_c / groups;
+    const int k_h = p->k_h, k_w = p->k_w, k_c = p->k_c, in_w = p->in_w, in_c = p->in_c, out_c = p->out_c;
+    const int groups = in_c / k_c, per_group = out_c / groups;
     const int row_size = k_w * k_c, filter_size = k_h * row_size;
     const int32_t zero_point = -p->in_offset;
     /* With one group and no dilation along x, a filter row's taps are consecutive bytes of the input too: one
      * dot product per row instead of one per tap. */
     const int whole_rows = groups == 1 && p->dilation_w == 1;
-    const int tap_step = p->dilation_w * in_c; /* input bytes between a row's taps */
+    const int tap_step = p->dilation_w * in_c, pixel_step = p->stride_w * in_c; /* input bytes */
     for (int oy = 0; oy < p->out_h; oy++) {
         const int iy0 = oy * p->stride_h - p->pad_h;
         int ky_lo, ky_hi;
         inside_taps(iy0, k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
-        for (int ox = 0; ox < p->out_w; ox++) {
+        for (int ox = 0; ox < p->out_w;) {
+            /* Two neighbouring output pixels at once when the same taps of both lie inside the input (all but
+             * the borders): each weight load then serves both. */
             const int ix0 = ox * p->stride_w - p->pad_w;
-            int kx_lo, kx_hi;
+            int kx_lo, kx_hi, next_lo = -1, next_hi = -1;
             inside_taps(ix0, k_w, p->dilation_w, in_w, &kx_lo, &kx_hi);
+            if (ox + 1 < p->out_w) {
+                inside_taps(ix0 + p->stride_w, k_w, p->dilation_w, in_w, &next_lo, &next_hi);
+            }
+            const int two = next_lo == kx_lo && next_hi == kx_hi;
             const int inside = (kx_hi - kx_lo) * k_c; /* weights per row meeting the input */
-            for (int oc = 0; oc < p->out_c; oc += 2) {
-                /* Channels in pairs; a pair never straddles two groups, and a group's odd last channel is
-                 * computed twice, once discarded. */
-                const int pair = (oc + 1) % per_group != 0 && oc + 1 < p->out_c;
-                const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
-                const int8_t *x_group = in + (oc / per_group) * k_c;
-                int32_t acc0 = p->bias ? p->bias[oc] : 0, acc1 = p->bias && pair ? p->bias[oc + 1] : 0;
-                for (int ky = 0; ky < k_h; ky++, w0 += row_size, w1 += row_size) {
-                    if (ky < ky_lo || ky >= ky_hi) {
-                        pad2_s8(w0, w1, row_size, zero_point, &acc0, &acc1);
-                        continue;
-                    }
-                    pad2_s8(w0, w1, kx_lo * k_c, zero_point, &acc0, &acc1);
-                    const int8_t *x = x_group + ((iy0 + ky * p->dilation_h) * in_w + ix0 + kx_lo * p->dilation_w) * in_c;
-                    const int8_t *v0 = w0 + kx_lo * k_c, *v1 = w1 + kx_lo * k_c;
-                    if (whole_rows) {
-                        dot2_s8(x, v0, v1, inside, &acc0, &acc1);
-                    } else {
-                        for (int kx = kx_lo; kx < kx_hi; kx++, x += tap_step, v0 += k_c, v1 += k_c) {
-                            dot2_s8(x, v0, v1, k_c, &acc0, &acc1);
+            for (int g = 0; g < groups; g++) {
+                const int8_t *x_group = in + g * k_c;
+                const int end = (g + 1) * per_group;
+                for (int oc = g * per_group; oc < end; oc += 2) {
+                    /* Channels in pairs; a group's odd last channel is computed twice, once discarded. */
+                    const int pair = oc + 1 < end;
+                    const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
+                    const int32_t bias0 = p->bias ? p->bias[oc] : 0, bias1 = p->bias && pair ? p->bias[oc + 1] : 0;
+                    int32_t acc[4] = {bias0, bias1, bias0, bias1};
+                    for (int ky = 0; ky < k_h; ky++, w0 += row_size, w1 += row_size) {
+                        if (ky < ky_lo || ky >= ky_hi) {
+                            pad_s8(w0, w1, row_size, zero_point, acc);
+                            continue;
+                        }
+                        pad_s8(w0, w1, kx_lo * k_c, zero_point, acc);
+                        pad_s8(w0 + kx_hi * k_c, w1 + kx_hi * k_c, (k_w - kx_hi) * k_c, zero_point, acc);
+                        const int iy = iy0 + ky * p->dilation_h, ix = ix0 + kx_lo * p->dilation_w;
+                        const int8_t *x = x_group + (iy * in_w + ix) * in_c;
+                        const int8_t *v0 = w0 + kx_lo * k_c, *v1 = w1 + kx_lo * k_c;
+                        const int runs = whole_rows ? 1 : kx_hi - kx_lo, run = whole_rows ? inside : k_c;
+                        for (int r = 0; r < runs; r++, x += tap_step, v0 += k_c, v1 += k_c) {
+                            if (two) {
+                                dot4_s8(x, x + pixel_step, v0, v1, run, acc);
+                            } else {
+                                dot2_s8(x, v0, v1, run, &acc[0], &acc[1]);
+                            }
                         }
                     }
-                    pad2_s8(w0 + kx_hi * k_c, w1 + kx_hi * k_c, (k_w - kx_hi) * k_c, zero_point, &acc0, &acc1);
-                }
-                out[oc] = requantize_s8(acc0, &p->requant, oc, p->out_offset, p->act_min, p->act_max);
-                if (pair) {
-                    out[oc + 1] = requantize_s8(acc1, &p->requant, oc + 1, p->out_offset, p->act_min, p->act_max);
-                } else {
-                    oc--; /* the next pair starts at the next channel */
+                    for (int i = 0; i <= two; i++) {
+                        int8_t *o = out + i * out_c + oc;
+                        o[0] = requantize_s8(acc[2 * i], &p->requant, oc, p->out_offset, p->act_min, p->act_max);
+                        if (pair) {
+                            o[1] = requantize_s8(acc[2 * i + 1], &p->requant, oc + 1, p->out_offset, p->act_min,
+                                                 p->act_max);
+                        }
+                    }
                 }
             }
-            out += p->out_c;
+            out += (1 + two) * out_c;
+            ox += 1 + two;
+        }
+    }
+}
+
+/* Bytes of one receptive field gathered on the stack (CMSIS-NN's im2col), two at a time: every filter of the
+ * models in models/ fits (at most 3x3x128). */
+#define TR_COLUMN_BYTES 1152
+
+/* The receptive field of the output pixel whose filter starts at input (iy0, ix0), gathered into column as one
+ * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
+ * folded bias stays exact). One group only: k_c == in_c. Copying even a 1x1 filter's field is cheap next to its
+ * out_c products, and keeps the two pixels' fields a constant distance apart (see dot4_columns_s8). */
+static void receptive_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0, int8_t *column)
+{
+    const int in_c = p->in_c, row_size = p->k_w * in_c, zero_point = -p->in_offset;
+    int ky_lo, ky_hi, kx_lo, kx_hi;
+    inside_taps(iy0, p->k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
+    inside_taps(ix0, p->k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
+    int8_t *c = column;
+    for (int ky = 0; ky < p->k_h; ky++) {
+        if (ky < ky_lo || ky >= ky_hi) {
+            memset(c, zero_point, row_size);
+            c += row_size;
+            continue;
+        }
+        memset(c, zero_point, kx_lo * in_c);
+        c += kx_lo * in_c;
+        const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * in_c;
+        if (p->dilation_w == 1) {
+            memcpy(c, x, (kx_hi - kx_lo) * in_c);
+            c += (kx_hi - kx_lo) * in_c;
+        } else {
+            for (int kx = kx_lo; kx < kx_hi; kx++, x += p->dilation_w * in_c, c += in_c) {
+                memcpy(c, x, in_c);
+            }
+        }
+        memset(c, zero_point, (p->k_w - kx_hi) * in_c);
+        c += (p->k_w - kx_hi) * in_c;
+    }
+}
+
+#if TR_DSP
+/* Four bytes of each of the two receptive fields: one base register, the second load at an immediate offset
+ * (GCC would otherwise keep a pointer per field and run short of registers in dot4_columns_s8). */
+static inline void load_columns(const int8_t *x, int32_t *a, int32_t *b)
+{
+    __asm__("ldr %0, [%2]\n\tldr %1, [%2, %3]"
+            : "=&r"(*a), "=r"(*b)
+            : "r"(x), "i"(TR_COLUMN_BYTES), "m"(*(const int8_t(*)[2 * TR_COLUMN_BYTES])x));
+}
+#endif
+
+/* dot4_s8 for two receptive fields TR_COLUMN_BYTES apart: the second pixel's loads take an immediate offset from
+ * the first's pointer. Not inlined: alone in its function the loop keeps its four accumulators, three pointers
+ * and six operands in registers, where inlined into the kernel GCC spilled some of them on every iteration. */
+static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int n, int32_t acc[4])
+{
+#if TR_DSP
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    for (; n >= 4; n -= 4) {
+        const int32_t v0 = load4(w0), v1 = load4(w1);
+        const int32_t v0_02 = __sxtb16(v0), v0_13 = sxtb16_ror8(v0), v1_02 = __sxtb16(v1), v1_13 = sxtb16_ror8(v1);
+        int32_t xv, xw;
+        load_columns(x, &xv, &xw);
+        int32_t x02 = __sxtb16(xv), x13 = sxtb16_ror8(xv);
+        a0 = __smlad(v0_02, x02, a0);
+        a1 = __smlad(v1_02, x02, a1);
+        a0 = __smlad(v0_13, x13, a0);
+        a1 = __smlad(v1_13, x13, a1);
+        x02 = __sxtb16(xw);
+        x13 = sxtb16_ror8(xw);
+        b0 = __smlad(v0_02, x02, b0);
+        b1 = __smlad(v1_02, x02, b1);
+        b0 = __smlad(v0_13, x13, b0);
+        b1 = __smlad(v1_13, x13, b1);
+        x += 4;
+        w0 += 4;
+        w1 += 4;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+#endif
+    dot4_s8(x, x + TR_COLUMN_BYTES, w0, w1, n, acc); /* what the DSP loop left, or everything */
+}
+
+/* Two output pixels at a time, each one dot product per pair of output channels over its whole receptive field:
+ * no bounds or padding in the inner loop, and each weight load serves both pixels. */
+void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
+{
+    const int filter_size = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
+    if (p->k_c != p->in_c || filter_size > TR_COLUMN_BYTES) {
+        conv_s8_in_place(p, in, out);
+        return;
+    }
+    int8_t columns[2 * TR_COLUMN_BYTES];
+    for (int px = 0; px < pixels; px += 2, out += 2 * out_c) {
+        const int two = px + 1 < pixels; /* an odd last pixel is computed twice, once discarded */
+        for (int i = 0; i < 2; i++) {
+            const int oy = (px + i * two) / p->out_w, ox = (px + i * two) % p->out_w;
+            receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
+                               columns + i * TR_COLUMN_BYTES);
+        }
+        for (int oc = 0; oc < out_c; oc += 2) {
+            const int pair = oc + 1 < out_c; /* an odd last channel likewise */
+            const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
+            const int32_t bias0 = p->bias ? p->bias[oc] : 0, bias1 = p->bias && pair ? p->bias[oc + 1] : 0;
+            int32_t acc[4] = {bias0, bias1, bias0, bias1};
+            dot4_columns_s8(columns, w0, w1, filter_size, acc);
+            for (int i = 0; i <= two; i++) {
+                int8_t *o = out + i * out_c + oc;
+                o[0] = requantize_s8(acc[2 * i], &p->requant, oc, p->out_offset, p->act_min, p->act_max);
+                if (pair) {
+                    o[1] = requantize_s8(acc[2 * i + 1], &p->requant, oc + 1, p->out_offset, p->act_min, p->act_max);
+                }
+            }
         }
     }
 }
