@@ -134,6 +134,8 @@ SWEEPS = {
         (11, 12, 6),
     ),
     "dense-odd-sizes": ([L.Flatten(), L.Dense(13, activation="relu"), L.Dense(6), L.Dense(1)], (5, 3, 3)),
+    # 5x5x48: a receptive field larger than the stack's column buffer, read from the input in place
+    "conv-large-filter": ([L.Conv2D(3, 5, padding="same"), L.Conv2D(5, 1)], (7, 6, 48)),
 }  # fmt: skip
 SWEEP_KINDS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 # The Cortex-M4 has the DSP extension (SXTB16, SMLAD); the Cortex-M3 runs the plain C loops.

@@ -61,6 +61,7 @@ CASES = {
     "conv3x3-same-stride2-relu6": ([L.Conv2D(5, 3, strides=2, padding="same", activation="relu6")], (10, 7, 4)),
     "conv1x1": ([L.Conv2D(16, 1)], (6, 6, 8)),
     "conv-rect-kernel": ([L.Conv2D(3, (1, 4), strides=(1, 2), padding="same")], (5, 16, 2)),
+    "conv-large-filter": ([L.Conv2D(3, 5, strides=(2, 1), padding="same")], (7, 6, 48)),  # 5x5x48 read in place
     "depthwise3x3-same": ([L.DepthwiseConv2D(3, padding="same", activation="relu")], (8, 8, 6)),
     "depthwise-multiplier2-stride2": ([L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)], (11, 9, 3)),
     "dense": ([L.Flatten(), L.Dense(12)], (4, 4, 3)),

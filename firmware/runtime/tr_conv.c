@@ -20,6 +20,10 @@
 #define TR_DSP 0
 #endif
 
+/* Paths that few output values take (depthwise borders, depth multipliers above 1): compiled for size, to keep
+ * the runtime's flash small. */
+#define TR_COLD __attribute__((noinline, cold, optimize("Os")))
+
 static inline int8_t clamp_s8(int32_t v, int32_t lo, int32_t hi)
 {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
@@ -32,7 +36,7 @@ static inline int8_t clamp_s8(int32_t v, int32_t lo, int32_t hi)
  * filter's nine products, hence inline and without 64-bit shifts. */
 static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
-    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int32_t left = shift > 0 ? shift : 0, right = left - shift;
     const int32_t x = (int32_t)((uint32_t)acc << left); /* wraps as TFLM's int32 overflow does */
     const int32_t high = (int32_t)(((int64_t)x * multiplier + (1 << 30)) >> 31);
     const int32_t mask = (int32_t)((1u << right) - 1u);
@@ -40,10 +44,23 @@ static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
     return (high >> right) + ((high & mask) > threshold);
 }
 
-static inline int8_t requantize_s8(int32_t acc, const tr_requant *r, int c, int32_t out_offset, int32_t lo,
-                                   int32_t hi)
+/* An int8 kernel's output stage, copied out of its parameters: the int8 stores to the output may alias the
+ * parameters as far as C knows, which made GCC reload them for every value. */
+typedef struct {
+    const int32_t *multiplier;
+    const int8_t *shift;
+    int32_t out_offset, lo, hi;
+} output_s8;
+
+static inline output_s8 output_stage(const tr_requant *r, int32_t out_offset, int32_t lo, int32_t hi)
 {
-    return clamp_s8(requantize(acc, r->multiplier[c], r->shift[c]) + out_offset, lo, hi);
+    const output_s8 o = {r->multiplier, r->shift, out_offset, lo, hi};
+    return o;
+}
+
+static inline int8_t requantize_s8(const output_s8 *o, int32_t acc, int c)
+{
+    return clamp_s8(requantize(acc, o->multiplier[c], o->shift[c]) + o->out_offset, o->lo, o->hi);
 }
 
 #if TR_DSP
@@ -132,21 +149,6 @@ static inline void dot4_s8(const int8_t *xa, const int8_t *xb, const int8_t *w0,
     acc[3] = b1;
 }
 
-/* Taps outside the input: n weights of each filter times the input's zero point (see the top of the file),
- * the same for both pixels. */
-static inline void pad_s8(const int8_t *w0, const int8_t *w1, int n, int32_t zero_point, int32_t acc[4])
-{
-    int32_t s0 = 0, s1 = 0;
-    for (; n > 0; n--) {
-        s0 += *w0++;
-        s1 += *w1++;
-    }
-    acc[0] += s0 * zero_point;
-    acc[1] += s1 * zero_point;
-    acc[2] += s0 * zero_point;
-    acc[3] += s1 * zero_point;
-}
-
 /* The taps [*lo, *hi) of a k-tap filter whose input coordinate (start + tap * dilation) lies in [0, size). */
 static inline void inside_taps(int start, int k, int dilation, int size, int *lo, int *hi)
 {
@@ -161,79 +163,49 @@ static inline void inside_taps(int start, int k, int dilation, int size, int *lo
     *hi = h;
 }
 
-/* Grouped convolutions and filters larger than a column buffer: the input read in place, row by row. */
-static void conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out)
+/* Grouped convolutions and filters larger than a column (the compiler's choice): the input read in place, one
+ * output pixel at a time, the taps inside the input found once per pixel. Taps outside it add weight * zero
+ * point (see the top). Rare, so compiled for size. */
+__attribute__((optimize("Os"))) void tr_conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
-    const int k_h = p->k_h, k_w = p->k_w, k_c = p->k_c, in_w = p->in_w, in_c = p->in_c, out_c = p->out_c;
+    const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
+    const int k_h = p->k_h, k_w = p->k_w, k_c = p->k_c, in_c = p->in_c, out_c = p->out_c;
     const int groups = in_c / k_c, per_group = out_c / groups;
     const int row_size = k_w * k_c, filter_size = k_h * row_size;
-    const int32_t zero_point = -p->in_offset;
-    /* With one group and no dilation along x, a filter row's taps are consecutive bytes of the input too: one
-     * dot product per row instead of one per tap. */
-    const int whole_rows = groups == 1 && p->dilation_w == 1;
-    const int tap_step = p->dilation_w * in_c, pixel_step = p->stride_w * in_c; /* input bytes */
     for (int oy = 0; oy < p->out_h; oy++) {
         const int iy0 = oy * p->stride_h - p->pad_h;
         int ky_lo, ky_hi;
         inside_taps(iy0, k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
-        for (int ox = 0; ox < p->out_w;) {
-            /* Two neighbouring output pixels at once when the same taps of both lie inside the input (all but
-             * the borders): each weight load then serves both. */
+        for (int ox = 0; ox < p->out_w; ox++, out += out_c) {
             const int ix0 = ox * p->stride_w - p->pad_w;
-            int kx_lo, kx_hi, next_lo = -1, next_hi = -1;
-            inside_taps(ix0, k_w, p->dilation_w, in_w, &kx_lo, &kx_hi);
-            if (ox + 1 < p->out_w) {
-                inside_taps(ix0 + p->stride_w, k_w, p->dilation_w, in_w, &next_lo, &next_hi);
-            }
-            const int two = next_lo == kx_lo && next_hi == kx_hi;
-            const int inside = (kx_hi - kx_lo) * k_c; /* weights per row meeting the input */
-            for (int g = 0; g < groups; g++) {
-                const int8_t *x_group = in + g * k_c;
-                const int end = (g + 1) * per_group;
-                for (int oc = g * per_group; oc < end; oc += 2) {
-                    /* Channels in pairs; a group's odd last channel is computed twice, once discarded. */
-                    const int pair = oc + 1 < end;
-                    const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
-                    const int32_t bias0 = p->bias ? p->bias[oc] : 0, bias1 = p->bias && pair ? p->bias[oc + 1] : 0;
-                    int32_t acc[4] = {bias0, bias1, bias0, bias1};
-                    for (int ky = 0; ky < k_h; ky++, w0 += row_size, w1 += row_size) {
-                        if (ky < ky_lo || ky >= ky_hi) {
-                            pad_s8(w0, w1, row_size, zero_point, acc);
+            int kx_lo, kx_hi;
+            inside_taps(ix0, k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
+            for (int oc = 0; oc < out_c; oc++) {
+                const int8_t *w = p->weights + oc * filter_size;
+                const int8_t *x_group = in + (oc / per_group) * k_c;
+                int32_t acc = p->bias ? p->bias[oc] : 0, outside = 0;
+                for (int ky = 0; ky < k_h; ky++, w += row_size) {
+                    for (int kx = 0; kx < k_w; kx++) {
+                        const int8_t *v = w + kx * k_c;
+                        if (ky < ky_lo || ky >= ky_hi || kx < kx_lo || kx >= kx_hi) {
+                            for (int i = 0; i < k_c; i++) {
+                                outside += v[i];
+                            }
                             continue;
                         }
-                        pad_s8(w0, w1, kx_lo * k_c, zero_point, acc);
-                        pad_s8(w0 + kx_hi * k_c, w1 + kx_hi * k_c, (k_w - kx_hi) * k_c, zero_point, acc);
-                        const int iy = iy0 + ky * p->dilation_h, ix = ix0 + kx_lo * p->dilation_w;
-                        const int8_t *x = x_group + (iy * in_w + ix) * in_c;
-                        const int8_t *v0 = w0 + kx_lo * k_c, *v1 = w1 + kx_lo * k_c;
-                        const int runs = whole_rows ? 1 : kx_hi - kx_lo, run = whole_rows ? inside : k_c;
-                        for (int r = 0; r < runs; r++, x += tap_step, v0 += k_c, v1 += k_c) {
-                            if (two) {
-                                dot4_s8(x, x + pixel_step, v0, v1, run, acc);
-                            } else {
-                                dot2_s8(x, v0, v1, run, &acc[0], &acc[1]);
-                            }
-                        }
-                    }
-                    for (int i = 0; i <= two; i++) {
-                        int8_t *o = out + i * out_c + oc;
-                        o[0] = requantize_s8(acc[2 * i], &p->requant, oc, p->out_offset, p->act_min, p->act_max);
-                        if (pair) {
-                            o[1] = requantize_s8(acc[2 * i + 1], &p->requant, oc + 1, p->out_offset, p->act_min,
-                                                 p->act_max);
+                        const int iy = iy0 + ky * p->dilation_h, ix = ix0 + kx * p->dilation_w;
+                        const int8_t *x = x_group + (iy * p->in_w + ix) * in_c;
+                        for (int i = 0; i < k_c; i++) {
+                            acc += v[i] * x[i];
                         }
                     }
                 }
+                acc -= outside * p->in_offset;
+                out[oc] = requantize_s8(&stage, acc, oc);
             }
-            out += (1 + two) * out_c;
-            ox += 1 + two;
         }
     }
 }
-
-/* Bytes of one receptive field gathered on the stack (CMSIS-NN's im2col), two at a time: every filter of the
- * models in models/ fits (at most 3x3x128). */
-#define TR_COLUMN_BYTES 1152
 
 /* The receptive field of the output pixel whose filter starts at input (iy0, ix0), gathered into column as one
  * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
@@ -315,14 +287,12 @@ static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int
 }
 
 /* Two output pixels at a time, each one dot product per pair of output channels over its whole receptive field:
- * no bounds or padding in the inner loop, and each weight load serves both pixels. */
+ * no bounds or padding in the inner loop, and each weight load serves both pixels. One group, and a field of at
+ * most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). */
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
+    const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int filter_size = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
-    if (p->k_c != p->in_c || filter_size > TR_COLUMN_BYTES) {
-        conv_s8_in_place(p, in, out);
-        return;
-    }
     int8_t columns[2 * TR_COLUMN_BYTES];
     for (int px = 0; px < pixels; px += 2, out += 2 * out_c) {
         const int two = px + 1 < pixels; /* an odd last pixel is computed twice, once discarded */
@@ -339,9 +309,9 @@ void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
             dot4_columns_s8(columns, w0, w1, filter_size, acc);
             for (int i = 0; i <= two; i++) {
                 int8_t *o = out + i * out_c + oc;
-                o[0] = requantize_s8(acc[2 * i], &p->requant, oc, p->out_offset, p->act_min, p->act_max);
+                o[0] = requantize_s8(&stage, acc[2 * i], oc);
                 if (pair) {
-                    o[1] = requantize_s8(acc[2 * i + 1], &p->requant, oc + 1, p->out_offset, p->act_min, p->act_max);
+                    o[1] = requantize_s8(&stage, acc[2 * i + 1], oc + 1);
                 }
             }
         }
@@ -349,51 +319,70 @@ void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
 }
 
 /* acc[i] += w[i] * x[i] for four consecutive channels of one tap (depthwise: every channel its own filter). */
-static inline void mac4_s8(const int8_t *x, const int8_t *w, int32_t acc[4])
+static inline void mac4_s8(const int8_t *x, const int8_t *w, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
 {
 #if TR_DSP
     const int32_t xv = load4(x), wv = load4(w);
     const int32_t x02 = __sxtb16(xv), w02 = __sxtb16(wv), x13 = sxtb16_ror8(xv), w13 = sxtb16_ror8(wv);
-    acc[0] = __smlabb(x02, w02, acc[0]);
-    acc[1] = __smlabb(x13, w13, acc[1]);
-    acc[2] = __smlatt(x02, w02, acc[2]);
-    acc[3] = __smlatt(x13, w13, acc[3]);
+    *a0 = __smlabb(x02, w02, *a0);
+    *a1 = __smlabb(x13, w13, *a1);
+    *a2 = __smlatt(x02, w02, *a2);
+    *a3 = __smlatt(x13, w13, *a3);
 #else
-    for (int i = 0; i < 4; i++) {
-        acc[i] += w[i] * x[i];
-    }
+    *a0 += w[0] * x[0];
+    *a1 += w[1] * x[1];
+    *a2 += w[2] * x[2];
+    *a3 += w[3] * x[3];
 #endif
 }
 
-/* One depthwise output pixel, channels [c, c + 4) (depth multiplier 1: input channel = output channel). */
-static inline void depthwise4_s8(const tr_conv_params *p, const int8_t *in, int c, int iy0, int ix0, int ky_lo,
-                                 int ky_hi, int kx_lo, int kx_hi, int32_t acc[4])
+/* One depthwise output pixel, channels [c, c + 4) (depth multiplier 1: input channel = output channel). The
+ * accumulators are locals, not acc[]: GCC then keeps them in registers across the taps. */
+/* depthwise4_s8 for a pixel whose filter reaches outside the input: taps outside add weight * zero point (see
+ * the top of the file). */
+static TR_COLD void depthwise4_border_s8(const tr_conv_params *p, const int8_t *in, int c, int iy0, int ix0,
+                                         int ky_lo, int ky_hi, int kx_lo, int kx_hi, int32_t acc[4])
 {
     const int32_t zero_point = -p->in_offset;
-    const int tap_step = p->dilation_w * p->in_c;
+    const int8_t *w = p->weights + c;
     for (int ky = 0; ky < p->k_h; ky++) {
-        const int8_t *w = p->weights + ky * p->k_w * p->out_c + c;
         const int inside_row = ky >= ky_lo && ky < ky_hi;
-        const int lo = inside_row ? kx_lo : p->k_w, hi = inside_row ? kx_hi : p->k_w;
-        for (int kx = 0; kx < lo; kx++, w += p->out_c) {
-            for (int i = 0; i < 4; i++) {
-                acc[i] += w[i] * zero_point;
-            }
-        }
-        const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + lo * p->dilation_w) * p->in_c + c;
-        for (int kx = lo; kx < hi; kx++, w += p->out_c, x += tap_step) {
-            mac4_s8(x, w, acc);
-        }
-        for (int kx = hi; kx < p->k_w; kx++, w += p->out_c) {
-            for (int i = 0; i < 4; i++) {
-                acc[i] += w[i] * zero_point;
+        const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * p->in_c + c;
+        for (int kx = 0; kx < p->k_w; kx++, w += p->out_c) {
+            if (inside_row && kx >= kx_lo && kx < kx_hi) {
+                mac4_s8(x, w, &acc[0], &acc[1], &acc[2], &acc[3]);
+                x += p->dilation_w * p->in_c;
+            } else {
+                for (int i = 0; i < 4; i++) {
+                    acc[i] += w[i] * zero_point;
+                }
             }
         }
     }
 }
 
+/* One depthwise output pixel whose taps all lie inside the input (all but the border pixels), channels
+ * [c, c + 4) of a depth-multiplier-1 layer. The accumulators are locals, not acc[]: GCC then keeps them in
+ * registers across the taps. */
+static inline void depthwise4_s8(const tr_conv_params *p, const int8_t *in, int c, int iy0, int ix0, int32_t acc[4])
+{
+    const int tap_step = p->dilation_w * p->in_c, row_step = p->dilation_h * p->in_w * p->in_c;
+    const int8_t *w = p->weights + c, *row = in + (iy0 * p->in_w + ix0) * p->in_c + c;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int ky = 0; ky < p->k_h; ky++, row += row_step) {
+        const int8_t *x = row;
+        for (int kx = 0; kx < p->k_w; kx++, x += tap_step, w += p->out_c) {
+            mac4_s8(x, w, &a0, &a1, &a2, &a3);
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
 /* One depthwise output value, channel oc of input channel ic: any depth multiplier. */
-static inline int32_t depthwise1_s8(const tr_conv_params *p, const int8_t *in, int oc, int ic, int iy0, int ix0,
+static TR_COLD int32_t depthwise1_s8(const tr_conv_params *p, const int8_t *in, int oc, int ic, int iy0, int ix0,
                                     int ky_lo, int ky_hi, int kx_lo, int kx_hi, int32_t acc)
 {
     const int32_t zero_point = -p->in_offset;
@@ -418,6 +407,7 @@ static inline int32_t depthwise1_s8(const tr_conv_params *p, const int8_t *in, i
 
 void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
+    const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int out_c = p->out_c, m = p->depth_multiplier;
     /* Four channels at a time where input and output channels coincide; the rest one at a time. */
     const int blocked = m == 1 ? out_c & ~3 : 0;
@@ -429,6 +419,7 @@ void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out
             const int ix0 = ox * p->stride_w - p->pad_w;
             int kx_lo, kx_hi;
             inside_taps(ix0, p->k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
+            const int border = ky_lo > 0 || ky_hi < p->k_h || kx_lo > 0 || kx_hi < p->k_w;
             for (int c = 0; c < blocked; c += 4) {
                 int32_t acc[4] = {0, 0, 0, 0};
                 if (p->bias) {
@@ -436,15 +427,19 @@ void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out
                         acc[i] = p->bias[c + i];
                     }
                 }
-                depthwise4_s8(p, in, c, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, acc);
+                if (border) {
+                    depthwise4_border_s8(p, in, c, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, acc);
+                } else {
+                    depthwise4_s8(p, in, c, iy0, ix0, acc);
+                }
                 for (int i = 0; i < 4; i++) {
-                    out[c + i] = requantize_s8(acc[i], &p->requant, c + i, p->out_offset, p->act_min, p->act_max);
+                    out[c + i] = requantize_s8(&stage, acc[i], c + i);
                 }
             }
             for (int oc = blocked; oc < out_c; oc++) {
                 const int32_t acc = depthwise1_s8(p, in, oc, oc / m, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi,
                                                   p->bias ? p->bias[oc] : 0);
-                out[oc] = requantize_s8(acc, &p->requant, oc, p->out_offset, p->act_min, p->act_max);
+                out[oc] = requantize_s8(&stage, acc, oc);
             }
             out += out_c;
         }
@@ -455,6 +450,7 @@ void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out
  * in_n * weights_offset * in_offset into the bias; weights_offset * sum(x) is one sum per input row. */
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
 {
+    const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int in_n = p->in_n, out_n = p->out_n;
     for (int r = 0; r < p->rows; r++, in += in_n, out += out_n) {
         int32_t x_sum = 0;
@@ -470,9 +466,9 @@ void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
             int32_t acc0 = row_term + (p->bias ? p->bias[o] : 0);
             int32_t acc1 = row_term + (p->bias && pair ? p->bias[o + 1] : 0);
             dot2_s8(in, w0, w1, in_n, &acc0, &acc1);
-            out[o] = requantize_s8(acc0, &p->requant, o, p->out_offset, p->act_min, p->act_max);
+            out[o] = requantize_s8(&stage, acc0, o);
             if (pair) {
-                out[o + 1] = requantize_s8(acc1, &p->requant, o + 1, p->out_offset, p->act_min, p->act_max);
+                out[o + 1] = requantize_s8(&stage, acc1, o + 1);
             }
         }
     }

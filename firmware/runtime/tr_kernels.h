@@ -56,6 +56,10 @@ typedef struct {
     int32_t act_min, act_max;
 } tr_pool_params;
 
+/* tr_conv_s8 gathers each output pixel's receptive field (k_h * k_w * in_c bytes) on the stack, two at a time;
+ * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. */
+#define TR_COLUMN_BYTES 1152
+
 /* Up to this many dimensions in broadcasting, copies and reductions, after the compiler merged the
  * dimensions it could (TFLM supports broadcasting up to 6-D). */
 #define TR_MAX_DIMS 6
@@ -193,6 +197,7 @@ int32_t tr_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 int32_t tr_requantize64(int64_t acc, int32_t multiplier, int32_t shift);
 
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
+void tr_conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out);
 void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out);
 void tr_max_pool_s8(const tr_pool_params *p, const int8_t *in, int8_t *out);

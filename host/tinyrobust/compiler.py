@@ -265,9 +265,19 @@ def _conv_common(
     return fields, constants, activations
 
 
+# TR_COLUMN_BYTES in tr_kernels.h: the largest receptive field (k_h * k_w * in_c) tr_conv_s8 gathers on the stack.
+COLUMN_BYTES = 1152
+
+
 def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
+    """int8 convolutions of one group whose receptive field fits a column run on tr_conv_s8; the others read the
+    input in place."""
     fields, constants, activations = _conv_common(graph, op, name, depthwise=False)
-    return Kernel(f"tr_conv_{SUFFIXES[activations]}", "tr_conv_params", fields, constants)
+    function = f"tr_conv_{SUFFIXES[activations]}"
+    field_bytes = fields["k_h"] * fields["k_w"] * fields["k_c"]
+    if activations == "int8" and (fields["k_c"] != fields["in_c"] or field_bytes > COLUMN_BYTES):
+        function = "tr_conv_s8_in_place"
+    return Kernel(function, "tr_conv_params", fields, constants)
 
 
 def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
