@@ -3,6 +3,9 @@ activations; total: with the interpreter's bookkeeping), flash code, weights and
 markdown table and JSON.
 
     python benchmarks/models.py [--board qemu-mps2-an386] [--models a,b] [--json benchmarks/models.json]
+                                [--compare earlier.json]
+
+--compare prints each model's instructions against an earlier run's JSON (e.g. before a kernel change).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated built-in names or .tflite files (default: all built-in)")
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--json", type=Path, default=Path("models.json"))
+    parser.add_argument("--compare", type=Path, help="an earlier run's JSON: print each model's speed-up over it")
     args = parser.parse_args()
     names = [m.strip() for m in args.models.split(",")] if args.models else None
     started = time.monotonic()
@@ -34,8 +38,20 @@ def main() -> None:
         if r["flash_code_bytes"] is not None:  # the target: everything but the weights under 24 KB
             line += f"; flash without the weights {r['flash_code_bytes'] + r['flash_quant_params_bytes']:,} B"
         print(line)
+    if args.compare:
+        compare(results, json.loads(args.compare.read_text()))
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wall time {results['wall_seconds']} s; written to {args.json}")
+
+
+def compare(results: dict, earlier: dict) -> None:
+    """Each model's instructions per inference against the earlier run's, for the same name and precision."""
+    key = "instructions_per_inference"
+    before = {(r["name"], r["precision"]): r[key] for r in earlier["models"]}
+    for r in results["models"]:
+        was = before.get((r["name"], r["precision"]))
+        if was and r[key]:
+            print(f"{r['name']} ({r['precision']}): {r[key]:,.0f} instructions, {was:,.0f} before: {was / r[key]:.2f}x")
 
 
 if __name__ == "__main__":
