@@ -3,10 +3,13 @@
  * The int8 kernels follow CMSIS-NN's design. The compiler folds the input offset into the bias (bias + in_offset
  * * the sum of each filter's weights: exact, as int32 sums are), so the inner loops are plain dot products of
  * int8 values. A tap outside the input (padding) then adds weight * zero point, which cancels that tap's share of
- * the folded term: the result is TFLM's, whose reference kernel skips the tap. The taps inside the input are
- * found once per output pixel, never per product, and each input load serves two output channels. On cores
- * with the DSP extension the products go four int8 pairs at a time through SXTB16 and SMLAD; elsewhere (the
- * Cortex-M3, the host build of the tests) the same loops run with scalar products.
+ * the folded term: the result is TFLM's, whose reference kernel skips the tap. CONV_2D gathers each output
+ * pixel's receptive field on the stack (im2col, the zero point for padding) and takes two pixels times two
+ * output channels per pass; DEPTHWISE_CONV_2D takes four channels per load; FULLY_CONNECTED two outputs per
+ * input load. Bounds are found once per output pixel, never per product. On cores with the DSP extension the
+ * products go through SXTB16 and SMLAD (SMLABB/SMLATT in depthwise); elsewhere (the Cortex-M3, the host build
+ * of the tests) the same loops run with scalar products. Accumulating the same int32 products in another order
+ * gives the same sums, and the requantization is TFLM's: outputs are bit-exact with it.
  */
 #include <string.h>
 
@@ -108,34 +111,11 @@ static inline void dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, 
 }
 
 /* Two output pixels (input runs xa and xb) times two filters: acc[0] += w0 . xa, acc[1] += w1 . xa,
- * acc[2] += w0 . xb, acc[3] += w1 . xb. Each weight load serves two pixels, each input load two channels. */
+ * acc[2] += w0 . xb, acc[3] += w1 . xb, one product at a time (the plain path, and the DSP path's last few). */
 static inline void dot4_s8(const int8_t *xa, const int8_t *xb, const int8_t *w0, const int8_t *w1, int n,
                            int32_t acc[4])
 {
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-#if TR_DSP
-    for (; n >= 4; n -= 4) {
-        const int32_t xav = load4(xa), xbv = load4(xb);
-        const int32_t xa02 = __sxtb16(xav), xa13 = sxtb16_ror8(xav);
-        const int32_t xb02 = __sxtb16(xbv), xb13 = sxtb16_ror8(xbv);
-        int32_t v = load4(w0), v02 = __sxtb16(v), v13 = sxtb16_ror8(v);
-        a0 = __smlad(v02, xa02, a0);
-        a0 = __smlad(v13, xa13, a0);
-        b0 = __smlad(v02, xb02, b0);
-        b0 = __smlad(v13, xb13, b0);
-        v = load4(w1);
-        v02 = __sxtb16(v);
-        v13 = sxtb16_ror8(v);
-        a1 = __smlad(v02, xa02, a1);
-        a1 = __smlad(v13, xa13, a1);
-        b1 = __smlad(v02, xb02, b1);
-        b1 = __smlad(v13, xb13, b1);
-        xa += 4;
-        xb += 4;
-        w0 += 4;
-        w1 += 4;
-    }
-#endif
     for (; n > 0; n--) {
         const int32_t xai = *xa++, xbi = *xb++, w0i = *w0++, w1i = *w1++;
         a0 += w0i * xai;
@@ -254,7 +234,8 @@ static inline void load_columns(const int8_t *x, int32_t *a, int32_t *b)
 /* dot4_s8 for two receptive fields TR_COLUMN_BYTES apart: the second pixel's loads take an immediate offset from
  * the first's pointer. Not inlined: alone in its function the loop keeps its four accumulators, three pointers
  * and six operands in registers, where inlined into the kernel GCC spilled some of them on every iteration. */
-static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int n, int32_t acc[4])
+static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int n,
+                                                      int32_t acc[4])
 {
 #if TR_DSP
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
@@ -336,8 +317,6 @@ static inline void mac4_s8(const int8_t *x, const int8_t *w, int32_t *a0, int32_
 #endif
 }
 
-/* One depthwise output pixel, channels [c, c + 4) (depth multiplier 1: input channel = output channel). The
- * accumulators are locals, not acc[]: GCC then keeps them in registers across the taps. */
 /* depthwise4_s8 for a pixel whose filter reaches outside the input: taps outside add weight * zero point (see
  * the top of the file). */
 static TR_COLD void depthwise4_border_s8(const tr_conv_params *p, const int8_t *in, int c, int iy0, int ix0,
