@@ -152,3 +152,12 @@ def test_int8_convolutions_on_the_emulator_are_bit_exact_with_tflm(case, board, 
     assert set(compiled.op_counts) & SWEEP_KINDS and set(compiled.op_counts) <= SWEEP_KINDS | {"RESHAPE"}
     disassembly = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
     assert ("sxtb16" in disassembly) == DSP_BOARDS[board]
+
+
+@pytest.mark.parametrize("board", sorted(DSP_BOARDS))
+@pytest.mark.parametrize("case", sorted(SWEEPS))
+def test_int16x8_convolutions_on_the_emulator_are_bit_exact_with_tflm(case, board, tmp_path):
+    """The same sweeps with 16-bit activations (CONV_2D's SMLALD path on the Cortex-M4)."""
+    layers, input_shape = SWEEPS[case]
+    tflite = quantized_model(layers, input_shape, precision="int16x8", batch_size=1)
+    assert_bit_exact_on_the_emulator(tflite, full_range_inputs(tflite, 10), set(), tmp_path, board)
