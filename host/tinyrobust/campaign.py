@@ -579,17 +579,20 @@ class Runner:
                     cid = store.condition(**condition.key(build))
                     build.conditions.append(cid)
                     self.runs_meta.append((build, condition, cid))
+                    pending = store.pending(cid)
                     if not store.has_samples(cid):
                         self._add_samples(build, cid, condition, x, y)
+                        pending = store.pending(cid)
 
                     def measured(sample, answer, cid=cid):
                         store.add_device_output(cid, sample, *answer)
                         self.bar.update()
 
-                    self.pool.run(store.pending(cid), measured)
+                    self.pool.run(pending, measured)
                     if condition.mode == "on-device":
                         self._probe_gradients(build, condition, x)
-                    self.save(report=False)
+                    if pending:  # a resumed run saves only what it measured anew
+                        self.save(report=False)
         finally:
             for w in self.pool.workers:
                 for k, v in w.link.items():
