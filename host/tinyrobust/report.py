@@ -268,9 +268,10 @@ def heatmap_plot(results: dict) -> str | None:
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black")
         ax.set_yticks(range(len(rows)), [attack_label(r) for r in rows], fontsize=8)
-        ax.set_xticks(range(len(defenses)), [d.replace(" (", "\n(", 1) for d in defenses], fontsize=8)
+        ax.set_xticks(range(len(defenses)), [d.replace(" (", "\n(", 1).replace(", ", ",\n") for d in defenses],
+                      fontsize=8)  # fmt: skip
         ax.xaxis.tick_top()
-        ax.set_title(f"{model} {precision}: device top-1 accuracy", fontsize=9, pad=24)
+        ax.set_title(f"{model} {precision}: device top-1 accuracy", fontsize=9, pad=36)
         fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     fig.tight_layout()
     png = _png(fig)
