@@ -54,43 +54,53 @@ def test_campaign_survives_fault(fault, clean_run, tmp_path):
         assert sum(results["link"].values()) > 0, "the recovery was not counted"
 
 
-def test_interrupted_then_resumed_campaign_equals_uninterrupted(clean_run, tmp_path):
-    _, clean_rows = clean_run
-    out = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--samples", "40", "--attacks", "fgsm"]
-    command += ["--eps", "0.1", "--out", str(out), "--channel", "uart"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+# Interrupted runs are long enough (2 x 200 inferences over the UART) that the host stops them mid-condition.
+LONG = ["--samples", "200", "--attacks", "fgsm", "--eps", "0.1", "--channel", "uart"]
+
+
+@pytest.fixture(scope="module")
+def long_rows(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("long")
+    subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", *LONG, "--out", str(out)], check=True)
+    return device_rows(out)
+
+
+def _interrupt_when(out, process, rows: int) -> None:
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(_rows_if_any(out)) < 20:
+    while time.monotonic() < deadline and len(_rows_if_any(out)) < rows and process.poll() is None:
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+
+
+def test_interrupted_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_path):
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", *LONG, "--out", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _interrupt_when(out, process, 100)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert f"--resume {out}" in stderr
     partial = _rows_if_any(out)
-    assert 20 <= len(partial) < len(clean_rows)
+    assert 100 <= len(partial) < len(long_rows)
     assert subprocess.run(["pgrep", "-f", str(out / "firmware")], capture_output=True).returncode != 0
 
     resumed = subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--resume", str(out)])
     assert resumed.returncode == 0
-    assert device_rows(out) == clean_rows
+    assert device_rows(out) == long_rows
 
 
-def test_killed_then_resumed_campaign_equals_uninterrupted(clean_run, tmp_path):
-    _, clean_rows = clean_run
+def test_killed_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--samples", "40", "--attacks", "fgsm"]
-    command += ["--eps", "0.1", "--out", str(out), "--channel", "uart"]
+    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", *LONG, "--out", str(out)]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(_rows_if_any(out)) < 30:
-        time.sleep(0.05)
+    _interrupt_when(out, process, 150)
     os.killpg(process.pid, signal.SIGKILL)  # the host and its emulator die without cleaning up
     process.wait()
-    assert 30 <= len(_rows_if_any(out)) < len(clean_rows)
+    assert 150 <= len(_rows_if_any(out)) < len(long_rows)
     resumed = subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--resume", str(out)])
     assert resumed.returncode == 0
-    assert device_rows(out) == clean_rows
+    assert device_rows(out) == long_rows
 
 
 def _rows_if_any(out):
