@@ -1,4 +1,5 @@
 import os
+import signal
 import warnings
 
 import numpy as np
@@ -6,6 +7,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
+
+
+def interruptible() -> None:
+    """Popen's preexec_fn for a child that a test stops with SIGINT: the default disposition, so that Python
+    raises KeyboardInterrupt even when the tests run where SIGINT is ignored (a background job's children)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def quantized_model(layers, input_shape, seed=0, precision="int8", batch_size=None) -> bytes:

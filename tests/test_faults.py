@@ -9,6 +9,7 @@ import time
 import pytest
 from relay import FAULTS, RelayedTarget
 
+from conftest import interruptible
 from tinyrobust.evaluate import Settings, flash_and_evaluate
 from tinyrobust.store import Store
 
@@ -75,7 +76,8 @@ def _interrupt_when(out, process, rows: int) -> None:
 def test_interrupted_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_path):
     out = tmp_path / "interrupted"
     command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", *LONG, "--out", str(out)]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=interruptible)  # fmt: skip
     _interrupt_when(out, process, 100)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import quantized_model
+from conftest import interruptible, quantized_model
 from tinyrobust import reference
 from tinyrobust.boards import load_board
 from tinyrobust.build import build_firmware
@@ -138,7 +138,8 @@ def test_both_channels_give_the_same_outputs_and_instruction_counts(digits, tmp_
 def test_flash_and_evaluate_reaches_a_running_emulator_by_port(digits, tmp_path):
     port = free_tcp_port()
     command = ["tinyrobust", "emulate", "digits-cnn", "--port-tcp", str(port)]
-    emulate = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    emulate = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)  # fmt: skip
     try:
         url = emulate.stdout.readline().strip()  # printed once QEMU serves the UART
         assert url == f"socket://127.0.0.1:{port}", url or emulate.stderr.read()
