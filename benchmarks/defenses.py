@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyrobust import attacks, defenses, zoo
-from tinyrobust.compiler import compile_model
-from tinyrobust.quantize import quantize
-from tinyrobust.reference import quantize_inputs, tflm_outputs
+from tinyrobust.campaign import attacks, defenses
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.model import zoo
+from tinyrobust.model.quantize import quantize
+from tinyrobust.model.reference import quantize_inputs, tflm_outputs
 
 
 def main() -> None:

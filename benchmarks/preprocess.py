@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyrobust import zoo
-from tinyrobust.boards import load_board
-from tinyrobust.build import build_firmware
-from tinyrobust.compiler import compile_model
-from tinyrobust.defenses import apply_stages_q
-from tinyrobust.reference import quantize_inputs, tflm_outputs
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.campaign.defenses import apply_stages_q
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import load_board
+from tinyrobust.model import zoo
+from tinyrobust.model.reference import quantize_inputs, tflm_outputs
 from tinyrobust.validate import counts, run_on_device
 
 STAGES = {

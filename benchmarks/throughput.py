@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyrobust import zoo
-from tinyrobust.boards import load_board
-from tinyrobust.build import build_firmware
-from tinyrobust.compiler import compile_model
-from tinyrobust.emulator import instructions_per_tick
-from tinyrobust.link import FRAME_OVERHEAD, Device
-from tinyrobust.store import Store
-from tinyrobust.targets import EmulatorTarget
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.campaign.store import Store
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import load_board
+from tinyrobust.device.emulator import instructions_per_tick
+from tinyrobust.device.link import FRAME_OVERHEAD, Device
+from tinyrobust.device.targets import EmulatorTarget
+from tinyrobust.model import zoo
 
 
 class TimedPort:

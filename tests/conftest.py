@@ -1,5 +1,7 @@
 import os
 import signal
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -15,12 +17,22 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# The command as a user runs it, through the interpreter that runs the tests, so that no other tinyrobust on PATH
+# can stand in for the one under test.
+TINYROBUST = [sys.executable, "-m", "tinyrobust"]
+
+
+def tinyrobust(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run the command line and capture what it prints."""
+    return subprocess.run([*TINYROBUST, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
 def quantized_model(layers, input_shape, seed=0, precision="int8", batch_size=None) -> bytes:
     """A Keras model of the given layers with random weights, quantized with a random representative set;
     batch_size=1 fixes the batch dimension, which changes what the converter emits for some layers."""
     import keras
 
-    from tinyrobust.quantize import quantize
+    from tinyrobust.model.quantize import quantize
 
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input(shape=input_shape, batch_size=batch_size), *layers])
@@ -33,7 +45,7 @@ def quantized_model(layers, input_shape, seed=0, precision="int8", batch_size=No
 
 
 def random_inputs(tflite: bytes, count: int, seed: int = 1) -> np.ndarray:
-    from tinyrobust.graph import read_tflite
+    from tinyrobust.compile.graph import read_tflite
 
     graph = read_tflite(tflite)
     shape = graph.tensors[graph.inputs[0]].shape
@@ -43,6 +55,6 @@ def random_inputs(tflite: bytes, count: int, seed: int = 1) -> np.ndarray:
 @pytest.fixture(scope="session")
 def digits():
     """The built-in digits-cnn model (trained once, cached)."""
-    from tinyrobust import zoo
+    from tinyrobust.model import zoo
 
     return zoo.load_builtin("digits-cnn")

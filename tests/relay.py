@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from tinyrobust.targets import EmulatorTarget
+from tinyrobust.device.targets import EmulatorTarget
 
 FAULTS = ("drop", "flip", "delay", "split", "close", "restart")
 

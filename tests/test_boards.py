@@ -5,7 +5,6 @@ the Renode script and command line, which are checked whether or not Renode is h
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import keras
@@ -13,12 +12,12 @@ import numpy as np
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import quantized_model
-from tinyrobust import ROOT, reference
-from tinyrobust.boards import board_names, load_board
-from tinyrobust.build import build_firmware, check_channel
-from tinyrobust.compiler import compile_model
-from tinyrobust.emulator import (
+from conftest import quantized_model, tinyrobust
+from tinyrobust.assets import FIRMWARE
+from tinyrobust.build.firmware import build_firmware, check_channel
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import board_names, load_board
+from tinyrobust.device.emulator import (
     Emulator,
     calibrate,
     counter_source,
@@ -27,9 +26,10 @@ from tinyrobust.emulator import (
     renode_command,
     renode_script,
 )
+from tinyrobust.device.link import Device
+from tinyrobust.device.targets import emulated_uart_bytes_per_s
 from tinyrobust.errors import UserError
-from tinyrobust.link import Device
-from tinyrobust.targets import emulated_uart_bytes_per_s
+from tinyrobust.model import reference
 
 NO_RENODE = pytest.mark.skipif(
     shutil.which("renode") is None,
@@ -60,7 +60,7 @@ L = keras.layers
 @pytest.mark.parametrize("name", board_names())
 def test_board_file_is_complete_and_consistent(name):
     board = load_board(name)
-    assert (ROOT / "firmware" / "boards" / board.family / "uart.c").is_file()
+    assert (FIRMWARE / "boards" / board.family / "uart.c").is_file()
     assert board.uart["driver"] == board.family
     regions = sorted([board.flash, board.ram, *board.extra_ram.values()], key=lambda r: r["origin"])
     for low, high in zip(regions, regions[1:], strict=False):
@@ -76,7 +76,7 @@ def test_board_file_is_complete_and_consistent(name):
 
 
 def test_boards_command_lists_every_board():
-    listing = subprocess.run(["tinyrobust", "boards"], capture_output=True, text=True, check=True).stdout
+    listing = tinyrobust("boards").stdout
     rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
     assert sorted(rows) == board_names()
     for name, row in rows.items():

@@ -3,17 +3,18 @@
 
 import csv
 import json
-import subprocess
 
 import numpy as np
 import pytest
 
-from tinyrobust import attacks, reference
-from tinyrobust.campaign import AttackSpec, Campaign, Runner, load_config, parse
-from tinyrobust.compiler import compile_model
+from conftest import tinyrobust
+from tinyrobust.campaign import attacks
+from tinyrobust.campaign.runner import AttackSpec, Campaign, Runner, load_config, parse
+from tinyrobust.campaign.store import Store
+from tinyrobust.compile.compiler import compile_model
 from tinyrobust.errors import UserError
 from tinyrobust.evaluate import Settings
-from tinyrobust.store import Store
+from tinyrobust.model import reference
 
 # Parameters small enough that every attack runs on a few samples in seconds.
 QUICK = {
@@ -78,7 +79,7 @@ def test_bound_attacks_default_to_unbounded_and_the_shorthand_is_a_campaign(tmp_
 def test_campaign_cli_errors_are_one_sentence(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('precisions = ["int8", "int2"]\n')
-    result = subprocess.run(["tinyrobust", "campaign", "run", str(config)], capture_output=True, text=True)
+    result = tinyrobust("campaign", "run", config)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: campaign key 'precisions' has 'int2'; allowed: int8, int16x8"
 
@@ -201,7 +202,7 @@ DEFENDED = parse({
 
 @pytest.mark.emulator
 def test_device_and_training_defenses_run_on_their_own_firmware(tmp_path, digits):
-    from tinyrobust.defenses import apply_stages_q
+    from tinyrobust.campaign.defenses import apply_stages_q
 
     results = Runner(DEFENDED, tmp_path).run(progress=False)
     runs = {((r["defense"] or {}).get("name", ""), r["attack"]): r for r in results["runs"]}

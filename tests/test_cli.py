@@ -1,18 +1,13 @@
 """The command line as a user meets it: listings, doctor, and one-sentence errors without tracebacks."""
 
-import subprocess
 
 import keras
 import numpy as np
 import pytest
 
-from conftest import quantized_model
-from tinyrobust.compiler import compile_model
+from conftest import quantized_model, tinyrobust
+from tinyrobust.compile.compiler import compile_model
 from tinyrobust.errors import UserError
-
-
-def tinyrobust(*args, cwd=None):
-    return subprocess.run(["tinyrobust", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def assert_one_sentence_error(result, *fragments):

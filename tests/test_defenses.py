@@ -7,11 +7,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from tinyrobust import defenses, zoo
-from tinyrobust.build import FIRMWARE, build_firmware, build_native, run_native
-from tinyrobust.compiler import compile_model
+from tinyrobust.build.firmware import FIRMWARE, build_firmware, build_native, run_native
+from tinyrobust.campaign import defenses
+from tinyrobust.compile.compiler import compile_model
 from tinyrobust.errors import UserError
-from tinyrobust.reference import quantize_inputs, tflm_outputs
+from tinyrobust.model import zoo
+from tinyrobust.model.reference import quantize_inputs, tflm_outputs
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +209,10 @@ def test_stage_buffers_get_their_own_arena_space(tmp_path):
 
 @pytest.mark.emulator
 def test_median_stage_on_the_emulator_is_the_numpy_stage_then_tflm(digits, tmp_path):
-    from tinyrobust.boards import load_board
-    from tinyrobust.emulator import Emulator
-    from tinyrobust.link import Device
-    from tinyrobust.targets import EMULATED_UART_BYTES_PER_S
+    from tinyrobust.device.boards import load_board
+    from tinyrobust.device.emulator import Emulator
+    from tinyrobust.device.link import Device
+    from tinyrobust.device.targets import EMULATED_UART_BYTES_PER_S
 
     board = load_board("qemu-mps2-an386")
     compiled = compile_model(digits.tflite, preprocess=STAGES)

@@ -3,15 +3,14 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 from relay import FAULTS, RelayedTarget
 
-from conftest import interruptible
+from conftest import TINYROBUST, interruptible
+from tinyrobust.campaign.store import Store
 from tinyrobust.evaluate import Settings, flash_and_evaluate
-from tinyrobust.store import Store
 
 pytestmark = pytest.mark.emulator
 LOSSY = {"drop", "flip", "close", "restart"}  # faults that lose data, where the host must recover
@@ -62,7 +61,7 @@ LONG = ["--samples", "200", "--attacks", "fgsm", "--eps", "0.1", "--channel", "u
 @pytest.fixture(scope="module")
 def long_rows(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("long")
-    subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", *LONG, "--out", str(out)], check=True)
+    subprocess.run([*TINYROBUST, "flash-and-evaluate", *LONG, "--out", str(out)], check=True)
     return device_rows(out)
 
 
@@ -75,7 +74,7 @@ def _interrupt_when(out, process, rows: int) -> None:
 
 def test_interrupted_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_path):
     out = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", *LONG, "--out", str(out)]
+    command = [*TINYROBUST, "flash-and-evaluate", *LONG, "--out", str(out)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=interruptible)  # fmt: skip
     _interrupt_when(out, process, 100)
@@ -87,20 +86,20 @@ def test_interrupted_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_p
     assert 100 <= len(partial) < len(long_rows)
     assert subprocess.run(["pgrep", "-f", str(out / "firmware")], capture_output=True).returncode != 0
 
-    resumed = subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--resume", str(out)])
+    resumed = subprocess.run([*TINYROBUST, "flash-and-evaluate", "--resume", str(out)])
     assert resumed.returncode == 0
     assert device_rows(out) == long_rows
 
 
 def test_killed_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "tinyrobust", "flash-and-evaluate", *LONG, "--out", str(out)]
+    command = [*TINYROBUST, "flash-and-evaluate", *LONG, "--out", str(out)]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     _interrupt_when(out, process, 150)
     os.killpg(process.pid, signal.SIGKILL)  # the host and its emulator die without cleaning up
     process.wait()
     assert 150 <= len(_rows_if_any(out)) < len(long_rows)
-    resumed = subprocess.run([sys.executable, "-m", "tinyrobust", "flash-and-evaluate", "--resume", str(out)])
+    resumed = subprocess.run([*TINYROBUST, "flash-and-evaluate", "--resume", str(out)])
     assert resumed.returncode == 0
     assert device_rows(out) == long_rows
 

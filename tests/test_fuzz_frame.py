@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyrobust import ROOT
-from tinyrobust.link import MSG_INFER, MSG_INFO, MSG_SESSION, encode_frame
+from tinyrobust.assets import FIRMWARE
+from tinyrobust.device.link import MSG_INFER, MSG_INFO, MSG_SESSION, encode_frame
 
 RUNS = 1_000_000
 
@@ -16,7 +16,7 @@ RUNS = 1_000_000
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang (libFuzzer) is not installed; ./install.sh adds it")
 def test_frame_parser_survives_fuzzing(tmp_path):
     fuzzer = tmp_path / "frame_fuzzer"
-    link = ROOT / "firmware" / "link"
+    link = FIRMWARE / "link"
     subprocess.run(
         ["clang", "-g", "-O1", "-fsanitize=fuzzer,address,undefined", f"-I{link}", str(link / "tr_frame.c"),
          str(Path(__file__).parent / "fuzz" / "frame_fuzzer.c"), "-o", str(fuzzer)],

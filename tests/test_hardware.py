@@ -2,18 +2,18 @@
 map and cycle counter, the flashing commands are what pyOCD and the Mbed drive expect, and with no probe
 attached flashing and detection fail with one sentence (pyOCD's probe discovery really runs)."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from tinyrobust.boards import board_names, load_board
-from tinyrobust.build import build_firmware
-from tinyrobust.campaign import latency
-from tinyrobust.compiler import compile_model
+from conftest import tinyrobust
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.campaign.runner import latency
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import board_names, load_board
+from tinyrobust.device.flashing import Attached, detect, flash, hex_image, mbed_destination, pyocd_command
 from tinyrobust.errors import UserError
-from tinyrobust.flashing import Attached, detect, flash, hex_image, mbed_destination, pyocd_command
 
 REAL = [name for name in board_names() if not load_board(name).emulated]
 
@@ -113,7 +113,7 @@ def test_flashing_without_a_probe_is_one_clear_error(f746_elf):
 def test_boards_detect_says_what_it_looked_for_and_how_to_fix_it():
     if not detect().found_nothing():
         pytest.skip("a board or USB serial port is attached to this machine")
-    result = subprocess.run(["tinyrobust", "boards", "detect"], capture_output=True, text=True, timeout=120)
+    result = tinyrobust("boards", "detect", timeout=120)
     assert result.returncode == 1
     assert "pyOCD saw no debug probe, mbed-tools no Mbed board and pyserial no USB serial port" in result.stderr
     assert "Traceback" not in result.stderr

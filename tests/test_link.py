@@ -7,8 +7,8 @@ import zlib
 import pytest
 import serial
 
-from tinyrobust import ROOT
-from tinyrobust.link import MSG_INFER, MSG_REPLY, Device, encode_frame
+from tinyrobust.assets import FIRMWARE
+from tinyrobust.device.link import MSG_INFER, MSG_REPLY, Device, encode_frame
 
 FEED_MORE, FEED_FRAME, FEED_BAD_CRC, FEED_TOO_LONG = 0, 1, -1, -2
 
@@ -30,7 +30,7 @@ class Parser(ctypes.Structure):
 @pytest.fixture(scope="module")
 def frame_lib(tmp_path_factory):
     lib = tmp_path_factory.mktemp("frame") / "libframe.so"
-    src = ROOT / "firmware" / "link" / "tr_frame.c"
+    src = FIRMWARE / "link" / "tr_frame.c"
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(lib), str(src)], check=True)
     return ctypes.CDLL(str(lib))
 

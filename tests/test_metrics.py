@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from tinyrobust import attacks, metrics, reference
-from tinyrobust.compiler import compile_model
-from tinyrobust.graph import Tensor
+from tinyrobust.campaign import attacks, metrics
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.graph import Tensor
+from tinyrobust.model import reference
 
 RESOLUTION = 1 / (metrics.BOUNDARY_GRID * 2**metrics.BOUNDARY_STEPS)
 

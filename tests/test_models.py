@@ -2,28 +2,23 @@
 arena from its allocation report), with the real compiler, toolchain, emulator and interpreters."""
 
 import json
-import subprocess
 
 import keras
 import numpy as np
 import pytest
 
-from conftest import quantized_model
-from tinyrobust import zoo
+from conftest import quantized_model, tinyrobust
 from tinyrobust.bench import tflm_arena
-from tinyrobust.boards import load_board
-from tinyrobust.build import build_firmware
-from tinyrobust.compiler import compile_model
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import load_board
 from tinyrobust.errors import UserError
+from tinyrobust.model import zoo
 from tinyrobust.validate import check_link_fits, validate
 
 NEW_MODELS = ["resnet8-cifar10", "mobilenetv1-vww", "dscnn-kws", "fc-autoencoder-ad", "coffee-cnn"]
 PAIRS = ("device_vs_tflm", "device_vs_tflite", "tflite_vs_tflm")
 L = keras.layers
-
-
-def tinyrobust(*args, cwd=None):
-    return subprocess.run(["tinyrobust", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")

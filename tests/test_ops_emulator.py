@@ -11,13 +11,13 @@ import pytest
 from test_ops_native import Branch, conv, full_range_inputs
 
 from conftest import quantized_model, random_inputs
-from tinyrobust.boards import load_board
-from tinyrobust.build import build_firmware
-from tinyrobust.compiler import compile_model
-from tinyrobust.emulator import Emulator
-from tinyrobust.link import Device
-from tinyrobust.reference import tflm_outputs
-from tinyrobust.targets import EMULATED_UART_BYTES_PER_S
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import load_board
+from tinyrobust.device.emulator import Emulator
+from tinyrobust.device.link import Device
+from tinyrobust.device.targets import EMULATED_UART_BYTES_PER_S
+from tinyrobust.model.reference import tflm_outputs
 
 pytestmark = pytest.mark.emulator
 L = keras.layers

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import quantized_model, random_inputs
-from tinyrobust.build import build_native, run_native
-from tinyrobust.compiler import compile_model
+from tinyrobust.build.firmware import build_native, run_native
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.graph import fold_shape_arithmetic, read_tflite, remove_dead_ops
 from tinyrobust.errors import UserError
-from tinyrobust.graph import fold_shape_arithmetic, read_tflite, remove_dead_ops
-from tinyrobust.reference import tflite_outputs, tflm_outputs
+from tinyrobust.model.reference import tflite_outputs, tflm_outputs
 
 L = keras.layers
 K = keras.ops

@@ -9,9 +9,10 @@ import tomllib
 import numpy as np
 import pytest
 
-from tinyrobust import metrics, report
-from tinyrobust.campaign import AttackSpec, Campaign, DefenseSpec, Runner, parse
-from tinyrobust.graph import Tensor
+from tinyrobust.campaign import metrics
+from tinyrobust.campaign.runner import AttackSpec, Campaign, DefenseSpec, Runner, parse
+from tinyrobust.compile.graph import Tensor
+from tinyrobust.report import html as report
 
 MEDIAN = {"name": "median", "where": "host", "params": {}}
 SQUEEZE = {"name": "squeeze-bits", "where": "host", "params": {"bit_depth": 4}}

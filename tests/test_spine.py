@@ -9,17 +9,17 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import interruptible, quantized_model
-from tinyrobust import reference
-from tinyrobust.boards import load_board
-from tinyrobust.build import build_firmware
-from tinyrobust.compiler import compile_model
-from tinyrobust.emulator import Emulator, free_tcp_port
+from conftest import TINYROBUST, interruptible, quantized_model
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.campaign.store import Store
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import load_board
+from tinyrobust.device.emulator import Emulator, free_tcp_port
+from tinyrobust.device.link import Device
+from tinyrobust.device.targets import EMULATED_UART_BYTES_PER_S, EmulatorTarget
 from tinyrobust.errors import UserError
 from tinyrobust.evaluate import Settings, flash_and_evaluate
-from tinyrobust.link import Device
-from tinyrobust.store import Store
-from tinyrobust.targets import EMULATED_UART_BYTES_PER_S, EmulatorTarget
+from tinyrobust.model import reference
 
 pytestmark = pytest.mark.emulator
 BOARD = "qemu-mps2-an386"
@@ -137,7 +137,7 @@ def test_both_channels_give_the_same_outputs_and_instruction_counts(digits, tmp_
 
 def test_flash_and_evaluate_reaches_a_running_emulator_by_port(digits, tmp_path):
     port = free_tcp_port()
-    command = ["tinyrobust", "emulate", "digits-cnn", "--port-tcp", str(port)]
+    command = [*TINYROBUST, "emulate", "digits-cnn", "--port-tcp", str(port)]
     emulate = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=interruptible)  # fmt: skip
     try:

@@ -1,3 +1,3 @@
-from .cli import main
+from tinyrobust.cli import main
 
 main()

@@ -11,12 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import zoo
-from .boards import load_board
-from .build import build_firmware
-from .compiler import QUANT_PARAMS_PREFIX, compile_model
-from .errors import UserError
-from .validate import check_link_fits, check_precision, counts, latency_unit, load_tflite, random_inputs, run_on_device
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.compile.compiler import QUANT_PARAMS_PREFIX, compile_model
+from tinyrobust.device.boards import load_board
+from tinyrobust.errors import UserError
+from tinyrobust.model import zoo
+from tinyrobust.validate import (
+    check_link_fits,
+    check_precision,
+    counts,
+    latency_unit,
+    load_tflite,
+    random_inputs,
+    run_on_device,
+)
 
 INFERENCES = 3  # random inputs per model; the latency is their median
 ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError
-from .quantize import PRECISIONS
+from tinyrobust.errors import UserError
+from tinyrobust.model.quantize import PRECISIONS
 
 
 def _quiet_libraries() -> None:
@@ -96,8 +96,8 @@ def flash_and_evaluate(
     jobs,
 ) -> None:  # fmt: skip
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
-    from .evaluate import Settings, resume_settings
-    from .evaluate import flash_and_evaluate as run
+    from tinyrobust.evaluate import Settings, resume_settings
+    from tinyrobust.evaluate import flash_and_evaluate as run
 
     if resume is not None:
         settings = resume_settings(resume)
@@ -177,7 +177,7 @@ def campaign() -> None:
 @_device_options
 def campaign_run(config, out, jobs, resume, channel, port, flash_with) -> None:
     """Run the campaign in CONFIG (TOML): models, precisions, board, samples, seeds, attacks, defenses."""
-    from .campaign import STORE_NAME, load_config, run_campaign
+    from tinyrobust.campaign.runner import STORE_NAME, load_config, run_campaign
 
     plan = load_config(config)
     if (out / STORE_NAME).is_file() and not resume:
@@ -198,7 +198,7 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with) -> None:
 @cli.command()
 def doctor() -> None:
     """List what is missing (toolchain, emulator, Python packages) and how to install it."""
-    from .doctor import checks, optional
+    from tinyrobust.doctor import checks, optional
 
     missing = 0
     for name, ok, fix in checks():
@@ -218,7 +218,7 @@ def _size(n: int) -> str:
 @click.pass_context
 def boards(ctx) -> None:
     """List the built-in boards (`boards detect`: the boards and serial ports attached to this machine)."""
-    from .boards import board_names, load_board
+    from tinyrobust.device.boards import board_names, load_board
 
     if ctx.invoked_subcommand is not None:
         return
@@ -237,7 +237,7 @@ def boards(ctx) -> None:
 @boards.command()
 def detect() -> None:
     """List attached debug probes (pyOCD), Mbed boards (mbed-tools) and serial ports (pyserial)."""
-    from .flashing import NOTHING_ATTACHED_FIX, detect
+    from tinyrobust.device.flashing import NOTHING_ATTACHED_FIX, detect
 
     attached = detect()
     for probe in attached.probes:
@@ -263,7 +263,7 @@ def detect() -> None:
 def emulate(model, board, port_tcp) -> None:
     """Build MODEL's firmware (built-in name or .tflite) and run it in QEMU, its UART on a TCP port, until
     Ctrl-C; evaluate against it with flash-and-evaluate --port socket://127.0.0.1:PORT."""
-    from .emulator import serve
+    from tinyrobust.device.emulator import serve
 
     def ready(url: str) -> None:
         click.echo(f"{board} runs {model}; its UART is {url}; Ctrl-C stops the emulator", err=True)
@@ -278,7 +278,7 @@ def emulate(model, board, port_tcp) -> None:
 @cli.command()
 def models() -> None:
     """List the built-in models."""
-    from .zoo import builtin_names, builtin_spec
+    from tinyrobust.model.zoo import builtin_names, builtin_spec
 
     rows = []
     for name in builtin_names():
@@ -303,8 +303,8 @@ def validate(model, board, inputs, samples, json_path, precision) -> None:
     """Run MODEL (built-in name or .tflite) on the board; compare its outputs with TFLM and TFLite."""
     import json
 
-    from .validate import format_table
-    from .validate import validate as run
+    from tinyrobust.validate import format_table
+    from tinyrobust.validate import validate as run
 
     results = run(model, board, inputs, samples, precision)
     click.echo(format_table(results))
@@ -321,8 +321,8 @@ def bench(models, board, json_path, precision) -> None:
     """Instructions per inference, our arena against TFLM's, and flash code and weights, per model."""
     import json
 
-    from .bench import bench as run
-    from .bench import markdown
+    from tinyrobust.bench import bench as run
+    from tinyrobust.bench import markdown
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     results = run(names, board, precision, progress=lambda text: click.echo(text, err=True))
@@ -333,7 +333,7 @@ def bench(models, board, json_path, precision) -> None:
 
 def main() -> None:
     _quiet_libraries()
-    from .link import LinkError
+    from tinyrobust.device.link import LinkError
 
     try:
         cli(standalone_mode=False)

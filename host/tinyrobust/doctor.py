@@ -52,7 +52,7 @@ def checks() -> list[tuple[str, bool, str]]:
 
 def optional() -> list[tuple[str, bool, str]]:
     """(what, present, how to get it) for what only some boards need; missing, it is not a failure."""
-    from .emulator import INSTALL
+    from tinyrobust.device.emulator import INSTALL
 
     return [
         ("renode (optional: the renode-* emulated boards)", shutil.which("renode") is not None, INSTALL["renode"]),

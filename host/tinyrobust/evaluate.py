@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .campaign import STORE_NAME, AttackSpec, Campaign, Runner
-from .errors import UserError
-from .store import Store
+from tinyrobust.campaign.runner import STORE_NAME, AttackSpec, Campaign, Runner
+from tinyrobust.campaign.store import Store
+from tinyrobust.errors import UserError
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Settings:
 
     def campaign(self) -> Campaign:
         """The campaign these options describe: one model, one precision, transfer attacks over the eps list."""
-        from .attacks import check_names
+        from tinyrobust.campaign.attacks import check_names
 
         check_names(self.attacks)
         return Campaign(

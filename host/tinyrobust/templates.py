@@ -1,4 +1,4 @@
-"""Jinja2 templates: firmware sources (firmware/templates) and the report (package templates)."""
+"""Jinja2 templates: firmware sources (firmware/templates) and the report (tinyrobust/report)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import jinja2
 
-from . import ROOT
+from tinyrobust.assets import FIRMWARE
 
 _ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader([ROOT / "firmware" / "templates", Path(__file__).parent / "templates"]),
+    loader=jinja2.FileSystemLoader([FIRMWARE / "templates", Path(__file__).parent / "report"]),
     undefined=jinja2.StrictUndefined,
     autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
     keep_trailing_newline=True,

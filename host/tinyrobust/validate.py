@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import reference, zoo
-from .boards import Board, load_board
-from .build import Firmware, build_firmware
-from .compiler import CompiledModel, compile_model
-from .emulator import instructions_per_tick
-from .errors import UserError
-from .link import Device
-from .targets import EmulatorTarget
+from tinyrobust.build.firmware import Firmware, build_firmware
+from tinyrobust.compile.compiler import CompiledModel, compile_model
+from tinyrobust.device.boards import Board, load_board
+from tinyrobust.device.emulator import instructions_per_tick
+from tinyrobust.device.link import Device
+from tinyrobust.device.targets import EmulatorTarget
+from tinyrobust.errors import UserError
+from tinyrobust.model import reference, zoo
 
 # The frame header's length field is 16 bits (link.HEADER), and a reply carries 8 bytes of counter before the
 # output tensor. Inputs have no such limit: they travel in chunks.

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ROOT
-from .errors import UserError
-
-MODELS_DIR = ROOT / "models"
+from tinyrobust.assets import MODELS
+from tinyrobust.errors import UserError
 
 
 @dataclass
@@ -30,11 +28,11 @@ class Model:
 
 
 def builtin_names() -> list[str]:
-    return sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
+    return sorted(p.stem for p in MODELS.glob("*.toml"))
 
 
 def builtin_spec(name: str) -> dict:
-    path = MODELS_DIR / f"{name}.toml"
+    path = MODELS / f"{name}.toml"
     if not path.is_file():
         raise UserError(f"there is no built-in model '{name}'; choose one of: {', '.join(builtin_names())}")
     return tomllib.loads(path.read_text())
@@ -198,11 +196,11 @@ def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -
     model's own classes."""
     import keras
 
-    from .quantize import quantize
+    from tinyrobust.model.quantize import quantize
 
     spec = builtin_spec(name)
     trained = data is not None or dataset_available(spec)
-    spec_hash = hashlib.sha256((MODELS_DIR / f"{name}.toml").read_bytes()).hexdigest()[:12]
+    spec_hash = hashlib.sha256((MODELS / f"{name}.toml").read_bytes()).hexdigest()[:12]
     tag = "" if trained else "-untrained"
     if data is not None:
         splits = load_npz(Path(data), spec)

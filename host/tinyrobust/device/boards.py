@@ -6,10 +6,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ROOT
-from .errors import UserError
-
-BOARDS_DIR = ROOT / "boards"
+from tinyrobust.assets import BOARDS
+from tinyrobust.errors import UserError
 
 
 @dataclass
@@ -65,11 +63,11 @@ class Board:
 
 
 def board_names() -> list[str]:
-    return sorted(p.stem for p in BOARDS_DIR.glob("*.toml"))
+    return sorted(p.stem for p in BOARDS.glob("*.toml"))
 
 
 def load_board(name: str) -> Board:
-    path = BOARDS_DIR / f"{name}.toml"
+    path = BOARDS / f"{name}.toml"
     if not path.is_file():
         raise UserError(f"there is no board '{name}'; choose one of: {', '.join(board_names())}")
     data = tomllib.loads(path.read_text())

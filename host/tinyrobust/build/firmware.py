@@ -8,13 +8,12 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import ROOT
-from .boards import Board
-from .compiler import QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, CompiledModel, render
-from .errors import UserError
-from .templates import render_template
+from tinyrobust.assets import FIRMWARE
+from tinyrobust.compile.compiler import QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, CompiledModel, render
+from tinyrobust.device.boards import Board
+from tinyrobust.errors import UserError
+from tinyrobust.templates import render_template
 
-FIRMWARE = ROOT / "firmware"
 STACK_BYTES = 8192
 ARM_GCC = "arm-none-eabi-gcc"
 # Host channels: the board's UART, or in the emulator semihosting file I/O on two FIFOs (much faster).

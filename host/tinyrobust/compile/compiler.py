@@ -16,9 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .graph import Graph, Op, Tensor, fold_shape_arithmetic, live_inputs, read_tflite, reindex, remove_dead_ops
-from .planner import Buffer, plan_arena
+from tinyrobust.compile.graph import (
+    Graph,
+    Op,
+    Tensor,
+    fold_shape_arithmetic,
+    live_inputs,
+    read_tflite,
+    reindex,
+    remove_dead_ops,
+)
+from tinyrobust.compile.planner import Buffer, plan_arena
+from tinyrobust.errors import UserError
 
 INT8_MIN, INT8_MAX = -128, 127
 # C element types of the tensor types the generated code declares, and the kernel-name suffix of each
@@ -1074,7 +1083,7 @@ def c_array(values: np.ndarray, per_line: int = 24) -> str:
 
 def render(model: CompiledModel, out_dir: Path) -> list[Path]:
     """Write model.h and model.c for the compiled model."""
-    from .templates import render_template
+    from tinyrobust.templates import render_template
 
     def pointer(t: int) -> str:
         """A tensor in the byte arena as a pointer to its elements."""

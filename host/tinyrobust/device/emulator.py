@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .boards import Board
-from .errors import UserError
+from tinyrobust.device.boards import Board
+from tinyrobust.errors import UserError
 
 START_TIMEOUT_S = 20.0
 # Renode is a .NET program: its runtime and the platform description take seconds to load.
@@ -360,7 +360,7 @@ CALIBRATION = struct.Struct("<IIQQ")  # short and long loop iterations, ticks of
 def calibrate(board: Board, out_dir: Path) -> float:
     """Measure instructions per counter tick in the emulator: firmware/boards/calibrate.c times two spin
     loops of two instructions per iteration; their difference cancels every fixed overhead."""
-    from .build import build_calibration
+    from tinyrobust.build.firmware import build_calibration
 
     elf = build_calibration(board, out_dir)
     reply = b""
@@ -384,9 +384,9 @@ def calibrate(board: Board, out_dir: Path) -> float:
 def serve(model: str, board_name: str, port: int, ready: Callable[[str], None]) -> None:
     """Build the firmware of model (a built-in name or a .tflite file) for the emulated board and run it,
     its UART on 127.0.0.1:port, until the process is interrupted; the emulator is stopped on the way out."""
-    from .boards import load_board
-    from .build import build_firmware
-    from .compiler import compile_model
+    from tinyrobust.build.firmware import build_firmware
+    from tinyrobust.compile.compiler import compile_model
+    from tinyrobust.device.boards import load_board
 
     board = load_board(board_name)
     if not board.emulated:
@@ -396,7 +396,7 @@ def serve(model: str, board_name: str, port: int, ready: Callable[[str], None]) 
             raise UserError(f"model file {model} does not exist; pass an int8 .tflite file or a built-in name")
         tflite = Path(model).read_bytes()
     else:
-        from .zoo import load_builtin
+        from tinyrobust.model.zoo import load_builtin
 
         tflite = load_builtin(model).tflite
     with tempfile.TemporaryDirectory(prefix="tinyrobust-emulate-") as work:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .boards import Board
-from .emulator import Emulator
+from tinyrobust.device.boards import Board
+from tinyrobust.device.emulator import Emulator
 
 # QEMU's CMSDK UART moves about one byte per 20 us of host time (measured, see docs), whatever the baud rate.
 EMULATED_UART_BYTES_PER_S = 44_000
@@ -76,7 +76,7 @@ class SerialTarget:
     def open(self):
         import serial
 
-        from .errors import UserError
+        from tinyrobust.errors import UserError
 
         try:
             return serial.serial_for_url(self.url, baudrate=self.board.uart.get("baud", 115200), timeout=1.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from tinyrobust.errors import UserError
 
 KEY = ("model", "precision", "mode", "params", "defense", "seed")  # what identifies a condition besides attack, eps
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Tensor
+from tinyrobust.compile.graph import Tensor
 
 
 def quantize_inputs(x: np.ndarray, tensor: Tensor) -> np.ndarray:

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .boards import Board
-from .errors import UserError
+from tinyrobust.device.boards import Board
+from tinyrobust.errors import UserError
 
 METHODS = ("pyocd", "mbed")
 NOTHING_ATTACHED_FIX = (

@@ -8,7 +8,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from .errors import UserError
+from tinyrobust.errors import UserError
 
 SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<BHH")  # type, seq, length

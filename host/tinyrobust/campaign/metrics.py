@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reference
+from tinyrobust.model import reference
 
 ENGINES = ("float", "tflite", "tflm", "device")
 
@@ -142,7 +142,7 @@ def boundary_points(clean: np.ndarray, adversarial: np.ndarray, tensor, tflite: 
     its adversarial input (see boundary_distance): {"x0": clean inputs, "delta": adversarial - clean, both
     dequantized and shaped as the model's input, "top1": {model: top1 function}, "t": {model: first_flip's t}}
     for the models "float" (without a float model, absent) and "quantized"."""
-    from . import reference
+    from tinyrobust.model import reference
 
     shape = (len(clean), *tensor.shape[1:])  # the store keeps inputs flat
     x0 = reference.dequantize(np.reshape(clean, shape), tensor)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
+from tinyrobust.errors import UserError
 
 # ---------------------------------------------------------------------------------------------------------
 # Integer reference of the device stages (int8 input, NHWC with a batch dimension first).
@@ -271,7 +271,7 @@ def pixel_cnn(x_train: np.ndarray, epochs: int = 15, filters: int = 32, seed: in
     import keras
     from art.estimators.classification import TensorFlowV2Classifier
 
-    from .zoo import cache_dir
+    from tinyrobust.model.zoo import cache_dir
 
     shape = tuple(x_train.shape[1:])
     masked = _masked_conv_class()
@@ -499,7 +499,7 @@ def trades(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, ep
 def _cached(configured: Configured, keras_model, x: np.ndarray, y: np.ndarray, seed: int):
     import keras
 
-    from .zoo import cache_dir
+    from tinyrobust.model.zoo import cache_dir
 
     digest = hashlib.sha256()
     for w in keras_model.get_weights():

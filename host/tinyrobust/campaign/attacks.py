@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
+from tinyrobust.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .templates import render_template
+from tinyrobust.templates import render_template
 
 
 def engines(precision: str) -> list[tuple[str, str]]:
@@ -187,7 +187,7 @@ def defense_label(defense: dict | None) -> str:
     """The defense's name, where it runs ("trained" for a training defense) and its parameters; "none" for none."""
     if not defense:
         return "none"
-    from .defenses import DEFENSES
+    from tinyrobust.campaign.defenses import DEFENSES
 
     known = DEFENSES.get(defense["name"])
     place = "trained" if known is not None and known.kind == "training" else defense.get("where", "host")
@@ -199,7 +199,7 @@ def attack_label(run: dict) -> str:
     """The attack with its eps ("unbounded" for a minimal-perturbation attack at eps 0) and its mode."""
     if run["attack"] == "none":
         return "clean"
-    from .attacks import ATTACKS
+    from tinyrobust.campaign.attacks import ATTACKS
 
     bound = run["attack"] in ATTACKS and ATTACKS[run["attack"]].eps == "bound"
     eps = "unbounded" if bound and run["eps"] == 0 else f"eps {run['eps']:g}"
@@ -468,7 +468,7 @@ def examples_plot(group: dict) -> str | None:
     """A few samples of each attack in one (model, precision, defense) group: the clean input, the adversarial
     input as the device received it (its quantized input, dequantized) and the perturbation between them, with
     the true label and the device's top-1 on each."""
-    from .metrics import decode
+    from tinyrobust.campaign.metrics import decode
 
     conditions = [c for c in group["conditions"] if c["samples"]]
     if not conditions:

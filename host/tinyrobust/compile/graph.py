@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
+from tinyrobust.errors import UserError
 
 # Tensor types of the TFLite schema that the runtime can meet.
 DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}

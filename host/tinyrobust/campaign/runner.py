@@ -18,17 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, attacks, metrics, reference, zoo
-from .boards import Board, load_board
-from .build import build_firmware
-from .compiler import compile_model
-from .emulator import counter_source, instructions_per_tick
-from .errors import UserError
-from .link import Device, LinkError
-from .quantize import PRECISIONS
-from .store import Store
-from .targets import EmulatorTarget, SerialTarget
-from .validate import check_precision
+from tinyrobust import __version__
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.campaign import attacks, metrics
+from tinyrobust.campaign.store import Store
+from tinyrobust.compile.compiler import compile_model
+from tinyrobust.device.boards import Board, load_board
+from tinyrobust.device.emulator import counter_source, instructions_per_tick
+from tinyrobust.device.link import Device, LinkError
+from tinyrobust.device.targets import EmulatorTarget, SerialTarget
+from tinyrobust.errors import UserError
+from tinyrobust.model import reference, zoo
+from tinyrobust.model.quantize import PRECISIONS
+from tinyrobust.validate import check_precision
 
 STORE_NAME = "results.sqlite"
 # How often one sample may lose its link (reconnect, then restart the device) before the run gives up.
@@ -126,7 +128,7 @@ def parse(config: dict) -> Campaign:
             if p not in PRECISIONS:
                 _fail("precisions", f"has '{p}'; allowed: {', '.join(PRECISIONS)}")
     if "board" in config:
-        from .boards import board_names
+        from tinyrobust.device.boards import board_names
 
         if config["board"] not in board_names():
             _fail("board", f"is '{config['board']}'; allowed: {', '.join(board_names())}")
@@ -214,7 +216,7 @@ def load_config(path: Path) -> Campaign:
     return parse(config)
 
 
-# ---- defenses: the registry is tinyrobust.defenses; this module only passes names and parameters on ----------
+# ---- defenses: the registry is tinyrobust.campaign.defenses; this module only passes names and parameters on ----------
 
 
 def host_defense(spec: DefenseSpec | None, model: zoo.Model):
@@ -225,15 +227,15 @@ def host_defense(spec: DefenseSpec | None, model: zoo.Model):
         return lambda x: x
     configured = _configured(spec)
     if spec.name == "pixeldefend" and configured.params["pixel_cnn"] is None:
-        from .defenses import pixel_cnn
+        from tinyrobust.campaign.defenses import pixel_cnn
 
         configured.params["pixel_cnn"] = pixel_cnn(model.x_train)
     return configured.apply
 
 
 def _configured(spec: DefenseSpec):
-    """The defense from tinyrobust.defenses with the spec's parameters (a "preset" parameter names a preset)."""
-    from . import defenses
+    """The defense from tinyrobust.campaign.defenses with the spec's parameters (a "preset" parameter names a preset)."""
+    from tinyrobust.campaign import defenses
 
     params = dict(spec.params)
     return defenses.make(spec.name, params.pop("preset", None), **params)
@@ -540,7 +542,7 @@ class Runner:
         quantized again on the same representative data."""
         if defense is None or _configured(defense).defense.kind != "training":
             return base
-        from .quantize import quantize
+        from tinyrobust.model.quantize import quantize
 
         self.bar.set_description(f"{base.name}: training with {defense.name}")
         trained = _configured(defense).train(base.keras, base.x_train, base.y_train, seed=self.campaign.seeds[0])
@@ -624,7 +626,7 @@ class Runner:
     def _add_samples(self, build: Build, cid: int, condition: Condition, x, y) -> None:
         """Make the condition's inputs and the host references for them, stored before the device runs. The
         references read what the network reads: the inputs after the device's own pre-processing stages."""
-        from .defenses import apply_stages_q
+        from tinyrobust.campaign.defenses import apply_stages_q
 
         model, tensor = build.model, build.compiled.input
         defend = self._host_defense(condition.defense, model)
@@ -749,7 +751,7 @@ class Runner:
             index = self.started_targets - 1
             return start_emulator(board, elf, self.channel, log=elf.parent / f"emulator{index or ''}.log")
         if not board.emulated and self.flash_with != "none":
-            from .flashing import flash
+            from tinyrobust.device.flashing import flash
 
             flash(board, elf, self.flash_with)
         return SerialTarget(self.port, board).start()
@@ -850,7 +852,7 @@ class Runner:
     def save(self, report: bool = True) -> None:
         """results.json and the CSV tables, after every condition; report.html (its plots take seconds) when
         the run ends or stops."""
-        from .report import write_csv, write_report
+        from tinyrobust.report.html import write_csv, write_report
 
         results = self.results()
         (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

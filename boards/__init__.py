@@ -1,0 +1,1 @@
+"""Board files, shipped as tinyrobust.assets.boards."""

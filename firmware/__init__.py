@@ -1,0 +1,1 @@
+"""Firmware sources, shipped as tinyrobust.assets.firmware."""

@@ -1,0 +1,1 @@
+"""Compile: a quantized .tflite becomes a static schedule of kernel calls, a planned arena and C data."""

@@ -1,0 +1,1 @@
+"""The device: boards, the emulators and serial targets that run the firmware, and the link that talks to it."""

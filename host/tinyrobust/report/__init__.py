@@ -1,0 +1,1 @@
+"""The report: results.json turned into report.html, plots and CSV tables."""

@@ -1,0 +1,1 @@
+"""Built-in model files, shipped as tinyrobust.assets.models."""
