@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyrobust.campaign import attacks, defenses
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.model import zoo
 from tinyrobust.model.quantize import quantize
 from tinyrobust.model.reference import quantize_inputs, tflm_outputs

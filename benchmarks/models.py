@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 from tinyrobust.bench import bench, markdown
+from tinyrobust.device.boards import DEFAULT_BOARD
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--board", default="qemu-mps2-an386")
+    parser.add_argument("--board", default=DEFAULT_BOARD)
     parser.add_argument("--models", help="comma-separated built-in names or .tflite files (default: all built-in)")
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--json", type=Path, default=Path("models.json"))

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from tinyrobust.build.firmware import build_firmware
-from tinyrobust.campaign.defenses import apply_stages_q
-from tinyrobust.compile.compiler import compile_model
-from tinyrobust.device.boards import load_board
+from tinyrobust.compile.model import compile_model
+from tinyrobust.compile.stages import apply_stages_q
+from tinyrobust.device.boards import DEFAULT_BOARD, load_board
+from tinyrobust.device.counter import latency
+from tinyrobust.device.pool import run_on_emulator
 from tinyrobust.model import zoo
 from tinyrobust.model.reference import quantize_inputs, tflm_outputs
-from tinyrobust.validate import counts, run_on_device
 
 STAGES = {
     "none": [],
@@ -36,7 +37,7 @@ STAGES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="digits-cnn")
-    parser.add_argument("--board", default="qemu-mps2-an386")
+    parser.add_argument("--board", default=DEFAULT_BOARD)
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--json", type=Path, default=Path("preprocess.json"))
     args = parser.parse_args()
@@ -48,10 +49,14 @@ def main() -> None:
             compiled = compile_model(model.tflite, preprocess=stages)
             firmware = build_firmware(compiled, board, Path(tmp) / str(len(rows)), board.default_channel)
             xq = quantize_inputs(model.x_test[: args.samples], compiled.input)
-            outputs, ticks = run_on_device(compiled, board, firmware, xq)
-            exact = bool(np.array_equal(outputs, tflm_outputs(model.tflite, apply_stages_q(xq, stages))))
+            tensors = [x.tobytes() for x in xq]
+            answers = run_on_emulator(board, firmware.elf, firmware.channel, compiled.model_hash, tensors)
+            outputs = np.stack([np.frombuffer(raw, compiled.output.dtype) for raw, _ in answers])
+            ticks = [t for _, t in answers]
+            reference = tflm_outputs(model.tflite, apply_stages_q(xq, stages)).reshape(len(xq), -1)
+            exact = bool(np.array_equal(outputs, reference))
             memory = firmware.memory
-            rows.append({"stages": name, "instructions_per_inference": float(np.median(counts(board, ticks))),
+            rows.append({"stages": name, "instructions_per_inference": latency(board, ticks)["per_inference"]["median"],
                          "flash_bytes": memory.flash_bytes, "arena_bytes": memory.arena_bytes,
                          "ram_bytes": memory.ram_bytes, "bit_exact_with_stage_then_tflm": exact})  # fmt: skip
     base = rows[0]

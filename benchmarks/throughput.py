@@ -18,9 +18,9 @@ import numpy as np
 
 from tinyrobust.build.firmware import build_firmware
 from tinyrobust.campaign.store import Store
-from tinyrobust.compile.compiler import compile_model
-from tinyrobust.device.boards import load_board
-from tinyrobust.device.emulator import instructions_per_tick
+from tinyrobust.compile.model import compile_model
+from tinyrobust.device.boards import DEFAULT_BOARD, load_board
+from tinyrobust.device.counter import instructions_per_tick
 from tinyrobust.device.link import FRAME_OVERHEAD, Device
 from tinyrobust.device.targets import EmulatorTarget
 from tinyrobust.model import zoo
@@ -96,7 +96,7 @@ def measure(model_name: str, board_name: str, inferences: int, work: Path, chann
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="digits-cnn")
-    parser.add_argument("--board", default="qemu-mps2-an386")
+    parser.add_argument("--board", default=DEFAULT_BOARD)
     parser.add_argument("--inferences", type=int, default=500)
     parser.add_argument("--channel", choices=["semihosting", "uart"], help="default: semihosting when emulated")
     parser.add_argument("--json", type=Path, default=Path("throughput.json"))

@@ -11,6 +11,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that runs the emulator is slow: `pytest -m "not slow"` is the fast lane."""
+    for item in items:
+        if item.get_closest_marker("emulator") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 def interruptible() -> None:
     """Popen's preexec_fn for a child that a test stops with SIGINT: the default disposition, so that Python
     raises KeyboardInterrupt even when the tests run where SIGINT is ignored (a background job's children)."""

@@ -15,17 +15,10 @@ from elftools.elf.elffile import ELFFile
 from conftest import quantized_model, tinyrobust
 from tinyrobust.assets import FIRMWARE
 from tinyrobust.build.firmware import build_firmware, check_channel
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.device.boards import board_names, load_board
-from tinyrobust.device.emulator import (
-    Emulator,
-    calibrate,
-    counter_source,
-    free_tcp_port,
-    instructions_per_tick,
-    renode_command,
-    renode_script,
-)
+from tinyrobust.device.counter import calibrate, counter_source, instructions_per_tick
+from tinyrobust.device.emulator import Emulator, free_tcp_port, renode_command, renode_script
 from tinyrobust.device.link import Device
 from tinyrobust.device.targets import emulated_uart_bytes_per_s
 from tinyrobust.errors import UserError
@@ -61,10 +54,9 @@ L = keras.layers
 def test_board_file_is_complete_and_consistent(name):
     board = load_board(name)
     assert (FIRMWARE / "boards" / board.family / "uart.c").is_file()
-    assert board.uart["driver"] == board.family
-    regions = sorted([board.flash, board.ram, *board.extra_ram.values()], key=lambda r: r["origin"])
+    regions = sorted([board.flash, board.ram, *board.extra_ram.values()], key=lambda r: r.origin)
     for low, high in zip(regions, regions[1:], strict=False):
-        assert low["origin"] + low["size"] <= high["origin"], f"{name}: memory regions overlap"
+        assert low.origin + low.size <= high.origin, f"{name}: memory regions overlap"
     if board.emulated:
         assert board.emulator["instructions_per_tick"] > 0
         assert set(board.channels) <= {"uart", "semihosting"} and "uart" in board.channels
@@ -113,7 +105,7 @@ def test_small_board_refuses_weights_beyond_its_flash(name, heavy_weights, tmp_p
         build_firmware(heavy_weights, board, tmp_path)
     found = re.search(r"model's (\d+) bytes of weights do not fit .* (\d+) bytes of flash", str(refused.value))
     assert found, refused.value
-    assert int(found[1]) > int(found[2]) == board.flash["size"]
+    assert int(found[1]) > int(found[2]) == board.flash.size
     assert not (tmp_path / "firmware.elf").exists()
 
 
@@ -124,7 +116,7 @@ def test_small_board_refuses_an_arena_beyond_its_ram(large_arena, tmp_path):
     found = re.search(r"(\d+)-byte arena plus a (\d+)-byte stack .* (\d+) bytes of RAM", str(refused.value))
     assert found, refused.value
     arena, stack, ram = map(int, found.groups())
-    assert arena == large_arena.arena_bytes and arena + stack > ram == board.ram["size"]
+    assert arena == large_arena.arena_bytes and arena + stack > ram == board.ram.size
 
 
 def test_firmware_just_over_flash_is_one_clear_error(tmp_path):
@@ -136,7 +128,7 @@ def test_firmware_just_over_flash_is_one_clear_error(tmp_path):
         build_firmware(compiled, board, tmp_path)
     found = re.search(r"needs (\d+) bytes of flash but qemu-lm3s6965evb has (\d+)", str(refused.value))
     assert found, refused.value
-    assert int(found[1]) > int(found[2]) == board.flash["size"]
+    assert int(found[1]) > int(found[2]) == board.flash.size
 
 
 @pytest.fixture(scope="module")
@@ -204,13 +196,13 @@ def test_renode_script_and_command_line(renode_firmware, tmp_path):
     ]
     # The numbers come from the board file: the CCM region, 125 MIPS over a 125 MHz SysTick.
     ccm = board.extra_ram["ccm"]
-    assert f"@ sysbus {ccm['origin']:#x} {{ size: {ccm['size']:#x} }}" in commands[2]
+    assert f"@ sysbus {ccm.origin:#x} {{ size: {ccm.size:#x} }}" in commands[2]
     mips = int(commands[3].split()[-1])
     systick_hz = int(commands[4].split()[-1])
     assert (mips, systick_hz) == (board.emulator["mips"], board.clock_hz)
     assert mips * 1e6 / systick_hz == instructions_per_tick(board) == 1.0
     # The USART Renode connects is the one the firmware drives: the same address in stm32f4.repl.
-    assert RENODE_STM32F4_UARTS[commands[8].split()[2]] == board.uart["base"]
+    assert RENODE_STM32F4_UARTS[commands[8].split()[2]] == board.uart.base
     # VTOR is where the ELF's vector table is: its first words are the stack top (in RAM) and the reset
     # handler (in flash, Thumb).
     vtor = int(commands[6].split()[-1], 16)
@@ -220,9 +212,9 @@ def test_renode_script_and_command_line(renode_firmware, tmp_path):
         text = e.get_section_by_name(".text")
         offset = vectors["st_value"] - text["sh_addr"]
         stack_top, reset = np.frombuffer(text.data()[offset : offset + 8], dtype="<u4")
-    assert vectors["st_value"] == vtor == board.flash["origin"]
-    assert board.ram["origin"] < stack_top <= board.ram["origin"] + board.ram["size"]
-    assert reset & 1 and board.flash["origin"] <= reset < board.flash["origin"] + board.flash["size"]
+    assert vectors["st_value"] == vtor == board.flash.origin
+    assert board.ram.origin < stack_top <= board.ram.origin + board.ram.size
+    assert reset & 1 and board.flash.origin <= reset < board.flash.origin + board.flash.size
 
     resc = tmp_path / "board.resc"
     assert renode_command(board, resc) == [

@@ -9,9 +9,10 @@ import pytest
 
 from conftest import tinyrobust
 from tinyrobust.campaign import attacks
-from tinyrobust.campaign.runner import AttackSpec, Campaign, Runner, load_config, parse
+from tinyrobust.campaign.config import AttackSpec, Campaign, load_config, parse
+from tinyrobust.campaign.runner import Runner
 from tinyrobust.campaign.store import Store
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.errors import UserError
 from tinyrobust.evaluate import Settings
 from tinyrobust.model import reference
@@ -22,9 +23,11 @@ QUICK = {
     "pgd": {"max_iter": 5},
     "autoattack": {"max_iter": 5, "square_max_iter": 10},
     "cw_l2": {"binary_search_steps": 2, "max_iter": 5},
-    "cw_linf": {"max_iter": 2, "largest_const": 0.1},
+    "cw_linf": {"max_iter": 3, "learning_rate": 0.1, "initial_const": 1.0, "largest_const": 4.0},  # the preset
+    # leaves these 6 digits as they are
     "deepfool": {"max_iter": 10},
-    "ead": {"binary_search_steps": 1, "max_iter": 5},
+    "ead": {"binary_search_steps": 1, "max_iter": 5, "initial_const": 1.0},  # its preset's 1e-3 with one search
+    # step leaves them as they are
     "zoo": {"max_iter": 5},
     "square_linf": {"max_iter": 10},
     "square_l2": {"max_iter": 10},
@@ -84,24 +87,50 @@ def test_campaign_cli_errors_are_one_sentence(tmp_path):
     assert result.stderr.strip() == "error: campaign key 'precisions' has 'int2'; allowed: int8, int16x8"
 
 
-def test_every_attack_runs_through_art_within_its_eps(digits):
-    compiled = compile_model(digits.tflite)
-    lo, hi = reference.dequantize(np.array([-128, 127]), compiled.input).tolist()
-    classifier = attacks.classifier(digits.keras, (lo, hi))
-    x, y = digits.x_test[:6], digits.y_test[:6]
+@pytest.fixture(scope="module")
+def digits_classifier(digits):
+    """digits-cnn's float model for ART, over the range of its int8 input."""
+    lo, hi = reference.dequantize(np.array([-128, 127]), compile_model(digits.tflite).input).tolist()
+    return attacks.classifier(digits.keras, (lo, hi))
+
+
+def test_every_attack_has_quick_parameters():
     assert set(QUICK) | {"fgsm", "jsma"} == set(attacks.ATTACKS)
-    for name, spec in attacks.ATTACKS.items():
-        eps = 0.1 if spec.norm == "inf" or spec.eps == "bound" else 1.0
-        x_adv = attacks.generate(name, classifier, x, y, eps, seed=0, params=QUICK.get(name))
-        assert x_adv.shape == x.shape and x_adv.dtype == np.float32, name
-        assert np.all(np.isfinite(x_adv)) and x_adv.min() >= lo and x_adv.max() <= hi, name
-        delta = (x_adv - x).reshape(len(x), -1)
-        bound = (
-            np.abs(delta).max(axis=1) if spec.norm == "inf" or spec.eps == "bound" else np.linalg.norm(delta, axis=1)
-        )
-        assert np.all(bound <= eps + 1e-5), (name, bound.max())
-        again = attacks.generate(name, classifier, x, y, eps, seed=0, params=QUICK.get(name))
-        assert np.array_equal(x_adv, again), f"{name} is not repeatable for a seed"
+
+
+# ART's Square L2 starts from 5 x 5 tiles of height // 5 pixels: on 8 x 8 digits a 1-pixel tile, whose normalized
+# pattern is 0 / 0, so every sample it attacks comes back NaN and bound() gives the clean input back.
+SQUARE_L2_ON_8X8 = pytest.mark.xfail(strict=True, reason="ART's Square L2 returns NaN for images under 10 pixels")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=SQUARE_L2_ON_8X8) if n == "square_l2" else n for n in attacks.ATTACKS]
+)
+def test_every_attack_runs_through_art_within_its_eps_and_fools_the_float_model(name, digits, digits_classifier):
+    spec, classifier = attacks.ATTACKS[name], digits_classifier
+    lo, hi = classifier.clip_values
+    x, y = digits.x_test[:6], digits.y_test[:6]
+    eps = 0.1 if spec.norm == "inf" or spec.eps == "bound" else 1.0
+    x_adv = attacks.generate(name, classifier, x, y, eps, seed=0, params=QUICK.get(name))
+    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
+    assert np.all(np.isfinite(x_adv)) and x_adv.min() >= lo and x_adv.max() <= hi
+    delta = (x_adv - x).reshape(len(x), -1)
+    bound = np.abs(delta).max(axis=1) if spec.norm == "inf" or spec.eps == "bound" else np.linalg.norm(delta, axis=1)
+    assert np.all(bound <= eps + 1e-5), bound.max()
+    assert np.abs(delta).max() > 1e-3, "the attack left every input as it was"
+    if spec.eps == "bound":
+        # The attack's own output (eps 0: unbounded), made again with the same seed, bounded is what eps gave.
+        attacked = attacks.generate(name, classifier, x, y, 0.0, seed=0, params=QUICK.get(name))
+        np.testing.assert_array_equal(x_adv, np.clip(attacked, x - eps, x + eps), "not repeatable for a seed")
+    else:
+        attacked = attacks.generate(name, classifier, x, y, eps, seed=0, params=QUICK.get(name))
+        np.testing.assert_array_equal(x_adv, attacked, "not repeatable for a seed")
+    right = classifier.predict(x).argmax(axis=1) == y
+    assert right.sum() >= 4
+    # Of the samples the float model gets right, the attack's output turns at least one.
+    fooled = classifier.predict(attacked[right]).argmax(axis=1) != y[right]
+    assert fooled.any(), "the attack turned none of the samples the float model gets right"
 
 
 ON_DEVICE = Campaign(
@@ -202,7 +231,7 @@ DEFENDED = parse({
 
 @pytest.mark.emulator
 def test_device_and_training_defenses_run_on_their_own_firmware(tmp_path, digits):
-    from tinyrobust.campaign.defenses import apply_stages_q
+    from tinyrobust.compile.stages import apply_stages_q
 
     results = Runner(DEFENDED, tmp_path).run(progress=False)
     runs = {((r["defense"] or {}).get("name", ""), r["attack"]): r for r in results["runs"]}

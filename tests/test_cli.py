@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import quantized_model, tinyrobust
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.errors import UserError
 
 

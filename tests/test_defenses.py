@@ -9,7 +9,8 @@ import pytest
 
 from tinyrobust.build.firmware import FIRMWARE, build_firmware, build_native, run_native
 from tinyrobust.campaign import defenses
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
+from tinyrobust.compile.stages import apply_stages_q, median_q, squeeze_bits_q
 from tinyrobust.errors import UserError
 from tinyrobust.model import zoo
 from tinyrobust.model.reference import quantize_inputs, tflm_outputs
@@ -54,6 +55,7 @@ def test_pixeldefend_says_what_it_needs():
         defenses.make("pixeldefend").apply(np.zeros((1, 8, 8, 1), np.float32))
 
 
+@pytest.mark.slow
 def test_pixeldefend_with_a_small_pixel_cnn_is_arts_and_keeps_digits(digits, digits_data, tmp_path, monkeypatch):
     from art.defences.preprocessor import PixelDefend
 
@@ -86,20 +88,20 @@ def test_numpy_median_is_scipys_and_arts():
     for k in range(1, 8):
         for shape in [(3, 8, 8, 1), (2, 5, 7, 3), (1, 3, 2, 2)]:  # windows wider than the image reflect again
             xq = rng.integers(-128, 128, shape).astype(np.int8)
-            np.testing.assert_array_equal(defenses.median_q(xq, k), median_filter(xq, (1, k, k, 1), mode="reflect"))
+            np.testing.assert_array_equal(median_q(xq, k), median_filter(xq, (1, k, k, 1), mode="reflect"))
     xq = rng.integers(-128, 128, (4, 8, 8, 1)).astype(np.int8)
     for k in (2, 3):  # the median commutes with dequantization: ART on floats = the integer stage
         art = defenses.make("median", window_size=k).apply((xq.astype(np.float32) + 128) / 255)
-        np.testing.assert_array_equal(np.round(art * 255) - 128, defenses.median_q(xq, k))
+        np.testing.assert_array_equal(np.round(art * 255) - 128, median_q(xq, k))
 
 
 def test_integer_squeezing_is_arts_on_the_unit_range():
     q = np.arange(-128, 128).astype(np.int8)
     for bits in range(1, 9):
         art = defenses.make("squeeze-bits", bit_depth=bits).apply(((q.astype(np.float32) + 128) / 255)[None])
-        np.testing.assert_array_equal(np.round(art[0] * 255) - 128, defenses.squeeze_bits_q(q, bits))
-        assert len(np.unique(defenses.squeeze_bits_q(q, bits))) == 2**bits
-    np.testing.assert_array_equal(defenses.squeeze_bits_q(q, 8), q)
+        np.testing.assert_array_equal(np.round(art[0] * 255) - 128, squeeze_bits_q(q, bits))
+        assert len(np.unique(squeeze_bits_q(q, bits))) == 2**bits
+    np.testing.assert_array_equal(squeeze_bits_q(q, 8), q)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def test_native_median_equals_the_numpy_reference(stage_harness, shape):
     xq = np.random.default_rng(sum(shape)).integers(-128, 128, (20, *shape)).astype(np.int8)
     for k in range(1, 8):
         native = run_stage(stage_harness, xq, "median", *shape, k)
-        mismatches = np.argwhere(native != defenses.median_q(xq, k))
+        mismatches = np.argwhere(native != median_q(xq, k))
         assert mismatches.size == 0, f"k={k}: {len(mismatches)} values differ, first at {mismatches[0]}"
 
 
@@ -138,7 +140,7 @@ def test_native_squeezing_equals_the_numpy_reference(stage_harness):
     xq = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, 256 * 19)]).astype(np.int8).reshape(20, 256)
     for bits in range(1, 9):
         np.testing.assert_array_equal(
-            run_stage(stage_harness, xq, "squeeze_bits", 256, bits), defenses.squeeze_bits_q(xq, bits)
+            run_stage(stage_harness, xq, "squeeze_bits", 256, bits), squeeze_bits_q(xq, bits)
         )
 
 
@@ -187,7 +189,7 @@ def test_native_model_with_stages_is_the_numpy_stage_then_tflm(digits, tmp_path)
     compiled = compile_model(digits.tflite, preprocess=BOTH)
     xq = quantize_inputs(digits.x_test[:60], compiled.input)
     native = np.frombuffer(run_native(build_native(compiled, tmp_path), xq), np.int8).reshape(len(xq), -1)
-    np.testing.assert_array_equal(native, tflm_outputs(digits.tflite, defenses.apply_stages_q(xq, BOTH)))
+    np.testing.assert_array_equal(native, tflm_outputs(digits.tflite, apply_stages_q(xq, BOTH)))
 
 
 def test_stage_buffers_get_their_own_arena_space(tmp_path):
@@ -204,7 +206,7 @@ def test_stage_buffers_get_their_own_arena_space(tmp_path):
         assert staged.offsets[read] != staged.offsets[written]
     xq = random_inputs(tflite, 30)
     native = np.frombuffer(run_native(build_native(staged, tmp_path), xq), np.int8).reshape(len(xq), -1)
-    np.testing.assert_array_equal(native, tflm_outputs(tflite, defenses.apply_stages_q(xq, BOTH)))
+    np.testing.assert_array_equal(native, tflm_outputs(tflite, apply_stages_q(xq, BOTH)))
 
 
 @pytest.mark.emulator
@@ -224,7 +226,7 @@ def test_median_stage_on_the_emulator_is_the_numpy_stage_then_tflm(digits, tmp_p
             device.handshake(compile_model(digits.tflite).model_hash)  # the same .tflite without the stage
         device.handshake(compiled.model_hash)
         outputs = np.stack([np.frombuffer(device.infer(x.tobytes())[0], np.int8) for x in xq])
-    np.testing.assert_array_equal(outputs, tflm_outputs(digits.tflite, defenses.apply_stages_q(xq, STAGES)))
+    np.testing.assert_array_equal(outputs, tflm_outputs(digits.tflite, apply_stages_q(xq, STAGES)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,6 +241,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_training_defense_makes_a_new_model_that_still_classifies(name, digits, digits_data):
     x_train, y_train, x_test, y_test = digits_data
@@ -251,6 +254,7 @@ def test_training_defense_makes_a_new_model_that_still_classifies(name, digits, 
     assert accuracy > 0.8, accuracy
 
 
+@pytest.mark.slow
 def test_trained_models_are_cached(digits, digits_data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     x_train, y_train = digits_data[0][:200], digits_data[1][:200]

@@ -9,9 +9,9 @@ from elftools.elf.elffile import ELFFile
 
 from conftest import tinyrobust
 from tinyrobust.build.firmware import build_firmware
-from tinyrobust.campaign.runner import latency
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.device.boards import board_names, load_board
+from tinyrobust.device.counter import latency
 from tinyrobust.device.flashing import Attached, detect, flash, hex_image, mbed_destination, pyocd_command
 from tinyrobust.errors import UserError
 
@@ -49,12 +49,12 @@ def test_real_board_firmware_builds_in_its_memory_with_the_cycle_counter(name, c
     board = load_board(name)
     firmware = build_firmware(compiled, board, tmp_path)
     memory = firmware.memory
-    assert 0 < memory.weights_bytes < memory.flash_bytes <= board.flash["size"]
-    assert memory.arena_bytes < memory.ram_bytes <= board.ram["size"]
+    assert 0 < memory.weights_bytes < memory.flash_bytes <= board.flash.size
+    assert memory.arena_bytes < memory.ram_bytes <= board.ram.size
     with firmware.elf.open("rb") as f:
         e = ELFFile(f)
-        assert e.get_section_by_name(".text")["sh_addr"] == board.flash["origin"]  # the vector table
-        assert e.get_section_by_name(".stack")["sh_addr"] >= board.ram["origin"]
+        assert e.get_section_by_name(".text")["sh_addr"] == board.flash.origin  # the vector table
+        assert e.get_section_by_name(".stack")["sh_addr"] >= board.ram.origin
     assert board.counter == "dwt"
     assert symbol_bytes(firmware.elf, "tr_counter_kind", 1) == b"\x01"  # INFO reports DWT CYCCNT
     if board.flash_config:  # Kinetis: unsecured flash configuration at its fixed address

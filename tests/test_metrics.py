@@ -3,8 +3,8 @@
 import numpy as np
 
 from tinyrobust.campaign import attacks, metrics
-from tinyrobust.compile.compiler import compile_model
 from tinyrobust.compile.graph import Tensor
+from tinyrobust.compile.model import compile_model
 from tinyrobust.model import reference
 
 RESOLUTION = 1 / (metrics.BOUNDARY_GRID * 2**metrics.BOUNDARY_STEPS)

@@ -10,11 +10,12 @@ import pytest
 from conftest import quantized_model, tinyrobust
 from tinyrobust.bench import tflm_arena
 from tinyrobust.build.firmware import build_firmware
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.device.boards import load_board
+from tinyrobust.device.link import check_output_fits
 from tinyrobust.errors import UserError
 from tinyrobust.model import zoo
-from tinyrobust.validate import check_link_fits, validate
+from tinyrobust.validate import validate
 
 NEW_MODELS = ["resnet8-cifar10", "mobilenetv1-vww", "dscnn-kws", "fc-autoencoder-ad", "coffee-cnn"]
 PAIRS = ("device_vs_tflm", "device_vs_tflite", "tflite_vs_tflm")
@@ -60,8 +61,9 @@ def test_layer_reading_an_unnamed_layer_is_refused():
 def test_output_larger_than_a_reply_frame_is_refused_before_the_build():
     compiled = compile_model(quantized_model([keras.layers.Conv2D(1, 1)], (256, 256, 1)))
     with pytest.raises(UserError, match="65536-byte output does not fit a reply frame"):
-        check_link_fits(compiled)
-    check_link_fits(compile_model(zoo.load_builtin("coffee-cnn").tflite))  # a 150 KB input travels in chunks
+        check_output_fits(compiled.output.nbytes)
+    coffee = compile_model(zoo.load_builtin("coffee-cnn").tflite)
+    check_output_fits(coffee.output.nbytes)  # a 150 KB input travels in chunks
 
 
 def test_tflm_arena_is_parsed_from_its_allocation_report(digits):
@@ -100,10 +102,13 @@ def test_float_inputs_are_one_clear_error(small_model, tmp_path):
 
 
 @pytest.mark.emulator
-@pytest.mark.parametrize("name", ["fc-autoencoder-ad", "dscnn-kws"])
-def test_reference_model_is_bit_exact_with_tflm_on_the_emulator(name):
-    results = validate(name, "qemu-mps2-an386", samples=4)
-    assert results["device_vs_tflm"]["bit_exact"] == 1.0, results
+@pytest.mark.parametrize("precision", ["int8", "int16x8"])
+@pytest.mark.parametrize("name", zoo.builtin_names())
+def test_every_builtin_model_is_bit_exact_with_tflm_on_the_emulator(name, precision):
+    # The AN386's 4 MB hold every built-in model, coffee-cnn's 150 KB input and int16 activations included.
+    results = validate(name, "qemu-mps2-an386", samples=2, precision=precision)
+    assert results["samples"] == 2 and results["precision"] == precision
+    assert results["device_vs_tflm"] == {"bit_exact": 1.0, "max_abs_diff": 0, "top1_agreement": 1.0}, results
 
 
 @pytest.mark.emulator
@@ -120,6 +125,7 @@ def test_bench_command_writes_every_figure(small_model, tmp_path):
     assert row["arena_bytes"] <= row["tflm_arena_bytes"] < row["tflm_arena_total_bytes"]
 
 
+@pytest.mark.slow
 def test_builtin_model_trains_on_the_users_data(tmp_path, monkeypatch):
     """A built-in model given an .npz trains on it for real: digits with every label shifted by one are learnt
     as such, and the result is cached apart from the model trained on its own data set."""

@@ -12,7 +12,7 @@ from test_ops_native import Branch, conv, full_range_inputs
 
 from conftest import quantized_model, random_inputs
 from tinyrobust.build.firmware import build_firmware
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.device.boards import load_board
 from tinyrobust.device.emulator import Emulator
 from tinyrobust.device.link import Device

@@ -7,10 +7,13 @@ import pytest
 
 from conftest import quantized_model, random_inputs
 from tinyrobust.build.firmware import build_native, run_native
-from tinyrobust.compile.compiler import compile_model
 from tinyrobust.compile.graph import fold_shape_arithmetic, read_tflite, remove_dead_ops
+from tinyrobust.compile.model import compile_model
 from tinyrobust.errors import UserError
 from tinyrobust.model.reference import tflite_outputs, tflm_outputs
+
+# A hundred operator sweeps, each compiled natively with sanitizers: the slow lane.
+pytestmark = pytest.mark.slow
 
 L = keras.layers
 K = keras.ops

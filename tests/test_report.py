@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tinyrobust.campaign import metrics
-from tinyrobust.campaign.runner import AttackSpec, Campaign, DefenseSpec, Runner, parse
+from tinyrobust.campaign.config import AttackSpec, Campaign, DefenseSpec, parse, to_toml
+from tinyrobust.campaign.runner import Runner
 from tinyrobust.compile.graph import Tensor
 from tinyrobust.report import html as report
 
@@ -156,9 +157,9 @@ def test_the_reported_config_runs_the_same_campaign():
                     {"name": "square_linf", "eps": [0.1], "mode": "on-device", "max_queries": 300}],
         "defenses": [{"name": "median", "params": {"window_size": 3}}, {"name": "squeeze-bits", "where": "device"}],
     })  # fmt: skip
-    text = report.campaign_toml(campaign.recorded())
+    text = to_toml(campaign.recorded())
     assert parse(tomllib.loads(text)) == campaign
-    assert parse(tomllib.loads(report.campaign_toml(Campaign().recorded()))) == Campaign()
+    assert parse(tomllib.loads(to_toml(Campaign().recorded()))) == Campaign()
 
 
 @pytest.mark.emulator

@@ -12,7 +12,7 @@ import pytest
 from conftest import TINYROBUST, interruptible, quantized_model
 from tinyrobust.build.firmware import build_firmware
 from tinyrobust.campaign.store import Store
-from tinyrobust.compile.compiler import compile_model
+from tinyrobust.compile.model import compile_model
 from tinyrobust.device.boards import load_board
 from tinyrobust.device.emulator import Emulator, free_tcp_port
 from tinyrobust.device.link import Device

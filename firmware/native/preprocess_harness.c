@@ -17,9 +17,9 @@ int main(int argc, char **argv)
     tr_squeeze_bits_params sp = {0};
     size_t size;
     if (median) {
-        mp.h = (int16_t)atoi(argv[2]), mp.w = (int16_t)atoi(argv[3]), mp.c = (int16_t)atoi(argv[4]);
+        mp.in_h = (int16_t)atoi(argv[2]), mp.in_w = (int16_t)atoi(argv[3]), mp.in_c = (int16_t)atoi(argv[4]);
         mp.k = (int16_t)atoi(argv[5]);
-        size = (size_t)mp.h * mp.w * mp.c;
+        size = (size_t)mp.in_h * mp.in_w * mp.in_c;
     } else {
         sp.size = atoi(argv[2]);
         sp.levels = (1 << atoi(argv[3])) - 1;

@@ -1,39 +1,41 @@
-#include "tr_fixedpoint.h"
 #include "tr_kernels.h"
+#include "tr_support.h"
 
-static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi)
+/* RELU and QUANTIZE for int8 (size 1) and int16 (size 2) elements. */
+TR_TEMPLATE void rescale(const tr_rescale_params *p, const void *in, void *out, int size)
 {
-    return v < lo ? lo : (v > hi ? hi : v);
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t y = p->out_offset + tr_requantize(tr_load(in, i, size) + p->in_offset, p->multiplier, p->shift);
+        tr_store(out, i, tr_clamp(y, p->act_min, p->act_max), size);
+    }
+}
+
+/* RELU6 for int8 (size 1) and int16 (size 2) elements. */
+TR_TEMPLATE void clamp(const tr_clamp_params *p, const void *in, void *out, int size)
+{
+    for (int32_t i = 0; i < p->size; i++) {
+        tr_store(out, i, tr_clamp(tr_load(in, i, size), p->act_min, p->act_max), size);
+    }
 }
 
 void tr_rescale_s8(const tr_rescale_params *p, const int8_t *in, int8_t *out)
 {
-    for (int32_t i = 0; i < p->size; i++) {
-        const int32_t y = p->out_zero_point + tr_requantize(in[i] - p->in_zero_point, p->multiplier, p->shift);
-        out[i] = (int8_t)clamp(y, p->act_min, p->act_max);
-    }
-}
-
-void tr_clamp_s8(const tr_clamp_params *p, const int8_t *in, int8_t *out)
-{
-    for (int32_t i = 0; i < p->size; i++) {
-        out[i] = (int8_t)clamp(in[i], p->lo, p->hi);
-    }
+    rescale(p, in, out, sizeof *in);
 }
 
 void tr_rescale_s16(const tr_rescale_params *p, const int16_t *in, int16_t *out)
 {
-    for (int32_t i = 0; i < p->size; i++) {
-        const int32_t y = p->out_zero_point + tr_requantize(in[i] - p->in_zero_point, p->multiplier, p->shift);
-        out[i] = (int16_t)clamp(y, p->act_min, p->act_max);
-    }
+    rescale(p, in, out, sizeof *in);
+}
+
+void tr_clamp_s8(const tr_clamp_params *p, const int8_t *in, int8_t *out)
+{
+    clamp(p, in, out, sizeof *in);
 }
 
 void tr_clamp_s16(const tr_clamp_params *p, const int16_t *in, int16_t *out)
 {
-    for (int32_t i = 0; i < p->size; i++) {
-        out[i] = (int16_t)clamp(in[i], p->lo, p->hi);
-    }
+    clamp(p, in, out, sizeof *in);
 }
 
 /* logistic(a) of a Q4 value as a Q0 value, from exp(-|a|) and 1 / (1 + x). */
@@ -61,7 +63,7 @@ static int32_t tanh_q0(int32_t a)
 void tr_logistic_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
 {
     for (int32_t i = 0; i < p->size; i++) {
-        const int32_t x = in[i] - p->in_zero_point;
+        const int32_t x = in[i] + p->in_offset;
         if (x <= -p->range_radius) {
             out[i] = INT8_MIN;
         } else if (x >= p->range_radius) {
@@ -69,7 +71,7 @@ void tr_logistic_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
         } else {
             const int32_t q4 = tr_requantize(x, p->multiplier, p->left_shift);
             const int32_t y = tr_fp_rdivpot(logistic_q0(q4), 23) - 128; /* output scale 1/256, zero point -128 */
-            out[i] = (int8_t)clamp(y, INT8_MIN, INT8_MAX);
+            out[i] = (int8_t)tr_clamp(y, INT8_MIN, INT8_MAX);
         }
     }
 }
@@ -77,7 +79,7 @@ void tr_logistic_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
 void tr_tanh_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
 {
     for (int32_t i = 0; i < p->size; i++) {
-        const int32_t x = in[i] - p->in_zero_point;
+        const int32_t x = in[i] + p->in_offset;
         if (x <= -p->range_radius) {
             out[i] = INT8_MIN;
         } else if (x >= p->range_radius) {
@@ -85,7 +87,7 @@ void tr_tanh_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out)
         } else {
             const int32_t q4 = tr_requantize(x, p->multiplier, p->left_shift);
             const int32_t y = tr_fp_rdivpot(tanh_q0(q4), 24); /* output scale 1/128, zero point 0 */
-            out[i] = (int8_t)clamp(y, INT8_MIN, INT8_MAX);
+            out[i] = (int8_t)tr_clamp(y, INT8_MIN, INT8_MAX);
         }
     }
 }
@@ -163,7 +165,7 @@ static int16_t rdivpot16(int16_t x, int32_t exponent)
 void tr_hard_swish_s8(const tr_hard_swish_params *p, const int8_t *in, int8_t *out)
 {
     for (int32_t i = 0; i < p->size; i++) {
-        const int16_t x = (int16_t)(in[i] - p->in_zero_point);
+        const int16_t x = (int16_t)(in[i] + p->in_offset);
         const int16_t x_hires = (int16_t)(x * (1 << 7));
         const int16_t x_preshift = mul16_round(x_hires, p->out_multiplier);
         int16_t reluish = x_hires;
@@ -179,7 +181,7 @@ void tr_hard_swish_s8(const tr_hard_swish_params *p, const int8_t *in, int8_t *o
         }
         reluish = (int16_t)((reluish + (1 << 15)) >> 1); /* [-1, 1] to [0, 1] */
         int16_t y = rdivpot16(mul16_truncate(reluish, x_preshift), -p->out_exponent);
-        y = (int16_t)(y + p->out_zero_point);
-        out[i] = (int8_t)clamp(y, INT8_MIN, INT8_MAX);
+        y = (int16_t)(y + p->out_offset);
+        out[i] = (int8_t)tr_clamp(y, INT8_MIN, INT8_MAX);
     }
 }

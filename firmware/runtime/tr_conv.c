@@ -13,8 +13,8 @@
  */
 #include <string.h>
 
-#include "tr_fixedpoint.h"
 #include "tr_kernels.h"
+#include "tr_support.h"
 
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #include <arm_acle.h>
@@ -26,26 +26,6 @@
 /* Paths that few output values take (depthwise borders, depth multipliers above 1): compiled for size, to keep
  * the runtime's flash small. */
 #define TR_COLD __attribute__((noinline, cold, optimize("Os")))
-
-static inline int8_t clamp_s8(int32_t v, int32_t lo, int32_t hi)
-{
-    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
-}
-
-/* TFLM's MultiplyByQuantizedMultiplier (two roundings) as CMSIS-NN computes it, for the multipliers the compiler
- * emits (in [0, 2^31), so never the saturating INT32_MIN * INT32_MIN). TFLM's rounded high half of 2 * x * m,
- * (x * m + (x * m >= 0 ? 2^30 : 1 - 2^30)) / 2^31 truncated, equals floor((x * m + 2^30) / 2^31) for either sign;
- * then a shift right rounding half away from zero. Runs once per output value, as often as a 3x3 depthwise
- * filter's nine products, hence inline and without 64-bit shifts. */
-static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift)
-{
-    const int32_t left = shift > 0 ? shift : 0, right = left - shift;
-    const int32_t x = (int32_t)((uint32_t)acc << left); /* wraps as TFLM's int32 overflow does */
-    const int32_t high = (int32_t)(((int64_t)x * multiplier + (1 << 30)) >> 31);
-    const int32_t mask = (int32_t)((1u << right) - 1u);
-    const int32_t threshold = (mask >> 1) + (high < 0);
-    return (high >> right) + ((high & mask) > threshold);
-}
 
 /* An int8 kernel's output stage, copied out of its parameters: the int8 stores to the output may alias the
  * parameters as far as C knows, which made GCC reload them for every value. */
@@ -63,7 +43,7 @@ static inline output_s8 output_stage(const tr_requant *r, int32_t out_offset, in
 
 static inline int8_t requantize_s8(const output_s8 *o, int32_t acc, int c)
 {
-    return clamp_s8(requantize(acc, o->multiplier[c], o->shift[c]) + o->out_offset, o->lo, o->hi);
+    return (int8_t)tr_clamp(tr_requantize(acc, o->multiplier[c], o->shift[c]) + o->out_offset, o->lo, o->hi);
 }
 
 #if TR_DSP
@@ -455,20 +435,19 @@ void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
 
 /* --- int16x8: int16 activations (zero point 0, so no offsets), int8 weights ------------------------------- */
 
-static inline int16_t clamp_s16(int32_t v, int32_t lo, int32_t hi)
+/* TFLM's 16x8 kernels accumulate in the type of their bias: in 64 bits, with the 64-bit requantization, for an
+ * int64 bias (acc64); in 32 bits, with the 32-bit one, for an int32 bias or none. The accumulation starts from the
+ * bias (TFLM adds it last: the same sum, modulo 2^32 in 32 bits). */
+static inline int64_t bias_s16(const int32_t *bias, const int64_t *bias64, int c)
 {
-    return (int16_t)(v < lo ? lo : (v > hi ? hi : v));
+    return bias64 ? bias64[c] : (bias ? bias[c] : 0);
 }
 
-/* TFLM's 16x8 kernels accumulate in the type of their bias: in 64 bits, with the 64-bit requantization, for an
- * int64 bias (acc64); in 32 bits, with the 32-bit one, for an int32 bias or none. */
-static inline int32_t requantize_s16(int64_t acc, int32_t acc64, const int32_t *bias, const int64_t *bias64,
-                                     const tr_requant *r, int c)
+static inline int16_t requantize_s16(int64_t acc, int32_t acc64, const tr_requant *r, int c, int32_t lo, int32_t hi)
 {
-    if (acc64) {
-        return tr_requantize64(acc + (bias64 ? bias64[c] : 0), r->multiplier[c], r->shift[c]);
-    }
-    return tr_requantize((int32_t)acc + (bias ? bias[c] : 0), r->multiplier[c], r->shift[c]);
+    const int32_t y = acc64 ? tr_requantize64(acc, r->multiplier[c], r->shift[c])
+                            : tr_requantize((int32_t)acc, r->multiplier[c], r->shift[c]);
+    return (int16_t)tr_clamp(y, lo, hi);
 }
 
 #if TR_DSP
@@ -515,6 +494,7 @@ void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
     const int k_w = p->k_w, k_c = p->k_c, in_c = p->in_c, out_c = p->out_c;
     const int per_group = out_c / (in_c / k_c), row_size = k_w * k_c, filter_size = p->k_h * row_size;
     const int whole_rows = k_c == in_c && p->dilation_w == 1;
+    const int tap_step = p->dilation_w * in_c, row_step = p->dilation_h * p->in_w * in_c;
     for (int oy = 0; oy < p->out_h; oy++) {
         const int iy0 = oy * p->stride_h - p->pad_h;
         int ky_lo, ky_hi;
@@ -524,20 +504,21 @@ void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
             int kx_lo, kx_hi;
             inside_taps(ix0, k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
             const int runs = whole_rows ? 1 : kx_hi - kx_lo, run = whole_rows ? (kx_hi - kx_lo) * k_c : k_c;
+            /* the first tap inside the input, of group 0 */
+            const int iy = iy0 + ky_lo * p->dilation_h, ix = ix0 + kx_lo * p->dilation_w;
+            const int16_t *window = in + (iy * p->in_w + ix) * in_c;
             for (int oc = 0; oc < out_c; oc++) {
-                const int8_t *filter = p->weights + oc * filter_size + kx_lo * k_c;
-                const int16_t *x_group = in + (oc / per_group) * k_c;
-                int64_t acc = 0;
-                for (int ky = ky_lo; ky < ky_hi; ky++) {
-                    const int iy = iy0 + ky * p->dilation_h, ix = ix0 + kx_lo * p->dilation_w;
-                    const int16_t *x = x_group + (iy * p->in_w + ix) * in_c;
-                    const int8_t *w = filter + ky * row_size;
-                    for (int r = 0; r < runs; r++, x += p->dilation_w * in_c, w += k_c) {
+                const int16_t *x_row = window + (oc / per_group) * k_c;
+                const int8_t *w_row = p->weights + oc * filter_size + ky_lo * row_size + kx_lo * k_c;
+                int64_t acc = bias_s16(p->bias, p->bias64, oc);
+                for (int ky = ky_lo; ky < ky_hi; ky++, x_row += row_step, w_row += row_size) {
+                    const int16_t *x = x_row;
+                    const int8_t *w = w_row;
+                    for (int r = 0; r < runs; r++, x += tap_step, w += k_c) {
                         acc = dot_s16(x, w, run, acc);
                     }
                 }
-                const int32_t y = requantize_s16(acc, p->acc64, p->bias, p->bias64, &p->requant, oc);
-                out[oc] = clamp_s16(y, p->act_min, p->act_max);
+                out[oc] = requantize_s16(acc, p->acc64, &p->requant, oc, p->act_min, p->act_max);
             }
         }
     }
@@ -546,6 +527,7 @@ void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 {
     const int out_c = p->out_c, m = p->depth_multiplier, tap_step = p->dilation_w * p->in_c;
+    const int row_step = p->dilation_h * p->in_w * p->in_c, filter_row = p->k_w * out_c;
     for (int oy = 0; oy < p->out_h; oy++) {
         const int iy0 = oy * p->stride_h - p->pad_h;
         int ky_lo, ky_hi;
@@ -554,18 +536,21 @@ void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *
             const int ix0 = ox * p->stride_w - p->pad_w;
             int kx_lo, kx_hi;
             inside_taps(ix0, p->k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
+            /* the first tap inside the input */
+            const int iy = iy0 + ky_lo * p->dilation_h, ix = ix0 + kx_lo * p->dilation_w;
+            const int16_t *window = in + (iy * p->in_w + ix) * p->in_c;
             for (int oc = 0; oc < out_c; oc++) {
-                int64_t acc = 0;
-                for (int ky = ky_lo; ky < ky_hi; ky++) {
-                    const int iy = iy0 + ky * p->dilation_h, ix = ix0 + kx_lo * p->dilation_w;
-                    const int16_t *x = in + (iy * p->in_w + ix) * p->in_c + oc / m;
-                    const int8_t *w = p->weights + (ky * p->k_w + kx_lo) * out_c + oc;
+                const int16_t *x_row = window + oc / m;
+                const int8_t *w_row = p->weights + (ky_lo * p->k_w + kx_lo) * out_c + oc;
+                int64_t acc = bias_s16(p->bias, p->bias64, oc);
+                for (int ky = ky_lo; ky < ky_hi; ky++, x_row += row_step, w_row += filter_row) {
+                    const int16_t *x = x_row;
+                    const int8_t *w = w_row;
                     for (int kx = kx_lo; kx < kx_hi; kx++, x += tap_step, w += out_c) {
                         acc += *w * *x;
                     }
                 }
-                const int32_t y = requantize_s16(acc, p->acc64, p->bias, p->bias64, &p->requant, oc);
-                out[oc] = clamp_s16(y, p->act_min, p->act_max);
+                out[oc] = requantize_s16(acc, p->acc64, &p->requant, oc, p->act_min, p->act_max);
             }
         }
     }
@@ -579,12 +564,11 @@ void tr_fully_connected_s16(const tr_fc_params *p, const int16_t *in, int16_t *o
         const int16_t *x = in + r * p->in_n;
         for (int o = 0; o < p->out_n; o++) {
             const int8_t *w = p->weights + o * p->in_n;
-            int64_t acc = 0;
+            int64_t acc = bias_s16(p->bias, p->bias64, o);
             for (int i = 0; i < p->in_n; i++) {
                 acc += (w[i] + p->weights_offset) * x[i];
             }
-            const int32_t y = requantize_s16(acc, p->acc64, p->bias, p->bias64, &p->requant, o);
-            out[r * p->out_n + o] = clamp_s16(y, p->act_min, p->act_max);
+            out[r * p->out_n + o] = requantize_s16(acc, p->acc64, &p->requant, o, p->act_min, p->act_max);
         }
     }
 }

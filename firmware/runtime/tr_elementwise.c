@@ -1,10 +1,5 @@
-#include "tr_fixedpoint.h"
 #include "tr_kernels.h"
-
-static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi)
-{
-    return v < lo ? lo : (v > hi ? hi : v);
-}
+#include "tr_support.h"
 
 /* Advance the output index by one, moving both input offsets along their strides. */
 static inline void next(const tr_broadcast *b, int32_t *index, int32_t *off1, int32_t *off2)
@@ -31,38 +26,16 @@ static int32_t count(const tr_broadcast *b)
 }
 
 /* TFLM's AddFunc: both inputs to a common scale with some bits of headroom (20 for int8, 15 for int16),
- * summed, then to the output scale. */
+ * summed, then to the output scale. Every multiplier is below 1 (TFLM's
+ * MultiplyByQuantizedMultiplierSmallerThanOneExp, which is tr_requantize with a shift of at most 0). */
 static inline int32_t add(const tr_add_params *p, int32_t in1, int32_t in2)
 {
     const int32_t x1 = (p->in1_offset + in1) * (1 << p->left_shift);
     const int32_t x2 = (p->in2_offset + in2) * (1 << p->left_shift);
-    const int32_t sum = tr_fp_rdivpot(tr_fp_mul(x1, p->in1_multiplier), -p->in1_shift) +
-                        tr_fp_rdivpot(tr_fp_mul(x2, p->in2_multiplier), -p->in2_shift);
-    const int32_t y = tr_fp_rdivpot(tr_fp_mul(sum, p->out_multiplier), -p->out_shift) + p->out_offset;
-    return clamp(y, p->act_min, p->act_max);
-}
-
-void tr_add_s8(const tr_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
-{
-    int32_t index[TR_MAX_DIMS] = {0};
-    int32_t off1 = 0, off2 = 0;
-    const int32_t n = count(&p->shape);
-    for (int32_t i = 0; i < n; i++) {
-        out[i] = (int8_t)add(p, in1[off1], in2[off2]);
-        next(&p->shape, index, &off1, &off2);
-    }
-}
-
-/* TFLM's int16 ADD takes the general path (not TFLite's power-of-two-scale one). */
-void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, int16_t *out)
-{
-    int32_t index[TR_MAX_DIMS] = {0};
-    int32_t off1 = 0, off2 = 0;
-    const int32_t n = count(&p->shape);
-    for (int32_t i = 0; i < n; i++) {
-        out[i] = (int16_t)add(p, in1[off1], in2[off2]);
-        next(&p->shape, index, &off1, &off2);
-    }
+    const int32_t sum = tr_requantize(x1, p->in1_multiplier, p->in1_shift) +
+                        tr_requantize(x2, p->in2_multiplier, p->in2_shift);
+    const int32_t y = tr_requantize(sum, p->out_multiplier, p->out_shift) + p->out_offset;
+    return tr_clamp(y, p->act_min, p->act_max);
 }
 
 /* TFLM's MulElementwise; the product of two int16 values fits in 31 bits. */
@@ -70,27 +43,40 @@ static inline int32_t mul(const tr_mul_params *p, int32_t in1, int32_t in2)
 {
     const int32_t product = (p->in1_offset + in1) * (p->in2_offset + in2);
     const int32_t y = p->out_offset + tr_requantize(product, p->out_multiplier, p->out_shift);
-    return clamp(y, p->act_min, p->act_max);
+    return tr_clamp(y, p->act_min, p->act_max);
+}
+
+/* ADD (mul 0) or MUL (mul 1) of int8 (size 1) or int16 (size 2) elements, the inputs broadcast over the output.
+ * TFLM's int16 ADD takes the general path (not TFLite's power-of-two-scale one). */
+TR_TEMPLATE void binary(const void *params, const tr_broadcast *shape, const void *in1, const void *in2, void *out,
+                        int mul_op, int size)
+{
+    int32_t index[TR_MAX_DIMS] = {0};
+    int32_t off1 = 0, off2 = 0;
+    const int32_t n = count(shape);
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t a = tr_load(in1, off1, size), b = tr_load(in2, off2, size);
+        tr_store(out, i, mul_op ? mul(params, a, b) : add(params, a, b), size);
+        next(shape, index, &off1, &off2);
+    }
+}
+
+void tr_add_s8(const tr_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+{
+    binary(p, &p->shape, in1, in2, out, 0, sizeof *out);
+}
+
+void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, int16_t *out)
+{
+    binary(p, &p->shape, in1, in2, out, 0, sizeof *out);
 }
 
 void tr_mul_s8(const tr_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
-    int32_t index[TR_MAX_DIMS] = {0};
-    int32_t off1 = 0, off2 = 0;
-    const int32_t n = count(&p->shape);
-    for (int32_t i = 0; i < n; i++) {
-        out[i] = (int8_t)mul(p, in1[off1], in2[off2]);
-        next(&p->shape, index, &off1, &off2);
-    }
+    binary(p, &p->shape, in1, in2, out, 1, sizeof *out);
 }
 
 void tr_mul_s16(const tr_mul_params *p, const int16_t *in1, const int16_t *in2, int16_t *out)
 {
-    int32_t index[TR_MAX_DIMS] = {0};
-    int32_t off1 = 0, off2 = 0;
-    const int32_t n = count(&p->shape);
-    for (int32_t i = 0; i < n; i++) {
-        out[i] = (int16_t)mul(p, in1[off1], in2[off2]);
-        next(&p->shape, index, &off1, &off2);
-    }
+    binary(p, &p->shape, in1, in2, out, 1, sizeof *out);
 }

@@ -4,6 +4,11 @@
  * padding, requantization multipliers and shifts, activation ranges) runs in the host's compiler, which
  * fills these parameter structs as constants. The integer arithmetic follows TFLM's reference kernels
  * exactly, so outputs are bit-exact with TFLM (and CMSIS-NN). Tensors are NHWC with batch 1.
+ *
+ * One convention for every struct, CMSIS-NN's: in_offset (in1_offset, in2_offset, weights_offset) is the negated
+ * zero point of an input, added to its values; out_offset is the output's zero point, added to the result.
+ * Dimensions are in_h, in_w, in_c and out_h, out_w, out_c; a kernel window is k_h x k_w. act_min and act_max
+ * bound the output values.
  */
 #ifndef TR_KERNELS_H
 #define TR_KERNELS_H
@@ -48,9 +53,9 @@ typedef struct {
 } tr_fc_params;
 
 typedef struct {
-    int16_t in_h, in_w, c;
+    int16_t in_h, in_w, in_c; /* in_c: output channels too */
     int16_t out_h, out_w;
-    int16_t f_h, f_w;
+    int16_t k_h, k_w;
     int16_t stride_h, stride_w;
     int16_t pad_h, pad_w;
     int32_t act_min, act_max;
@@ -100,10 +105,10 @@ typedef struct {
     int32_t act_min, act_max;
 } tr_mul_params;
 
-/* out = clamp(out_zero_point + requantize(in - in_zero_point)): RELU, and QUANTIZE from int8 to int8. */
+/* out = clamp(out_offset + requantize(in + in_offset)): RELU, and QUANTIZE within int8 or int16. */
 typedef struct {
     int32_t size;
-    int32_t in_zero_point, out_zero_point;
+    int32_t in_offset, out_offset;
     int32_t multiplier, shift;
     int32_t act_min, act_max;
 } tr_rescale_params;
@@ -111,13 +116,13 @@ typedef struct {
 /* RELU6, which TFLM applies as a clamp in the input's quantization. */
 typedef struct {
     int32_t size;
-    int32_t lo, hi;
+    int32_t act_min, act_max;
 } tr_clamp_params;
 
 /* LOGISTIC and TANH: TFLM's fixed-point algorithms on the input rescaled to Q4.27. */
 typedef struct {
     int32_t size;
-    int32_t in_zero_point;
+    int32_t in_offset;
     int32_t range_radius; /* inputs at or beyond it saturate */
     int32_t multiplier, left_shift;
 } tr_sigmoid_params;
@@ -132,7 +137,7 @@ typedef struct {
 
 typedef struct {
     int32_t size;
-    int32_t in_zero_point, out_zero_point;
+    int32_t in_offset, out_offset;
     int16_t out_multiplier, reluish_multiplier; /* Q0.15 */
     int32_t out_exponent, reluish_exponent;
 } tr_hard_swish_params;
@@ -175,7 +180,7 @@ typedef struct {
     tr_walk kept;    /* over the output elements, with input strides */
     tr_walk reduced; /* over the elements averaged into one output */
     int32_t count;   /* elements in `reduced` */
-    int32_t in_zero_point, out_zero_point;
+    int32_t in_offset, out_offset;
     int32_t multiplier, shift; /* already divided by count, as TFLM does */
 } tr_mean_params;
 
@@ -189,48 +194,84 @@ typedef struct {
 #define TR_MEDIAN_MAX_K 7
 
 typedef struct {
-    int16_t h, w, c;
+    int16_t in_h, in_w, in_c; /* the output's shape too */
     int16_t k; /* window side, 1..TR_MEDIAN_MAX_K */
 } tr_median_params;
 
-int32_t tr_requantize(int32_t acc, int32_t multiplier, int32_t shift);
-int32_t tr_requantize64(int64_t acc, int32_t multiplier, int32_t shift);
+/* Each kernel writes out from in (or in1 and in2); out never overlaps an input. */
 
+/* CONV_2D, one group, k_h * k_w * in_c <= TR_COLUMN_BYTES: an im2col column of two pixels, two channels a pass. */
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
+/* CONV_2D, any groups or receptive field: reads the input in place, one output pixel at a time. */
 void tr_conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out);
+/* DEPTHWISE_CONV_2D, any depth multiplier: four channels at a time when it is 1. */
 void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
+/* FULLY_CONNECTED: out[rows][out_n] from in[rows][in_n] and weights[out_n][in_n]. */
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out);
+/* MAX_POOL_2D: the largest value of each window clipped to the input, clamped. */
 void tr_max_pool_s8(const tr_pool_params *p, const int8_t *in, int8_t *out);
+/* AVERAGE_POOL_2D: the mean of each window clipped to the input, rounded half away from zero, clamped. */
 void tr_avg_pool_s8(const tr_pool_params *p, const int8_t *in, int8_t *out);
+/* ADD with broadcasting: both inputs to twice the larger scale with left_shift bits of headroom, summed. */
 void tr_add_s8(const tr_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* MUL with broadcasting: the product of the offset inputs, requantized. */
 void tr_mul_s8(const tr_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* RELU and QUANTIZE: each value requantized to the output's quantization, clamped. */
 void tr_rescale_s8(const tr_rescale_params *p, const int8_t *in, int8_t *out);
+/* RELU6: each value clamped to [act_min, act_max]. */
 void tr_clamp_s8(const tr_clamp_params *p, const int8_t *in, int8_t *out);
+/* LOGISTIC: output scale 1/256, zero point -128. */
 void tr_logistic_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out);
+/* TANH: output scale 1/128, zero point 0. */
 void tr_tanh_s8(const tr_sigmoid_params *p, const int8_t *in, int8_t *out);
+/* HARD_SWISH: x * relu6(x + 3) / 6 in TFLM's int16 fixed point. */
 void tr_hard_swish_s8(const tr_hard_swish_params *p, const int8_t *in, int8_t *out);
+/* SOFTMAX over the last dimension: output scale 1/256, zero point -128. */
 void tr_softmax_s8(const tr_softmax_params *p, const int8_t *in, int8_t *out);
+/* PAD and PADV2: the output filled with fill_value, then the input copied into it. */
 void tr_pad_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
+/* STRIDED_SLICE: the strided walk of the input copied in order. */
 void tr_strided_slice_s8(const tr_copy_params *p, const int8_t *in, int8_t *out);
+/* MEAN over the reduced dimensions, requantized. */
 void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out);
+/* Bit-depth squeezing to levels + 1 evenly spaced values of the int8 range (ART's FeatureSqueezing). */
 void tr_squeeze_bits_s8(const tr_squeeze_bits_params *p, const int8_t *in, int8_t *out);
+/* k x k median of each channel, edges reflected (scipy.ndimage.median_filter, ART's SpatialSmoothing). */
 void tr_median_s8(const tr_median_params *p, const int8_t *in, int8_t *out);
+/* CONCATENATION of any element type: per outer index, copy_bytes[i] bytes of each input in turn. */
 void tr_concatenation(const tr_concatenation_params *p, const void *const *in, void *out);
 
+/* The int16x8 kernels: as their _s8 namesakes, with int16 activations of zero point 0 (so no offsets). */
+
+/* CONV_2D, any groups; accumulates in 64 bits if acc64, else in 32. */
 void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
+/* DEPTHWISE_CONV_2D, any depth multiplier; accumulates in 64 bits. */
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
+/* FULLY_CONNECTED; accumulates in 64 bits if acc64, else in 32. */
 void tr_fully_connected_s16(const tr_fc_params *p, const int16_t *in, int16_t *out);
+/* MAX_POOL_2D. */
 void tr_max_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
+/* AVERAGE_POOL_2D. */
 void tr_avg_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);
+/* ADD with broadcasting, 15 bits of headroom. */
 void tr_add_s16(const tr_add_params *p, const int16_t *in1, const int16_t *in2, int16_t *out);
+/* MUL with broadcasting. */
 void tr_mul_s16(const tr_mul_params *p, const int16_t *in1, const int16_t *in2, int16_t *out);
+/* RELU and QUANTIZE. */
 void tr_rescale_s16(const tr_rescale_params *p, const int16_t *in, int16_t *out);
+/* RELU6. */
 void tr_clamp_s16(const tr_clamp_params *p, const int16_t *in, int16_t *out);
+/* LOGISTIC from the interpolated sigmoid table: output scale 2^-15. */
 void tr_logistic_s16(const tr_sigmoid_s16_params *p, const int16_t *in, int16_t *out);
+/* TANH from the same table: output scale 2^-15. */
 void tr_tanh_s16(const tr_sigmoid_s16_params *p, const int16_t *in, int16_t *out);
+/* SOFTMAX over the last dimension from the exp and reciprocal tables: output scale 1/32768. */
 void tr_softmax_s16(const tr_softmax_s16_params *p, const int16_t *in, int16_t *out);
+/* PAD and PADV2. */
 void tr_pad_s16(const tr_copy_params *p, const int16_t *in, int16_t *out);
+/* STRIDED_SLICE. */
 void tr_strided_slice_s16(const tr_copy_params *p, const int16_t *in, int16_t *out);
+/* MEAN. */
 void tr_mean_s16(const tr_mean_params *p, const int16_t *in, int16_t *out);
 
 #endif

@@ -26,7 +26,7 @@ static int32_t reflect(int32_t i, int32_t n)
  * median_filter with origin 0); for an even k*k the upper median (rank k*k / 2), as scipy picks. */
 void tr_median_s8(const tr_median_params *p, const int8_t *in, int8_t *out)
 {
-    const int32_t h = p->h, w = p->w, c = p->c, k = p->k, before = p->k / 2, rank = p->k * p->k / 2;
+    const int32_t h = p->in_h, w = p->in_w, c = p->in_c, k = p->k, before = p->k / 2, rank = p->k * p->k / 2;
     int8_t window[TR_MEDIAN_MAX_K * TR_MEDIAN_MAX_K];
     for (int32_t y = 0; y < h; y++) {
         for (int32_t x = 0; x < w; x++) {

@@ -1,4 +1,5 @@
 #include "tr_kernels.h"
+#include "tr_support.h"
 
 /* Offset of the walk's element at linear position k. */
 static int32_t offset_of(const tr_walk *w, int32_t k)
@@ -20,30 +21,28 @@ static int32_t count(const tr_walk *w)
     return n;
 }
 
-void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out)
+/* MEAN of int8 (size 1) or int16 (size 2) elements: the sum of each output's inputs, offset, requantized
+ * (the multiplier already divided by count) and saturated to the element type. */
+TR_TEMPLATE void mean(const tr_mean_params *p, const void *in, void *out, int size)
 {
     const int32_t n_out = count(&p->kept);
     for (int32_t o = 0; o < n_out; o++) {
-        const int8_t *base = in + offset_of(&p->kept, o);
+        const int32_t base = offset_of(&p->kept, o);
         int32_t sum = 0;
         for (int32_t k = 0; k < p->count; k++) {
-            sum += base[offset_of(&p->reduced, k)];
+            sum += tr_load(in, base + offset_of(&p->reduced, k), size);
         }
-        int32_t y = tr_requantize(sum - p->in_zero_point * p->count, p->multiplier, p->shift) + p->out_zero_point;
-        out[o] = (int8_t)(y < INT8_MIN ? INT8_MIN : (y > INT8_MAX ? INT8_MAX : y));
+        const int32_t y = tr_requantize(sum + p->in_offset * p->count, p->multiplier, p->shift) + p->out_offset;
+        tr_store(out, o, tr_clamp(y, tr_type_min(size), tr_type_max(size)), size);
     }
+}
+
+void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out)
+{
+    mean(p, in, out, sizeof *in);
 }
 
 void tr_mean_s16(const tr_mean_params *p, const int16_t *in, int16_t *out)
 {
-    const int32_t n_out = count(&p->kept);
-    for (int32_t o = 0; o < n_out; o++) {
-        const int16_t *base = in + offset_of(&p->kept, o);
-        int32_t sum = 0;
-        for (int32_t k = 0; k < p->count; k++) {
-            sum += base[offset_of(&p->reduced, k)];
-        }
-        int32_t y = tr_requantize(sum - p->in_zero_point * p->count, p->multiplier, p->shift) + p->out_zero_point;
-        out[o] = (int16_t)(y < INT16_MIN ? INT16_MIN : (y > INT16_MAX ? INT16_MAX : y));
-    }
+    mean(p, in, out, sizeof *in);
 }

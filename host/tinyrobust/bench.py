@@ -9,22 +9,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from tinyrobust.build.firmware import build_firmware
-from tinyrobust.compile.compiler import QUANT_PARAMS_PREFIX, compile_model
+from tinyrobust.compile.model import compile_model
+from tinyrobust.compile.render import QUANT_PARAMS_PREFIX
 from tinyrobust.device.boards import load_board
+from tinyrobust.device.counter import latency
+from tinyrobust.device.link import check_output_fits
+from tinyrobust.device.pool import run_on_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model import zoo
-from tinyrobust.validate import (
-    check_link_fits,
-    check_precision,
-    counts,
-    latency_unit,
-    load_tflite,
-    random_inputs,
-    run_on_device,
-)
+from tinyrobust.model.quantize import check_precision
+from tinyrobust.model.reference import random_inputs
 
 INFERENCES = 3  # random inputs per model; the latency is their median
 ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
@@ -60,27 +55,28 @@ def tflm_arena(tflite: bytes) -> dict[str, int]:
 
 def bench_model(model: str, board_name: str, precision: str = "int8", inferences: int = INFERENCES) -> dict:
     board = load_board(board_name)
-    name, tflite = load_tflite(model, precision)
+    tflite = zoo.load_tflite(model, precision)
     compiled = compile_model(tflite)
-    check_precision(compiled, precision)
+    check_precision(compiled.input.type_name, precision)
     tflm = tflm_arena(tflite)
     instructions, code, weights, quant_params, note = None, None, None, None, None
     with tempfile.TemporaryDirectory(prefix="tinyrobust-bench-") as work:
         try:
             firmware = build_firmware(compiled, board, Path(work))  # refuses a model the board cannot hold
-            check_link_fits(compiled)
+            check_output_fits(compiled.output.nbytes)
         except UserError as exc:
             note = str(exc)
         else:
-            _, ticks = run_on_device(compiled, board, firmware, random_inputs(compiled, inferences))
-            instructions = float(np.median(counts(board, ticks)))
+            inputs = [x.tobytes() for x in random_inputs(compiled.input, inferences)]
+            answers = run_on_emulator(board, firmware.elf, firmware.channel, compiled.model_hash, inputs)
+            instructions = latency(board, [ticks for _, ticks in answers])["per_inference"]["median"]
             memory = firmware.memory
             code, weights, quant_params = memory.code_bytes, memory.weights_bytes, memory.quant_params_bytes
     if weights is None:  # a model the board cannot hold has no ELF: count its constants from the compiled model
         weights = sum(c.nbytes for c in compiled.constants if c.weight)
         quant_params = sum(c.nbytes for c in compiled.constants if c.name.startswith(QUANT_PARAMS_PREFIX))
     return {
-        "name": name,
+        "name": zoo.model_name(model),
         "precision": precision,
         "instructions_per_inference": instructions,
         "arena_bytes": compiled.arena_bytes,
@@ -101,7 +97,8 @@ def bench(models: list[str] | None, board_name: str, precision: str = "int8", pr
         if progress:
             progress(f"bench {model} on {board.name}")
         rows.append(bench_model(model, board.name, precision))
-    return {"board": board.name, "unit": latency_unit(board), "models": rows}
+    unit = "instructions (emulated)" if board.emulated else "cycles"
+    return {"board": board.name, "unit": unit, "models": rows}
 
 
 def markdown(results: dict) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from tinyrobust.device.boards import DEFAULT_BOARD
 from tinyrobust.errors import UserError
 from tinyrobust.model.quantize import PRECISIONS
 
@@ -54,6 +55,22 @@ def _device_options(command):
     return command
 
 
+def _log_options(command):
+    """--verbose: the libraries' own logging on screen instead of in the run's log file."""
+    return click.option(
+        "--verbose", is_flag=True, help="Show the libraries' own logging (TensorFlow, Keras, ART) instead of "
+        "writing it to tinyrobust.log in the output folder (for commands without one, in the cache folder)."
+    )(command)
+
+
+def _log(out: Path | None, verbose: bool):
+    """Where the libraries' chatter goes while a command works: out/tinyrobust.log, or the screen."""
+    from tinyrobust.console import libraries_to_log
+    from tinyrobust.model.zoo import cache_dir
+
+    return libraries_to_log(None if verbose else (out or cache_dir()) / "tinyrobust.log")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tinyrobust")
 def cli() -> None:
@@ -76,7 +93,7 @@ def cli() -> None:
     help="An .npz of test data x, y for a .tflite model, or for a built-in model a data set to train it on "
     "(x_train, y_train, x_test, y_test).",
 )
-@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
+@click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--samples", default=200, show_default=True, help="Test samples per attack and eps.")
 @click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attacks; empty for clean only.")
 @click.option("--eps", "eps", default="0.05,0.1,0.2", show_default=True, help="Comma-separated L-inf budgets.")
@@ -91,9 +108,10 @@ def cli() -> None:
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the interrupted run in this directory.")
 @_device_options
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
+@_log_options
 def flash_and_evaluate(
     model, precision, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with,
-    jobs,
+    jobs, verbose,
 ) -> None:  # fmt: skip
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
     from tinyrobust.evaluate import Settings, resume_settings
@@ -120,7 +138,8 @@ def flash_and_evaluate(
             jobs=jobs,
         )
     try:
-        results = run(settings, progress=True)
+        with _log(settings.out, verbose):
+            results = run(settings, progress=True)
     except KeyboardInterrupt:
         click.echo(
             "\ninterrupted; the emulator was stopped and every finished sample is saved: "
@@ -142,14 +161,13 @@ def _print_summary(results: dict, out: Path) -> None:
         cells = " ".join(
             f"{acc[k]:6.3f}" if acc[k] is not None else f"{'-':>6}" for k in ("float", "tflite", "tflm", "device")
         )
-        where = ""
+        condition = ""
         if several:
             defense = r["defense"]["name"] if r["defense"] else "-"
-            where = f"{r['model'] + ' ' + r['precision'] + ' ' + r['mode'] + ' ' + defense:<40} "
+            condition = f"{r['model'] + ' ' + r['precision'] + ' ' + r['mode'] + ' ' + defense:<40} "
         queries = f"  {r['queries']:,} queries" if r.get("queries") is not None else ""
-        click.echo(
-            f"{where}{r['attack']:<12} {r['eps']:6g} {cells}  {r['agreement']['device_vs_tflm_bit_exact']:.3f}{queries}"
-        )
+        exact = r["agreement"]["device_vs_tflm_bit_exact"]
+        click.echo(f"{condition}{r['attack']:<12} {r['eps']:6g} {cells}  {exact:.3f}{queries}")
     lat, mem = results["latency"], results["memory"]
     click.echo(
         f"latency: {lat['per_inference']['median']:,.0f} {lat['unit']} per inference (median); "
@@ -175,16 +193,19 @@ def campaign() -> None:
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @_device_options
-def campaign_run(config, out, jobs, resume, channel, port, flash_with) -> None:
+@_log_options
+def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) -> None:
     """Run the campaign in CONFIG (TOML): models, precisions, board, samples, seeds, attacks, defenses."""
-    from tinyrobust.campaign.runner import STORE_NAME, load_config, run_campaign
+    from tinyrobust.campaign.config import load_config
+    from tinyrobust.campaign.runner import STORE_NAME, run_campaign
 
     plan = load_config(config)
     if (out / STORE_NAME).is_file() and not resume:
         raise UserError(f"{out} already holds a run; continue it with --resume or choose another --out")
     options = {"jobs": jobs, "channel": channel, "port": port, "flash_with": flash_with}
     try:
-        results = run_campaign(plan, out, progress=True, **options)
+        with _log(out, verbose):
+            results = run_campaign(plan, out, progress=True, **options)
     except KeyboardInterrupt:
         click.echo(
             "\ninterrupted; the emulators were stopped and every finished sample is saved: "
@@ -225,9 +246,9 @@ def boards(ctx) -> None:
     rows = [("board", "core", "FPU", "flash", "RAM", "run by")]
     for name in board_names():
         b = load_board(name)
-        extra = [f"{_size(region['size'])} {region_name}" for region_name, region in b.extra_ram.items()]
-        ram = " + ".join([_size(b.ram["size"]), *extra])
-        rows.append((name, b.core, b.fpu or "none", _size(b.flash["size"]), ram, b.how_run))
+        extra = [f"{_size(region.size)} {region_name}" for region_name, region in b.extra_ram.items()]
+        ram = " + ".join([_size(b.ram.size), *extra])
+        rows.append((name, b.core, b.fpu or "none", _size(b.flash.size), ram, b.how_run))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         cells = [row[i].rjust(widths[i]) if i == 3 else row[i].ljust(widths[i]) for i in range(5)]
@@ -258,12 +279,12 @@ def detect() -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Emulated board (see `tinyrobust boards`).")
+@click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Emulated board (see `tinyrobust boards`).")
 @click.option("--port-tcp", type=int, required=True, help="TCP port on 127.0.0.1 that serves the board's UART.")
 def emulate(model, board, port_tcp) -> None:
     """Build MODEL's firmware (built-in name or .tflite) and run it in QEMU, its UART on a TCP port, until
     Ctrl-C; evaluate against it with flash-and-evaluate --port socket://127.0.0.1:PORT."""
-    from tinyrobust.device.emulator import serve
+    from tinyrobust.emulate import serve
 
     def ready(url: str) -> None:
         click.echo(f"{board} runs {model}; its UART is {url}; Ctrl-C stops the emulator", err=True)
@@ -294,19 +315,21 @@ def models() -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
+@click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--inputs", type=click.Path(path_type=Path), help="An .npy of quantized inputs (default: random ones).")
 @click.option("--samples", type=int, help="How many inputs to run  [default: 10 random, or every given input]")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
-def validate(model, board, inputs, samples, json_path, precision) -> None:
+@_log_options
+def validate(model, board, inputs, samples, json_path, precision, verbose) -> None:
     """Run MODEL (built-in name or .tflite) on the board; compare its outputs with TFLM and TFLite."""
     import json
 
     from tinyrobust.validate import format_table
     from tinyrobust.validate import validate as run
 
-    results = run(model, board, inputs, samples, precision)
+    with _log(None, verbose):
+        results = run(model, board, inputs, samples, precision)
     click.echo(format_table(results))
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -314,18 +337,21 @@ def validate(model, board, inputs, samples, json_path, precision) -> None:
 
 @cli.command()
 @click.option("--models", help="Comma-separated built-in names or .tflite files  [default: every built-in model]")
-@click.option("--board", default="qemu-mps2-an386", show_default=True, help="Board name (see `tinyrobust boards`).")
+@click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
-def bench(models, board, json_path, precision) -> None:
+@_log_options
+def bench(models, board, json_path, precision, verbose) -> None:
     """Instructions per inference, our arena against TFLM's, and flash code and weights, per model."""
     import json
 
     from tinyrobust.bench import bench as run
     from tinyrobust.bench import markdown
+    from tinyrobust.console import status
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    results = run(names, board, precision, progress=lambda text: click.echo(text, err=True))
+    with _log(None, verbose):
+        results = run(names, board, precision, progress=status)
     click.echo(markdown(results))
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""flash-and-evaluate: the one-model shorthand of a campaign (campaign.py), from command-line options."""
+"""flash-and-evaluate: the one-model shorthand of a campaign (campaign/), from command-line options."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyrobust.campaign.runner import STORE_NAME, AttackSpec, Campaign, Runner
+from tinyrobust.campaign.config import AttackSpec, Campaign
+from tinyrobust.campaign.runner import STORE_NAME, Runner
 from tinyrobust.campaign.store import Store
+from tinyrobust.device.boards import DEFAULT_BOARD
 from tinyrobust.errors import UserError
 
 
@@ -17,7 +19,7 @@ class Settings:
     precision: str = "int8"  # "int8" or "int16x8" (16-bit activations, 8-bit weights)
     float_model: str | None = None
     data: str | None = None
-    board: str = "qemu-mps2-an386"
+    board: str = DEFAULT_BOARD
     samples: int = 200
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
     eps: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])

@@ -8,65 +8,23 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyrobust.build.firmware import Firmware, build_firmware
-from tinyrobust.compile.compiler import CompiledModel, compile_model
-from tinyrobust.device.boards import Board, load_board
-from tinyrobust.device.emulator import instructions_per_tick
-from tinyrobust.device.link import Device
-from tinyrobust.device.targets import EmulatorTarget
+from tinyrobust.build.firmware import build_firmware
+from tinyrobust.compile.model import CompiledModel, compile_model
+from tinyrobust.device.boards import DEFAULT_BOARD, load_board
+from tinyrobust.device.counter import latency
+from tinyrobust.device.link import check_output_fits
+from tinyrobust.device.pool import run_on_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model import reference, zoo
+from tinyrobust.model.quantize import check_precision
+from tinyrobust.model.reference import random_inputs
 
-# The frame header's length field is 16 bits (link.HEADER), and a reply carries 8 bytes of counter before the
-# output tensor. Inputs have no such limit: they travel in chunks.
-MAX_OUTPUT_BYTES = 0xFFFF - 8
 PAIRS = (
     ("device_vs_tflm", "device", "tflm"),
     ("device_vs_tflite", "device", "tflite"),
     ("tflite_vs_tflm", "tflite", "tflm"),
 )
 LABELS = {"device": "device", "tflm": "TFLM", "tflite": "TFLite"}
-# The quantized precision a model's input type stands for.
-PRECISION_OF_INPUT = {"int8": "int8", "int16": "int16x8"}
-
-
-def load_tflite(model: str, precision: str = "int8") -> tuple[str, bytes]:
-    """A built-in model's name (quantized to precision), or the path of a .tflite file; returns (name, bytes)."""
-    if model.endswith(".tflite"):
-        path = Path(model)
-        if not path.is_file():
-            raise UserError(f"model file {path} does not exist; pass a quantized .tflite file or a built-in name")
-        return path.stem, path.read_bytes()
-    return model, zoo.load_builtin(model, precision).tflite
-
-
-def check_precision(compiled: CompiledModel, precision: str) -> None:
-    found = PRECISION_OF_INPUT.get(compiled.input.type_name, compiled.input.type_name)
-    if found != precision:
-        raise UserError(f"the model is quantized to {found}, not {precision}; pass --precision {found}")
-
-
-def check_link_fits(compiled: CompiledModel) -> None:
-    """Refuse, before building, a model whose output cannot travel in one reply frame of the link."""
-    if compiled.output.nbytes > MAX_OUTPUT_BYTES:
-        raise UserError(
-            f"the model's {compiled.output.nbytes}-byte output does not fit a reply frame of the link "
-            f"({MAX_OUTPUT_BYTES} bytes at most); choose a model with a smaller output"
-        )
-
-
-def _dtype(compiled: CompiledModel, role: str) -> np.dtype:
-    return np.dtype({"int8": np.int8, "int16": np.int16}[getattr(compiled, role).type_name])
-
-
-def random_inputs(compiled: CompiledModel, count: int, seed: int = 0) -> np.ndarray:
-    """count inputs drawn uniformly over the input type's whole range."""
-    dtype = _dtype(compiled, "input")
-    info = np.iinfo(dtype)
-    shape = (count, *compiled.input.shape[1:])
-    return np.random.default_rng(seed).integers(info.min, info.max + 1, shape).astype(dtype)
-
-
 def read_inputs(path: Path, compiled: CompiledModel) -> np.ndarray:
     """Quantized inputs from an .npy file: one sample or a batch, in the model's input type."""
     if not path.is_file():
@@ -75,7 +33,7 @@ def read_inputs(path: Path, compiled: CompiledModel) -> np.ndarray:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise UserError(f"{path} is not an .npy array ({exc}); save quantized inputs with np.save") from None
-    dtype, per_sample = _dtype(compiled, "input"), int(np.prod(compiled.input.shape[1:]))
+    dtype, per_sample = compiled.input.dtype, int(np.prod(compiled.input.shape[1:]))
     if x.dtype != dtype:
         raise UserError(
             f"{path} holds {x.dtype} values but the model takes {dtype}; quantize the inputs with the model's "
@@ -84,21 +42,6 @@ def read_inputs(path: Path, compiled: CompiledModel) -> np.ndarray:
     if x.size == 0 or x.size % per_sample:
         raise UserError(f"{path} holds {x.size} values, not a whole number of {per_sample}-value inputs")
     return x.reshape(-1, *compiled.input.shape[1:])
-
-
-def run_on_device(compiled: CompiledModel, board: Board, firmware: Firmware, inputs: np.ndarray) -> tuple:
-    """Each input run once on the firmware in the board's emulator: the raw outputs and each inference's
-    counter ticks."""
-    target = EmulatorTarget(board, firmware.elf, log=firmware.elf.parent / "emulator.log", channel=firmware.channel)
-    try:
-        target.start()
-        device = Device(target.open(), target.bytes_per_s)
-        device.handshake(compiled.model_hash)
-        replies = [device.infer(x.tobytes()) for x in inputs]
-    finally:
-        target.close()
-    outputs = np.stack([np.frombuffer(raw, dtype=_dtype(compiled, "output")) for raw, _ in replies])
-    return outputs, [ticks for _, ticks in replies]
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
@@ -112,7 +55,7 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
 
 def validate(
     model: str,
-    board_name: str = "qemu-mps2-an386",
+    board_name: str = DEFAULT_BOARD,
     inputs: Path | None = None,
     samples: int | None = None,
     precision: str = "int8",
@@ -122,36 +65,27 @@ def validate(
     if samples is not None and samples < 1:
         raise UserError(f"--samples must be at least 1, not {samples}")
     board = load_board(board_name)
-    name, tflite = load_tflite(model, precision)
+    tflite = zoo.load_tflite(model, precision)
     compiled = compile_model(tflite)
-    check_precision(compiled, precision)
-    check_link_fits(compiled)
-    xq = read_inputs(inputs, compiled) if inputs is not None else random_inputs(compiled, samples or 10, seed)
+    check_precision(compiled.input.type_name, precision)
+    check_output_fits(compiled.output.nbytes)
+    xq = read_inputs(inputs, compiled) if inputs is not None else random_inputs(compiled.input, samples or 10, seed)
     xq = xq[:samples] if samples else xq
     with tempfile.TemporaryDirectory(prefix="tinyrobust-validate-") as work:
         firmware = build_firmware(compiled, board, Path(work))
-        device, ticks = run_on_device(compiled, board, firmware, xq)
+        answers = run_on_emulator(board, firmware.elf, firmware.channel, compiled.model_hash, [x.tobytes() for x in xq])
     outputs = {
-        "device": device,
+        "device": np.stack([np.frombuffer(raw, compiled.output.dtype) for raw, _ in answers]),
         "tflm": reference.tflm_outputs(tflite, xq).reshape(len(xq), -1),
         "tflite": reference.tflite_outputs(tflite, xq).reshape(len(xq), -1),
     }
-    results = {"model": name, "board": board.name, "precision": precision, "samples": len(xq)}
+    results = {"model": zoo.model_name(model), "board": board.name, "precision": precision, "samples": len(xq)}
     for key, a, b in PAIRS:
         results[key] = compare(outputs[a], outputs[b])
-    results["latency"] = {"unit": latency_unit(board), "median_per_inference": float(np.median(counts(board, ticks)))}
+    measured = latency(board, [ticks for _, ticks in answers])
+    unit = measured["unit"] + (" (emulated)" if board.emulated else "")
+    results["latency"] = {"unit": unit, "median_per_inference": measured["per_inference"]["median"]}
     return results
-
-
-def latency_unit(board: Board) -> str:
-    return "instructions (emulated)" if board.emulated else "cycles"
-
-
-def counts(board: Board, ticks: list[int]) -> np.ndarray:
-    """Counter ticks in the board's latency unit: executed instructions in the emulator (see emulator.py),
-    core clock cycles on a real board, where SysTick counts the core clock."""
-    per_tick = instructions_per_tick(board) if board.emulated else 1.0
-    return np.array(ticks, dtype=np.float64) * per_tick
 
 
 def format_table(results: dict) -> str:

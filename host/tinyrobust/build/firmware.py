@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tinyrobust.assets import FIRMWARE
-from tinyrobust.compile.compiler import QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, CompiledModel, render
+from tinyrobust.compile.model import CompiledModel
+from tinyrobust.compile.render import QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, render
 from tinyrobust.device.boards import Board
 from tinyrobust.errors import UserError
 from tinyrobust.templates import render_template
@@ -76,17 +77,16 @@ def _uart_defines(board: Board) -> list[str]:
     enable bits to set (register, bit) and the TX/RX pins (port, pin, function) for the family's driver."""
     uart = board.uart
     defines = [
-        f"-DTR_UART_BASE={uart['base']:#x}u", f"-DTR_UART_BAUDDIV={uart.get('bauddiv', 16)}",
-        f"-DTR_UART_BAUD={uart.get('baud', 115200)}u", f"-DTR_UART_CLOCK_HZ={uart.get('clock_hz', board.clock_hz)}u",
+        f"-DTR_UART_BASE={uart.base:#x}u", f"-DTR_UART_BAUDDIV={uart.bauddiv}", f"-DTR_UART_BAUD={uart.baud}u",
+        f"-DTR_UART_CLOCK_HZ={uart.clock_hz or board.clock_hz}u",
     ]  # fmt: skip
-    if "enable" in uart:
-        bits = ",".join(f"{{{register:#x}u,{bit}u}}" for register, bit in uart["enable"])
+    if uart.enable:
+        bits = ",".join(f"{{{register:#x}u,{bit}u}}" for register, bit in uart.enable)
         defines.append(f"-DTR_UART_ENABLE={bits}")
-    for pin in ("tx", "rx"):
-        if pin in uart:
-            p = uart[pin]
-            defines.append(f"-DTR_UART_{pin.upper()}={{{p.get('port', 0):#x}u,{p['pin']}u,{p.get('function', 0)}u}}")
-    if uart.get("lpuart"):
+    for name, pin in (("TX", uart.tx), ("RX", uart.rx)):
+        if pin is not None:
+            defines.append(f"-DTR_UART_{name}={{{pin.port:#x}u,{pin.pin}u,{pin.function}u}}")
+    if uart.lpuart:
         defines.append("-DTR_UART_LPUART=1")
     return defines
 
@@ -117,7 +117,7 @@ def _link_for_board(
     if result.returncode != 0 and overflow:
         regions = {"flash": board.flash, "ram": board.ram, **board.extra_ram}
         region, excess = overflow[1].lower(), int(overflow[2])
-        size = regions[region]["size"]
+        size = regions[region].size
         raise UserError(
             f"the firmware needs {size + excess} bytes of {region} but {board.name} has {size}; "
             "choose a smaller model or a board with more memory"
@@ -156,14 +156,14 @@ def build_calibration(board: Board, out_dir: Path) -> Path:
 def _check_fits(model: CompiledModel, board: Board) -> None:
     """Refuse, before building, a model whose constants or arena alone exceed the board's memory."""
     weights = sum(c.nbytes for c in model.constants)
-    if weights > board.flash["size"]:
+    if weights > board.flash.size:
         raise UserError(
-            f"the model's {weights} bytes of weights do not fit {board.name}'s {board.flash['size']} bytes of flash"
+            f"the model's {weights} bytes of weights do not fit {board.name}'s {board.flash.size} bytes of flash"
         )
-    if model.arena_bytes + STACK_BYTES > board.ram["size"]:
+    if model.arena_bytes + STACK_BYTES > board.ram.size:
         raise UserError(
             f"the model's {model.arena_bytes}-byte arena plus a {STACK_BYTES}-byte stack do not fit "
-            f"{board.name}'s {board.ram['size']} bytes of RAM"
+            f"{board.name}'s {board.ram.size} bytes of RAM"
         )
 
 

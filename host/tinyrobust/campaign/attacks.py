@@ -238,13 +238,13 @@ def check_names(names: list[str]) -> None:
         raise UserError(f"unknown attack {', '.join(unknown)}; choose from: {', '.join(sorted(ATTACKS))}")
 
 
-def parameters(name: str, overrides: dict | None = None, where: str = "") -> dict:
+def parameters(name: str, overrides: dict | None = None, prefix: str = "") -> dict:
     """The attack's preset with a config's overrides; an unknown parameter is refused, naming the allowed ones."""
     preset = ATTACKS[name].preset
     unknown = sorted(set(overrides or {}) - set(preset))
     if unknown:
         raise UserError(
-            f"{where}attack {name} has no parameter {', '.join(unknown)}; its parameters are: {', '.join(preset)}"
+            f"{prefix}attack {name} has no parameter {', '.join(unknown)}; its parameters are: {', '.join(preset)}"
         )
     return {**preset, **(overrides or {})}
 

@@ -5,9 +5,9 @@ DEFENSES maps a name to a Defense: its kind ("input" or "training"), its paramet
 named presets, and a factory. make(name, preset, **params) gives a Configured defense: .apply(x) for an input
 defense (float inputs in the model's input domain), .train(keras_model, x, y) for a training one (cached), and
 .device_stages() for the input defenses the device can run before the network (see compile_model's
-preprocess). The device stages' integer arithmetic is defined here by a numpy reference (squeeze_bits_q,
-median_q) that the C kernels equal byte for byte. PixelDefend needs a PixelCNN: pixel_cnn(x_train) trains a
-small one in Keras (ART ships none, and its examples need PyTorch, which is not installed here).
+preprocess; each stage, with the numpy reference its C kernel equals, is defined in compile/stages.py).
+PixelDefend needs a PixelCNN: pixel_cnn(x_train) trains a small one in Keras (ART ships none, and its examples
+need PyTorch, which is not installed here).
 
 Presets: the values of each defense's original paper for an MNIST-like and a CIFAR-like input
 (feature squeezing: Xu et al. 2018; PGD training: Madry et al. 2018; distillation: Papernot et al. 2016;
@@ -24,51 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinyrobust.compile import stages
 from tinyrobust.errors import UserError
-
-# ---------------------------------------------------------------------------------------------------------
-# Integer reference of the device stages (int8 input, NHWC with a batch dimension first).
-
-
-def squeeze_bits_q(xq: np.ndarray, bits: int) -> np.ndarray:
-    """Bit-depth squeezing of int8 values over the whole int8 range: u = q + 128 in [0, 255] is rounded to the
-    nearest of 2^bits evenly spaced levels, level = round(u * L / 255) with L = 2^bits - 1, and mapped back,
-    round(level * 255 / L) - 128, both roundings half up. 255 and L are odd, so neither ever meets a tie: on an
-    input quantized with scale 1/255 and zero point -128 this is ART's FeatureSqueezing on [0, 1], exactly."""
-    levels = (1 << bits) - 1
-    u = xq.astype(np.int32) + 128
-    level = (2 * u * levels + 255) // 510
-    return ((2 * level * 255 + levels) // (2 * levels) - 128).astype(np.int8)
-
-
-def _reflect(i: np.ndarray, n: int) -> np.ndarray:
-    """scipy.ndimage's "reflect" mode (d c b a | a b c d | d c b a) for any offset: period 2n."""
-    i = np.mod(i, 2 * n)
-    return np.where(i >= n, 2 * n - 1 - i, i)
-
-
-def median_q(xq: np.ndarray, k: int) -> np.ndarray:
-    """Median over a k x k window of each channel of (N, H, W, C) values, as scipy.ndimage.median_filter with
-    size (1, k, k, 1), mode "reflect", origin 0 (ART's SpatialSmoothing): the window starts k // 2 before the
-    element, and for an even k*k the value of rank k*k // 2 (the upper median) is taken."""
-    n, h, w, c = xq.shape
-    rows = _reflect(np.arange(h)[:, None] + np.arange(k)[None, :] - k // 2, h)  # (h, k)
-    cols = _reflect(np.arange(w)[:, None] + np.arange(k)[None, :] - k // 2, w)  # (w, k)
-    windows = xq[:, rows[:, None, :, None], cols[None, :, None, :], :]  # (n, h, w, k, k, c)
-    windows = np.sort(windows.reshape(n, h, w, k * k, c), axis=3)
-    return windows[:, :, :, (k * k) // 2, :]
-
-
-DEVICE_STAGES: dict[str, Callable[..., np.ndarray]] = {"squeeze_bits": squeeze_bits_q, "median": median_q}
-
-
-def apply_stages_q(xq: np.ndarray, stages: list[dict]) -> np.ndarray:
-    """The device's pre-processing stages on int8 inputs, in the numpy reference: what the network then reads."""
-    for stage in stages:
-        params = {k: v for k, v in stage.items() if k != "stage"}
-        xq = DEVICE_STAGES[stage["stage"]](xq, **params)
-    return xq
-
 
 # ---------------------------------------------------------------------------------------------------------
 # The registry.
@@ -82,13 +39,13 @@ class Defense:
     defaults: dict
     presets: dict[str, dict]
     factory: Callable  # (**params) -> x -> x (input), or (keras_model, x, y, seed, **params) -> model (training)
-    device: Callable | None = None  # (**params) -> the device stages of compile_model's preprocess
+    device: tuple[str, ...] = ()  # the device stages (compile/stages.py) that run it, in order
 
 
 DEFENSES: dict[str, Defense] = {}
 
 
-def defense(name: str, kind: str, summary: str, defaults: dict, presets: dict, device: Callable | None = None):
+def defense(name: str, kind: str, summary: str, defaults: dict, presets: dict, device: tuple[str, ...] = ()):
     def register(factory: Callable) -> Callable:
         DEFENSES[name] = Defense(name, kind, summary, defaults, presets, factory, device)
         return factory
@@ -115,10 +72,10 @@ class Configured:
 
     def device_stages(self) -> list[dict]:
         """The stages for compile_model(tflite, preprocess=...); an error for a defense the device cannot run."""
-        if self.defense.device is None:
-            runnable = ", ".join(n for n, d in DEFENSES.items() if d.device is not None)
+        if not self.defense.device:
+            runnable = ", ".join(n for n, d in DEFENSES.items() if d.device)
             raise UserError(f"{self.name} does not run on the device; these do: {runnable}")
-        return self.defense.device(**self.params)
+        return stages.from_defense(self.defense.device, self.params)
 
     def train(self, keras_model, x: np.ndarray, y: np.ndarray, seed: int = 0, cache: bool = True):
         """A new float Keras model trained with this defense from keras_model (which is left unchanged), cached
@@ -143,22 +100,14 @@ def make(name: str, preset: str | None = None, **params) -> Configured:
     return Configured(d, {**d.defaults, **(d.presets[preset] if preset else {}), **params})
 
 
-def check_names(names: list[str]) -> None:
-    unknown = [n for n in names if n not in DEFENSES]
-    if unknown:
-        raise UserError(f"unknown defense {', '.join(unknown)}; choose from: {', '.join(DEFENSES)}")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Input pre-processing. clip_values is the model's input domain (digits and the study's images: [0, 1]).
-
-FULL_INT8_NOTE = "the device squeezes over the int8 range: the input domain when quantized with scale 1/255, zp -128"
 
 
 @defense(
     "squeeze-bits", "input", "feature squeezing: reduce each input value to bit_depth bits (ART FeatureSqueezing)",
     {"bit_depth": 5, "clip_values": (0.0, 1.0)}, {"mnist": {"bit_depth": 1}, "cifar": {"bit_depth": 5}},
-    device=lambda bit_depth, clip_values: [{"stage": "squeeze_bits", "bits": int(bit_depth)}],
+    device=("squeeze_bits",),
 )  # fmt: skip
 def squeeze_bits(bit_depth: int, clip_values: tuple[float, float]):
     from art.defences.preprocessor import FeatureSqueezing
@@ -169,7 +118,7 @@ def squeeze_bits(bit_depth: int, clip_values: tuple[float, float]):
 @defense(
     "median", "input", "spatial smoothing: k x k median of each channel, edges reflected (ART SpatialSmoothing)",
     {"window_size": 2, "clip_values": (0.0, 1.0)}, {"mnist": {"window_size": 2}, "cifar": {"window_size": 2}},
-    device=lambda window_size, clip_values: [{"stage": "median", "k": int(window_size)}],
+    device=("median",),
 )  # fmt: skip
 def median(window_size: int, clip_values: tuple[float, float]):
     from art.defences.preprocessor import SpatialSmoothing
@@ -181,9 +130,7 @@ def median(window_size: int, clip_values: tuple[float, float]):
     "feature-squeezing", "input", "bit-depth squeezing, then median smoothing (the study's first defense)",
     {"bit_depth": 5, "window_size": 2, "clip_values": (0.0, 1.0)},
     {"mnist": {"bit_depth": 1, "window_size": 2}, "cifar": {"bit_depth": 5, "window_size": 2}},
-    device=lambda bit_depth, window_size, clip_values: [
-        {"stage": "squeeze_bits", "bits": int(bit_depth)}, {"stage": "median", "k": int(window_size)}
-    ],
+    device=("squeeze_bits", "median"),
 )  # fmt: skip
 def feature_squeezing(bit_depth: int, window_size: int, clip_values: tuple[float, float]):
     bits, smooth = squeeze_bits(bit_depth, clip_values), median(window_size, clip_values)

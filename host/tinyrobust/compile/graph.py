@@ -1,7 +1,9 @@
-"""Read a .tflite flatbuffer into a small graph: tensors (shape, type, quantization, constant data) and ops."""
+"""Read a .tflite flatbuffer into a small graph (tensors with shape, type, quantization and constant data; ops),
+and rewrite it into what the kernels run: shape arithmetic folded, dead ops removed, dilated convolutions fused."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +13,9 @@ from tinyrobust.errors import UserError
 # Tensor types of the TFLite schema that the runtime can meet.
 DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
 TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
+# Padding of the schema (Padding).
+SAME, VALID = 0, 1
+CONVOLUTIONS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 
 
 @dataclass
@@ -169,3 +174,56 @@ def live_inputs(graph: Graph, op: Op) -> list[int]:
     if op.kind in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
         return op.inputs[:1]
     return op.inputs
+
+
+def _same_quantization(a: Tensor, b: Tensor) -> bool:
+    if a.scale is None or b.scale is None:
+        return False
+    return (a.scale[0], a.zero_point[0]) == (b.scale[0], b.zero_point[0])
+
+
+def fuse_dilated_convolutions(graph: Graph) -> None:
+    """Keras 3 emits a dilated convolution as SPACE_TO_BATCH_ND -> CONV_2D (or DEPTHWISE_CONV_2D) with VALID
+    padding -> BATCH_TO_SPACE_ND. With batch 1 that is one convolution whose dilation is the block shape and
+    whose padding is the SPACE_TO_BATCH padding minus the BATCH_TO_SPACE crop. It is exact: TFLM pads with the
+    zero point, which contributes nothing, as taps outside the input contribute nothing here. Patterns that do
+    not match stay as they are (and are reported unsupported)."""
+    ops = graph.ops
+    replaced: dict[int, Op] = {}
+    removed: set[int] = set()
+    for i, s2b in enumerate(ops):
+        if s2b.kind != "SPACE_TO_BATCH_ND" or s2b.outputs[0] in graph.outputs:
+            continue
+        x = graph.tensors[s2b.inputs[0]]
+        users = graph.consumers.get(s2b.outputs[0], [])
+        if len(x.shape) != 4 or x.shape[0] != 1 or len(users) != 1 or ops[users[0]].kind not in CONVOLUTIONS:
+            continue
+        j = users[0]
+        conv, o = ops[j], ops[j].options
+        users = graph.consumers.get(conv.outputs[0], [])
+        if conv.outputs[0] in graph.outputs or len(users) != 1 or ops[users[0]].kind != "BATCH_TO_SPACE_ND":
+            continue
+        k = users[0]
+        b2s = ops[k]
+        constant = [graph.tensors[t].data for t in (*s2b.inputs[1:3], *b2s.inputs[1:3])]
+        if any(c is None for c in constant) or (o.padding, o.strideH, o.strideW) != (VALID, 1, 1):
+            continue
+        block, paddings, block2, crops = (c.astype(np.int64).reshape(-1) for c in constant)
+        if (o.dilationHFactor, o.dilationWFactor) != (1, 1) or list(block) != list(block2) or len(block) != 2:
+            continue
+        pairs = (graph.tensors[s2b.outputs[0]], x), (graph.tensors[b2s.inputs[0]], graph.tensors[b2s.outputs[0]])
+        if not all(_same_quantization(a, b) for a, b in pairs):
+            continue
+        options = copy.copy(o)
+        options.dilationHFactor, options.dilationWFactor = int(block[0]), int(block[1])
+        options.explicit_padding = (int(paddings[0] - crops[0]), int(paddings[2] - crops[2]))
+        replaced[j] = Op(conv.position, conv.kind, [x.index, *conv.inputs[1:]], b2s.outputs, options, conv.version)
+        removed |= {i, k}
+    graph.ops = [replaced.get(i, op) for i, op in enumerate(ops) if i not in removed]
+    reindex(graph)
+
+
+def describe(graph: Graph, op: Op) -> str:
+    """The op as an error message names it: kind, position and tensor types."""
+    types = "/".join(sorted({graph.tensors[t].type_name for t in op.inputs + op.outputs if t >= 0}))
+    return f"{op.kind} at position {op.position} ({types})"

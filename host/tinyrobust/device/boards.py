@@ -9,6 +9,49 @@ from pathlib import Path
 from tinyrobust.assets import BOARDS
 from tinyrobust.errors import UserError
 
+# The board every command uses unless told otherwise: QEMU's Cortex-M4F.
+DEFAULT_BOARD = "qemu-mps2-an386"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A memory region of the chip."""
+
+    origin: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A UART pin: its GPIO port's base address (0 where the family has none), pin number and alternate function."""
+
+    pin: int
+    port: int = 0
+    function: int = 0
+
+
+@dataclass(frozen=True)
+class Uart:
+    """The UART the link uses, as the family's driver needs it (firmware/boards/<family>/uart.c)."""
+
+    base: int
+    baud: int = 115200
+    bauddiv: int = 16  # CMSDK: the divider QEMU's model reads; the baud rate does not matter in QEMU
+    clock_hz: int | None = None  # the UART's kernel clock, when not the core clock
+    enable: tuple[tuple[int, int], ...] = ()  # (register, bit) to set for its clock and power
+    tx: Pin | None = None
+    rx: Pin | None = None
+    lpuart: bool = False  # STM32's low-power UART, whose baud register takes 256 x the divider
+
+    @classmethod
+    def from_toml(cls, table: dict) -> Uart:
+        values = dict(table)
+        values["enable"] = tuple(tuple(e) for e in values.get("enable", ()))
+        for pin in ("tx", "rx"):
+            if pin in values:
+                values[pin] = Pin(**values[pin])
+        return cls(**values)
+
 
 @dataclass
 class Board:
@@ -18,13 +61,13 @@ class Board:
     fpu: str | None  # -mfpu value, None for cores without one
     family: str  # firmware/boards/<family>: the UART driver (startup and counter are in cortex-m/)
     clock_hz: int  # the clock SysTick counts: the core clock
-    flash: dict  # {"origin": int, "size": int}
-    ram: dict  # where data, the arena and the stack go
-    uart: dict  # {"base": int} plus driver settings such as "baud"
+    flash: Region
+    ram: Region  # where data, the arena and the stack go
+    uart: Uart
     # When the board is emulated: {"program", "instructions_per_tick", ...}; QEMU boards name their "machine",
     # Renode boards their "platform" description, "uart" peripheral and "mips" (see emulator.py).
     emulator: dict | None
-    extra_ram: dict[str, dict] = field(default_factory=dict)  # further RAM regions, declared but not filled
+    extra_ram: dict[str, Region] = field(default_factory=dict)  # further RAM regions, declared but not filled
     counter: str = "systick"  # firmware/boards/cortex-m/<counter>.c: "systick", or "dwt" (CYCCNT) on hardware
     flashing: dict = field(default_factory=dict)  # {"pyocd": target name, "mbed": Mbed board name} for real boards
     flash_config: dict | None = None  # {"offset"}: where the chip reads its flash configuration field (Kinetis)
@@ -80,11 +123,11 @@ def load_board(name: str) -> Board:
         fpu=data.get("fpu"),
         family=data["family"],
         clock_hz=data["clock_hz"],
-        flash=memory.pop("flash"),
-        ram=memory.pop("ram"),
-        uart=data["uart"],
+        flash=Region(**memory.pop("flash")),
+        ram=Region(**memory.pop("ram")),
+        uart=Uart.from_toml(data["uart"]),
         emulator=data.get("emulator"),
-        extra_ram=memory,
+        extra_ram={name: Region(**region) for name, region in memory.items()},
         counter=data.get("counter", "systick"),
         flashing=data.get("flashing", {}),
         flash_config=flash_config,

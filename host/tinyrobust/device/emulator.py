@@ -10,7 +10,6 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import time
@@ -75,7 +74,7 @@ def renode_script(board: Board, elf: Path, port: int) -> str:
         region = board.extra_ram[name]
         lines.append(
             f'machine LoadPlatformDescriptionFromString "{name}: Memory.MappedMemory @ sysbus '
-            f'{region["origin"]:#x} {{ size: {region["size"]:#x} }}"'
+            f'{region.origin:#x} {{ size: {region.size:#x} }}"'
         )
     lines += [
         # Virtual time is executed instructions over this rate; SysTick counts clock_hz of virtual time, so
@@ -84,7 +83,7 @@ def renode_script(board: Board, elf: Path, port: int) -> str:
         f"sysbus.nvic Frequency {board.clock_hz}",
         f"sysbus LoadELF @{Path(elf).resolve()}",
         # The vector table is at the start of flash (the linker script puts it there).
-        f"sysbus.cpu VectorTableOffset {board.flash['origin']:#010x}",
+        f"sysbus.cpu VectorTableOffset {board.flash.origin:#010x}",
         # false: a raw byte stream, no telnet negotiation.
         f'emulation CreateServerSocketTerminal {port} "uart" false',
         f"connector Connect {emulator['uart']} uart",
@@ -331,79 +330,3 @@ class Emulator:
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-
-
-def instructions_per_tick(board: Board) -> float:
-    """Executed instructions per counter tick. QEMU under -icount shift=0: an instruction takes 1 ns of
-    virtual time and SysTick counts the machine's cpuclk. Renode: an instruction takes 1 / (mips * 1e6) s of
-    virtual time and SysTick counts clock_hz, so mips * 1e6 / clock_hz. Emulated boards record the value
-    measured by calibrate()."""
-    if board.emulated and "instructions_per_tick" in board.emulator:
-        return float(board.emulator["instructions_per_tick"])
-    return 1e9 / board.clock_hz
-
-
-def counter_source(board: Board) -> str:
-    """Where an emulated board's counts come from, so that results name their unit and its source."""
-    if board.renode:
-        return (
-            f"SysTick in Renode, counting {board.clock_hz / 1e6:g} MHz of virtual time with the CPU at "
-            f"{board.emulator['mips']} MIPS: executed instructions (emulated, {instructions_per_tick(board):g} "
-            "per tick), not cycles"
-        )
-    return "SysTick in QEMU with -icount shift=0: executed instructions (emulated), not cycles"
-
-
-CALIBRATION = struct.Struct("<IIQQ")  # short and long loop iterations, ticks of each
-
-
-def calibrate(board: Board, out_dir: Path) -> float:
-    """Measure instructions per counter tick in the emulator: firmware/boards/calibrate.c times two spin
-    loops of two instructions per iteration; their difference cancels every fixed overhead."""
-    from tinyrobust.build.firmware import build_calibration
-
-    elf = build_calibration(board, out_dir)
-    reply = b""
-    with Emulator(board, elf, log=out_dir / "calibrate.log") as emulator:
-        port = emulator.start()
-        port.timeout = 0.5
-        # Some UART models (the STM32 USART of QEMU and of Renode) drop what arrives before the firmware
-        # enabled them: say "start" again until the reply comes; the firmware ignores the extra bytes.
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while len(reply) < CALIBRATION.size and time.monotonic() < deadline:
-            port.write(b"\x00")
-            reply += port.read(CALIBRATION.size - len(reply))
-        port.close()
-    if len(reply) != CALIBRATION.size:
-        log = out_dir / "calibrate.log"
-        raise UserError(f"the calibration firmware on {board.name} did not answer; see {log}")
-    short_loops, long_loops, short_ticks, long_ticks = CALIBRATION.unpack(reply)
-    return 2 * (long_loops - short_loops) / (long_ticks - short_ticks)
-
-
-def serve(model: str, board_name: str, port: int, ready: Callable[[str], None]) -> None:
-    """Build the firmware of model (a built-in name or a .tflite file) for the emulated board and run it,
-    its UART on 127.0.0.1:port, until the process is interrupted; the emulator is stopped on the way out."""
-    from tinyrobust.build.firmware import build_firmware
-    from tinyrobust.compile.compiler import compile_model
-    from tinyrobust.device.boards import load_board
-
-    board = load_board(board_name)
-    if not board.emulated:
-        raise UserError(f"{board.name} is a real board; flash it with flash-and-evaluate --board {board.name} --port")
-    if model.endswith(".tflite"):
-        if not Path(model).is_file():
-            raise UserError(f"model file {model} does not exist; pass an int8 .tflite file or a built-in name")
-        tflite = Path(model).read_bytes()
-    else:
-        from tinyrobust.model.zoo import load_builtin
-
-        tflite = load_builtin(model).tflite
-    with tempfile.TemporaryDirectory(prefix="tinyrobust-emulate-") as work:
-        firmware = build_firmware(compile_model(tflite), board, Path(work), "uart")
-        with Emulator(board, firmware.elf, port=port, log=Path(work) / "emulator.log") as emulator:
-            # QEMU holds the firmware until a first client connects: be that client, then free the place
-            # (Renode runs it at once and serves one client after another just the same).
-            emulator.start().close()
-            ready(emulator.url)
-            emulator.process.wait()

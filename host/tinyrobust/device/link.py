@@ -19,12 +19,24 @@ DEVICE_ERRORS = {1: "bad CRC", 2: "frame too long", 3: "unknown message type", 4
 COUNTERS = {0: "systick", 1: "dwt"}  # INFO's counter field: SysTick, or DWT CYCCNT (core cycles)
 INFO = struct.Struct("<BBHIIIII32s")
 FRAME_OVERHEAD = 2 + HEADER.size + 4
+# The header's length field is 16 bits, and a reply carries 8 bytes of counter before the output tensor. Inputs
+# have no such limit: they travel in chunks.
+MAX_OUTPUT_BYTES = 0xFFFF - 8
 # Until the first inference is measured, allow this much for the device's work on one request.
 INITIAL_WORK_S = 2.0
 
 
 class LinkError(Exception):
     """The device did not answer correctly within the retries."""
+
+
+def check_output_fits(output_bytes: int) -> None:
+    """Refuse, before building, a model whose output cannot travel in one reply frame."""
+    if output_bytes > MAX_OUTPUT_BYTES:
+        raise UserError(
+            f"the model's {output_bytes}-byte output does not fit a reply frame of the link "
+            f"({MAX_OUTPUT_BYTES} bytes at most); choose a model with a smaller output"
+        )
 
 
 def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:

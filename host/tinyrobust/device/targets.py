@@ -57,6 +57,11 @@ class EmulatorTarget:
         self.emulator.stop()
 
 
+def start_emulator(board: Board, elf: Path, channel: str = "uart", log: Path | None = None) -> EmulatorTarget:
+    """A new emulator of the board running elf, logging beside the ELF unless told where."""
+    return EmulatorTarget(board, elf, log=log or elf.parent / "emulator.log", channel=channel).start()
+
+
 class SerialTarget:
     """A device that is already running behind a pyserial URL: an attached board's serial port
     (/dev/ttyACM0) or `tinyrobust emulate`'s UART (socket://127.0.0.1:PORT). It cannot be restarted from
@@ -66,7 +71,7 @@ class SerialTarget:
 
     def __init__(self, url: str, board: Board):
         self.url, self.board = url, board
-        baud = board.uart.get("baud", 115200)
+        baud = board.uart.baud
         # An emulated UART runs at its emulator's pace; a real one at the baud rate, 10 bits per byte (8N1).
         self.bytes_per_s = emulated_uart_bytes_per_s(board) if board.emulated else baud / 10
 
@@ -79,7 +84,7 @@ class SerialTarget:
         from tinyrobust.errors import UserError
 
         try:
-            return serial.serial_for_url(self.url, baudrate=self.board.uart.get("baud", 115200), timeout=1.0)
+            return serial.serial_for_url(self.url, baudrate=self.board.uart.baud, timeout=1.0)
         except (serial.SerialException, ValueError) as exc:
             raise UserError(
                 f"cannot open {self.url} ({exc}); check the port with `tinyrobust boards detect`, "

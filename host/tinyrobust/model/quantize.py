@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyrobust.errors import UserError
+
 PRECISIONS = ("int8", "int16x8")
+# The precision a quantized model's input type stands for.
+PRECISION_OF_INPUT = {"int8": "int8", "int16": "int16x8"}
+
+
+def check_precision(input_type: str, precision: str) -> None:
+    """Refuse a model quantized to another precision than the one asked for (input_type: int8 or int16)."""
+    found = PRECISION_OF_INPUT.get(input_type, input_type)
+    if found != precision:
+        raise UserError(f"the model is quantized to {found}, not {precision}; pass --precision {found}")
 
 
 def quantize(keras_model, representative: np.ndarray, precision: str = "int8", samples: int = 200) -> bytes:

@@ -14,6 +14,13 @@ def quantize_inputs(x: np.ndarray, tensor: Tensor) -> np.ndarray:
     return np.clip(q, limits.min, limits.max).astype(tensor.dtype).reshape((len(x),) + tensor.shape[1:])
 
 
+def random_inputs(tensor: Tensor, count: int, seed: int = 0) -> np.ndarray:
+    """count quantized inputs drawn uniformly over the input type's whole range."""
+    info = np.iinfo(tensor.dtype)
+    shape = (count, *tensor.shape[1:])
+    return np.random.default_rng(seed).integers(info.min, info.max + 1, shape).astype(tensor.dtype)
+
+
 def dequantize(q: np.ndarray, tensor: Tensor) -> np.ndarray:
     return ((q.astype(np.float32) - tensor.zero_point[0]) * tensor.scale[0]).astype(np.float32)
 

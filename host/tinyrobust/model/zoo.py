@@ -254,3 +254,31 @@ def load_user(tflite: Path, float_model: Path | None, data: Path | None) -> Mode
         except Exception as exc:  # Keras raises many kinds for a bad file
             raise UserError(f"cannot load {float_model} as a Keras model ({exc})") from None
     return Model(tflite.stem, tflite.read_bytes(), keras_model, x, y)
+
+
+def is_file(model: str) -> bool:
+    """Whether a model named on the command line or in a config is a user's .tflite file, not a built-in name."""
+    return model.endswith(".tflite")
+
+
+def model_name(model: str) -> str:
+    """The name results give a model: a built-in's name, or a file's stem."""
+    return Path(model).stem if is_file(model) else model
+
+
+def load(model: str, precision: str = "int8", float_model: str | None = None, data: str | None = None) -> Model:
+    """A built-in model by name, or a user's .tflite file with its optional float model and test data."""
+    if is_file(model):
+        return load_user(Path(model), *(Path(p) if p else None for p in (float_model, data)))
+    if float_model:
+        raise UserError("--float-model goes with a .tflite file passed to --model, not a built-in model")
+    return load_builtin(model, precision, Path(data) if data else None)
+
+
+def load_tflite(model: str, precision: str = "int8") -> bytes:
+    """Only the quantized model, for commands that need no data: a built-in name or a .tflite path."""
+    if not is_file(model):
+        return load_builtin(model, precision).tflite
+    if not Path(model).is_file():
+        raise UserError(f"model file {model} does not exist; pass a quantized .tflite file or a built-in name")
+    return Path(model).read_bytes()

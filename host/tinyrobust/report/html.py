@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyrobust.campaign.config import to_toml
 from tinyrobust.templates import render_template
 
 
@@ -538,42 +539,6 @@ def provenance_table(results: dict) -> dict:
     return {"columns": ["item", "value"], "rows": rows}
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
-
-
-def campaign_toml(recorded: dict) -> str:
-    """A campaign (Campaign.recorded()) as the TOML config file that runs it again: tinyrobust campaign run."""
-    lines, tables = [], []
-    for key, value in recorded.items():
-        if value is None:
-            continue
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            tables.append((key, value))
-        elif not (isinstance(value, list) and not value and key in ("attacks", "defenses")):
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, entries in tables:
-        for entry in entries:
-            lines += ["", f"[[{key}]]"]
-            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
 # ---- the report and the tables --------------------------------------------------------------------------------
 
 
@@ -610,7 +575,7 @@ def write_report(results: dict, path: Path) -> None:
         examples=[g for g in groups if g["png"]],
         tables=found,
         campaign_json=json.dumps(campaign or results["settings"], indent=2),
-        campaign_toml=campaign_toml(campaign) if campaign else None,
+        campaign_toml=to_toml(campaign) if campaign else None,
         settings_json=json.dumps(results["settings"], indent=2) if results.get("settings") != campaign else None,
         fmt=_cell,
     )

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerates every figure the README quotes into benchmarks/results/ (about 15 minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=.venv/bin/python
+out=benchmarks/results
+mkdir -p "$out"
+
+$python benchmarks/default_job.py --json "$out/default_job.json" | tee "$out/default_job.md"
+$python benchmarks/boards.py --json "$out/boards.json" | tee "$out/boards.md"
+$python benchmarks/models.py --json "$out/models.json" | tee "$out/models.md"
+for model in digits-cnn resnet8-cifar10; do
+    for channel in semihosting uart; do
+        inferences=500
+        [ "$model" = resnet8-cifar10 ] && inferences=50
+        $python benchmarks/throughput.py --model "$model" --channel "$channel" --inferences "$inferences" \
+            --json "$out/throughput-$model-$channel.json" | tee "$out/throughput-$model-$channel.md"
+    done
+done

@@ -1,0 +1,162 @@
+"""Compile a quantized .tflite model: a static schedule of kernel calls, the constants they read and a planned
+arena.
+
+This is the "prepare" half of TFLite Micro's kernels, run once on the host (lower.py): shapes, padding,
+requantization multipliers and shifts and activation ranges are computed with TFLM's own formulas, so the
+firmware only runs integer arithmetic. render.py writes the result as C.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from tinyrobust.compile import stages as device_stages
+from tinyrobust.compile.arithmetic import Unsupported
+from tinyrobust.compile.graph import (
+    Graph,
+    Op,
+    Tensor,
+    describe,
+    fold_shape_arithmetic,
+    fuse_dilated_convolutions,
+    live_inputs,
+    read_tflite,
+    remove_dead_ops,
+)
+from tinyrobust.compile.lower import Kernel, lowering
+from tinyrobust.compile.planner import Buffer, plan_arena
+from tinyrobust.compile.render import C_TYPES, Constant, operand_name
+from tinyrobust.errors import UserError
+
+# Ops that only reinterpret the shape: their output shares the input's bytes in the arena.
+ALIASES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+
+
+@dataclass
+class Step:
+    """One kernel call of the schedule."""
+
+    op: Op
+    function: str
+    struct: str
+    fields: dict[str, object]
+    inputs: list[int]  # tensors the kernel reads, in call order: arena buffers, or constants (C arrays)
+    output: int
+    variadic: bool = False
+
+
+@dataclass
+class CompiledModel:
+    steps: list[Step]
+    constants: list[Constant]
+    arena_bytes: int
+    offsets: dict[int, int]  # tensor index -> byte offset in the arena
+    input: Tensor
+    output: Tensor
+    model_hash: bytes
+    op_counts: dict[str, int] = field(default_factory=dict)
+    element_types: dict[int, str] = field(default_factory=dict)  # tensor index -> C type, for arena tensors
+    preprocess: list[dict] = field(default_factory=list)  # device pre-processing stages before the network
+
+
+def model_hash(tflite: bytes, preprocess: list[dict] | None = None) -> bytes:
+    """SHA-256 of the .tflite bytes, followed by the pre-processing stages when there are any, so that a device
+    whose stage differs from the host's cannot pass the handshake."""
+    digest = hashlib.sha256(tflite)
+    if preprocess:
+        digest.update(b"\0tinyrobust-preprocess\0" + json.dumps(device_stages.canonical(preprocess)).encode())
+    return digest.digest()
+
+
+def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> CompiledModel:
+    """Lower every op, or fail listing every op the runtime does not support. preprocess: device pre-processing
+    stages run on the quantized input before the network, e.g. [{"stage": "median", "k": 3}]."""
+    preprocess = device_stages.canonical(preprocess or [])
+    graph = read_tflite(tflite)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise UserError(
+            f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; one of each is supported"
+        )
+    x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    for role, t in (("input", x), ("output", y)):
+        if t.type_name not in ("int8", "int16"):
+            raise UserError(
+                f"the model's {role} is {t.type_name}, not int8 or int16; quantize it with inference_input_type "
+                "and inference_output_type set to tf.int8 (tf.int16 for 16-bit activations)"
+            )
+    fold_shape_arithmetic(graph)
+    remove_dead_ops(graph)
+    fuse_dilated_convolutions(graph)
+    lowered: list[tuple[Op, Kernel]] = device_stages.lower_stages(graph, preprocess) if preprocess else []
+    problems = []
+    alias_of: dict[int, int] = {}  # aliased tensor -> tensor that owns the bytes
+    for op in graph.ops:
+        if op.kind in ALIASES:
+            src = live_inputs(graph, op)[0]
+            if graph.tensors[src].type_name != graph.tensors[op.outputs[0]].type_name:
+                problems.append(f"{describe(graph, op)}: changes the type")
+            alias_of[op.outputs[0]] = alias_of.get(src, src)
+            continue
+        lower = lowering(graph, op)
+        if lower is None:
+            problems.append(describe(graph, op))
+            continue
+        try:
+            lowered.append((op, lower(graph, op, f"l{op.position}_{op.kind.lower()}")))
+        except Unsupported as exc:
+            problems.append(f"{describe(graph, op)}: {exc}")
+    if problems:
+        raise UserError("the model uses operators the runtime does not support: " + "; ".join(problems))
+
+    steps, constants = _schedule(graph, lowered)
+    arena_bytes, buffer_offsets = plan_arena(_buffers(graph, steps, alias_of, x.index, y.index))
+    offsets = {}
+    for t in graph.tensors:
+        owner = alias_of.get(t.index, t.index)
+        if owner in buffer_offsets:
+            offsets[t.index] = buffer_offsets[owner]
+    counts: dict[str, int] = {}
+    for op in graph.ops:
+        counts[op.kind] = counts.get(op.kind, 0) + 1
+    types = {t: C_TYPES.get(graph.tensors[t].type_name, "int8_t") for t in offsets}
+    digest = model_hash(tflite, preprocess)
+    return CompiledModel(steps, constants, arena_bytes, offsets, x, y, digest, counts, types, preprocess)
+
+
+def _schedule(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> tuple[list[Step], list[Constant]]:
+    """The kernel calls in order, and the constants they read: each kernel's own, and constant operands (an
+    ADD's bias, a CONCATENATION's table) as C arrays, each once."""
+    steps, constants = [], []
+    operand_constants: set[int] = set()
+    for op, kernel in lowered:
+        inputs = list(kernel.inputs if kernel.inputs is not None else op.inputs[:1])
+        for t in inputs:
+            tensor = graph.tensors[t]
+            if tensor.is_constant and t not in operand_constants:
+                operand_constants.add(t)
+                constants.append(Constant(operand_name(t), C_TYPES[tensor.type_name], tensor.data.reshape(-1)))
+        steps.append(Step(op, kernel.function, kernel.struct, kernel.fields, inputs, op.outputs[0], kernel.variadic))
+        names = {c.name for c in constants}
+        constants += [c for c in kernel.constants if c.name not in names]  # tables shared by several steps
+    return steps, constants
+
+
+def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, y: int) -> list[Buffer]:
+    """Activation buffers with their lifetimes in schedule positions; aliases extend their owner's life."""
+    first: dict[int, int] = {alias_of.get(x, x): 0}
+    last: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        for t in step.inputs:
+            if graph.tensors[t].is_constant:
+                continue
+            owner = alias_of.get(t, t)
+            first.setdefault(owner, i)
+            last[owner] = i
+        owner = alias_of.get(step.output, step.output)
+        first.setdefault(owner, i)
+        last[owner] = max(last.get(owner, i), i)
+    out_owner = alias_of.get(y, y)
+    last[out_owner] = len(steps)  # the output is read after the last step
+    return [Buffer(t, graph.tensors[t].nbytes, first[t], last[t]) for t in first]

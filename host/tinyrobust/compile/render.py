@@ -1,0 +1,77 @@
+"""C rendering of a compiled model: the names and C types of its constants, C initializers, and model.h and
+model.c from their templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tinyrobust.compile.model import CompiledModel, Step
+
+# Name prefixes by which the memory report counts constants apart from code: the model's weights and biases,
+# and the per-channel requantization multipliers and shifts.
+WEIGHTS_PREFIX, QUANT_PARAMS_PREFIX = "tr_w_", "tr_q_"
+# C element types of the tensor types the generated code declares.
+C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
+
+
+@dataclass
+class Constant:
+    """A constant C array of the generated model.c."""
+
+    name: str
+    ctype: str
+    values: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.size * np.dtype(self.ctype[:-2]).itemsize  # int8_t .. int64_t, uint16_t
+
+    @property
+    def weight(self) -> bool:
+        return self.name.startswith(WEIGHTS_PREFIX)
+
+
+def operand_name(tensor: int) -> str:
+    """The C array of a constant kernel operand."""
+    return f"{WEIGHTS_PREFIX}t{tensor}"
+
+
+def c_list(values) -> str:
+    """A C initializer list."""
+    return "{" + ", ".join(str(int(v)) for v in values) + "}"
+
+
+def c_array(values: np.ndarray, per_line: int = 24) -> str:
+    """The elements of a C array initializer, per_line to a line."""
+    items = [str(int(v)) for v in values.reshape(-1)]
+    return ",\n    ".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
+
+
+def render(model: CompiledModel, out_dir: Path) -> list[Path]:
+    """Write model.h and model.c for the compiled model."""
+    from tinyrobust.templates import render_template
+
+    def pointer(t: int) -> str:
+        """A tensor in the byte arena as a pointer to its elements."""
+        return f"({model.element_types.get(t, 'int8_t')} *)(arena + {model.offsets[t]})"
+
+    def operand(t: int) -> str:
+        return pointer(t) if t in model.offsets else operand_name(t)
+
+    def arguments(step: Step) -> str:
+        reads = ", ".join(operand(t) for t in step.inputs)
+        return f"(const void *const[]){{{reads}}}" if step.variadic else reads
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    context = {"model": model, "c_array": c_array, "arguments": arguments, "pointer": pointer}
+    paths = []
+    for name in ("model.h", "model.c"):
+        path = out_dir / name
+        path.write_text(render_template(f"{name}.j2", **context))
+        paths.append(path)
+    return paths
