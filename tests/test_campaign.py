@@ -23,11 +23,9 @@ QUICK = {
     "pgd": {"max_iter": 5},
     "autoattack": {"max_iter": 5, "square_max_iter": 10},
     "cw_l2": {"binary_search_steps": 2, "max_iter": 5},
-    "cw_linf": {"max_iter": 3, "learning_rate": 0.1, "initial_const": 1.0, "largest_const": 4.0},  # the preset
-    # leaves these 6 digits as they are
+    "cw_linf": {"max_iter": 3, "initial_const": 1.0, "largest_const": 4.0},
     "deepfool": {"max_iter": 10},
-    "ead": {"binary_search_steps": 1, "max_iter": 5, "initial_const": 1.0},  # its preset's 1e-3 with one search
-    # step leaves them as they are
+    "ead": {"binary_search_steps": 1, "max_iter": 5, "initial_const": 1.0},  # one search step: start high
     "zoo": {"max_iter": 5},
     "square_linf": {"max_iter": 10},
     "square_l2": {"max_iter": 10},
@@ -98,15 +96,31 @@ def test_every_attack_has_quick_parameters():
     assert set(QUICK) | {"fgsm", "jsma"} == set(attacks.ATTACKS)
 
 
-# ART's Square L2 starts from 5 x 5 tiles of height // 5 pixels: on 8 x 8 digits a 1-pixel tile, whose normalized
-# pattern is 0 / 0, so every sample it attacks comes back NaN and bound() gives the clean input back.
-SQUARE_L2_ON_8X8 = pytest.mark.xfail(strict=True, reason="ART's Square L2 returns NaN for images under 10 pixels")
+def test_square_l2_refuses_images_smaller_than_its_first_tiles(digits, digits_classifier):
+    x, y = digits.x_test[:2], digits.y_test[:2]
+    with pytest.raises(UserError, match="square_l2 needs images at least 10 pixels on a side, and the model's are 8"):
+        attacks.generate("square_l2", digits_classifier, x, y, 1.0, seed=0)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=SQUARE_L2_ON_8X8) if n == "square_l2" else n for n in attacks.ATTACKS]
-)
+def test_square_l2_moves_larger_images_and_fools_the_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])  # fmt: skip
+    classifier = attacks.classifier(model, (0.0, 1.0))
+    x = np.random.default_rng(0).uniform(0, 1, (8, 12, 12, 1)).astype(np.float32)
+    y = classifier.predict(x).argmax(axis=1)  # the model's own answers are the labels it gets right
+    x_adv = attacks.generate("square_l2", classifier, x, y, 2.0, seed=0, params={"max_iter": 20})
+    delta = (x_adv - x).reshape(len(x), -1)
+    assert np.all(np.isfinite(x_adv)) and np.abs(delta).max() > 1e-3
+    assert np.all(np.linalg.norm(delta, axis=1) <= 2.0 + 1e-4)
+    assert (classifier.predict(x_adv).argmax(axis=1) != y).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in attacks.ATTACKS if n != "square_l2"])
 def test_every_attack_runs_through_art_within_its_eps_and_fools_the_float_model(name, digits, digits_classifier):
     spec, classifier = attacks.ATTACKS[name], digits_classifier
     lo, hi = classifier.clip_values

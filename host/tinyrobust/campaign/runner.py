@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyrobust.campaign import builds
+from tinyrobust.campaign import attacks, builds
 from tinyrobust.campaign.adversarial import Adversary, probe_key
 from tinyrobust.campaign.builds import Build, Condition
 from tinyrobust.campaign.config import Campaign, check
@@ -93,6 +93,8 @@ class Runner:
         try:
             for name, precision in units:
                 base = zoo.load(name, precision, c.float_model, c.data)
+                for a in c.attacks:
+                    attacks.check_input(a.name, base.x_test.shape[1:], base.name)
                 self.adversary.forget_attacks()
                 for defense in [None, *apart]:
                     slug = "" if defense is None else defense.slug(c.defenses)

@@ -1,0 +1,240 @@
+"""The entropy coder of the split network's latent: a numpy reference of firmware/entropy/tr_rans.c that writes the
+same bytes. The stream format (32-bit rANS state, byte-wise renormalization, the escape of symbols outside a
+table's support) is described in tr_rans.h; each constant here is the one of the same name there."""
+
+import bisect
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PRECISION = 16
+_ONE = 1 << PRECISION
+_L = 1 << 23  # TR_RANS_L: the state stays in [_L, 2^31)
+_CHUNK_BITS = 4
+_CHUNK_FREQ = _ONE >> _CHUNK_BITS
+_MAX_CHUNKS = 5  # an overflow within the int16 range is below 2^17
+MAX_TABLES = 256  # the device's indexes are uint8
+_INT16_MIN, _INT16_MAX = -(1 << 15), (1 << 15) - 1
+
+
+class MalformedStream(ValueError):
+    """A stream that is not the encoding of as many symbols as there are indexes, with these tables."""
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare to one bool
+class Table:
+    """A quantized distribution over the symbols offset .. offset + size - 1 and an escape for every other int16.
+
+    cdf (uint32, size + 2 entries) runs from 0 to 2^PRECISION, strictly increasing: symbol s takes
+    [cdf[s - offset], cdf[s - offset + 1]), the escape the last interval [cdf[size], cdf[size + 1])."""
+
+    offset: int
+    cdf: np.ndarray
+
+    def __post_init__(self) -> None:
+        cdf = np.asarray(self.cdf)
+        if cdf.ndim != 1 or len(cdf) < 2 or not np.issubdtype(cdf.dtype, np.integer):
+            raise ValueError("a table's cdf must be a 1-D integer array of at least 2 entries (0 and 2^16).")
+        if cdf[0] != 0 or cdf[-1] != _ONE or np.any(np.diff(cdf.astype(np.int64)) <= 0):
+            raise ValueError("a table's cdf must rise strictly from 0 to 2^16, so that every symbol can be coded.")
+        if self.offset < _INT16_MIN or self.offset + len(cdf) - 2 > _INT16_MAX + 1:
+            raise ValueError(f"a table's support must lie in the int16 range, not {self.offset} + {len(cdf) - 2}.")
+        cdf = cdf.astype(np.uint32)
+        cdf.flags.writeable = False
+        object.__setattr__(self, "offset", int(self.offset))
+        object.__setattr__(self, "cdf", cdf)
+
+    @property
+    def size(self) -> int:
+        """The number of symbols in the support (the escape not counted)."""
+        return len(self.cdf) - 2
+
+
+def table_from_pmf(pmf: np.ndarray, offset: int) -> Table:
+    """The table closest in code length to pmf: the probabilities of the symbols offset, offset + 1, ..., then the
+    tail mass (everything outside the support), quantized to frequencies of at least 1 summing to 2^PRECISION."""
+    pmf = np.asarray(pmf, dtype=np.float64)
+    if pmf.ndim != 1 or not 1 <= len(pmf) <= _ONE:
+        raise ValueError("a pmf must be a 1-D array of 1 to 65536 probabilities: the support's, then the tail mass.")
+    if not np.all(np.isfinite(pmf)) or np.any(pmf < 0) or pmf.sum() <= 0:
+        raise ValueError("a pmf's probabilities must be finite, nonnegative and not all zero.")
+    p = pmf / pmf.sum()
+    freq = np.maximum(1, np.rint(p * _ONE)).astype(np.int64)
+    # Rounding leaves the total off by a few counts (more where small probabilities were raised to 1). Fix it one
+    # count at a time where that costs the fewest bits, sum(p * log2(2^16 / freq)); the cost is convex in each
+    # count, so the greedy choice is the best one for each count. Ties go to the lowest index: deterministic.
+    excess = int(freq.sum()) - _ONE
+    if excess > 0:
+        heap = [(p[i] * math.log2(f / (f - 1)), i) for i, f in enumerate(freq.tolist()) if f > 1]
+        heapq.heapify(heap)
+        for _ in range(excess):
+            _, i = heapq.heappop(heap)
+            freq[i] -= 1
+            if freq[i] > 1:
+                heapq.heappush(heap, (p[i] * math.log2(freq[i] / (freq[i] - 1)), i))
+    elif excess < 0:
+        heap = [(-p[i] * math.log2((f + 1) / f), i) for i, f in enumerate(freq.tolist())]
+        heapq.heapify(heap)
+        for _ in range(-excess):
+            _, i = heapq.heappop(heap)
+            freq[i] += 1
+            heapq.heappush(heap, (-p[i] * math.log2((freq[i] + 1) / freq[i]), i))
+    # Then move single counts between bins while that saves bits. Where no move does, no other frequencies do
+    # better (the cost is a sum of convex terms); the greedy fix above leaves at most a few such moves.
+    while True:
+        gain = p * np.log2((freq + 1) / freq)
+        cost = np.where(freq > 1, p * np.log2(freq / np.maximum(freq - 1, 1)), np.inf)
+        i, j = int(np.argmax(gain)), int(np.argmin(cost))
+        if gain[i] <= cost[j]:
+            break
+        freq[i] += 1
+        freq[j] -= 1
+    return Table(offset, np.concatenate([[0], np.cumsum(freq)]).astype(np.uint32))
+
+
+def _check_indexes(tables: list[Table], indexes) -> np.ndarray:
+    indexes = np.asarray(indexes)
+    if not 1 <= len(tables) <= MAX_TABLES:
+        raise ValueError(f"give 1 to {MAX_TABLES} tables (the device's indexes are uint8), not {len(tables)}.")
+    if indexes.size and (not np.issubdtype(indexes.dtype, np.integer) or indexes.min() < 0 or
+                         indexes.max() >= len(tables)):  # fmt: skip
+        raise ValueError(f"indexes must be integers that pick one of the {len(tables)} tables.")
+    return indexes
+
+
+def _check(symbols, tables: list[Table], indexes) -> tuple[np.ndarray, np.ndarray]:
+    """symbols and indexes flattened, after checking them: int16 symbols, one index into tables for each."""
+    symbols, indexes = np.asarray(symbols), _check_indexes(tables, indexes)
+    if symbols.shape != indexes.shape:
+        raise ValueError(f"give one index per symbol: {indexes.shape} indexes for {symbols.shape} symbols.")
+    if symbols.size and (not np.issubdtype(symbols.dtype, np.integer) or symbols.min() < _INT16_MIN or
+                         symbols.max() > _INT16_MAX):  # fmt: skip
+        raise ValueError("symbols must be integers in the int16 range [-32768, 32767].")
+    return symbols.ravel(), indexes.ravel()
+
+
+def _put(x: int, out: bytearray, start: int, freq: int) -> int:
+    """The state after pushing [start, start + freq), its renormalization bytes appended to out (last first)."""
+    x_max = ((_L >> PRECISION) << 8) * freq
+    while x >= x_max:
+        out.append(x & 0xFF)
+        x >>= 8
+    return ((x // freq) << PRECISION) + x % freq + start
+
+
+def _overflow(symbol: int, table: Table) -> int:
+    """The zig-zag overflow of a symbol outside the support: even above it, odd below it."""
+    index = symbol - table.offset
+    return (index - table.size) << 1 if index >= 0 else ((-1 - index) << 1) | 1
+
+
+def _chunks(overflow: int) -> int:
+    return (overflow.bit_length() + _CHUNK_BITS - 1) // _CHUNK_BITS
+
+
+def encode(symbols, tables: list[Table], indexes) -> bytes:
+    """The stream of symbols[i] coded with tables[indexes[i]] (any shape, the same for both), as tr_rans_encode."""
+    symbols, indexes = _check(symbols, tables, indexes)
+    cdfs = [t.cdf.tolist() for t in tables]
+    x, out = _L, bytearray()
+    for symbol, k in zip(reversed(symbols.tolist()), reversed(indexes.tolist()), strict=True):
+        table, cdf = tables[k], cdfs[k]
+        index = symbol - table.offset
+        if 0 <= index < table.size:
+            x = _put(x, out, cdf[index], cdf[index + 1] - cdf[index])
+            continue
+        overflow = _overflow(symbol, table)
+        chunks = _chunks(overflow)
+        for j in reversed(range(chunks)):
+            x = _put(x, out, ((overflow >> (_CHUNK_BITS * j)) & 15) * _CHUNK_FREQ, _CHUNK_FREQ)
+        x = _put(x, out, chunks * _CHUNK_FREQ, _CHUNK_FREQ)
+        x = _put(x, out, cdf[table.size], _ONE - cdf[table.size])
+    out.reverse()
+    return x.to_bytes(4, "little") + bytes(out)
+
+
+class _Decoder:
+    def __init__(self, data: bytes):
+        if len(data) < 4:
+            raise MalformedStream(f"the stream has {len(data)} bytes, fewer than the 4 of its state.")
+        self.data, self.pos = data, 4
+        self.x = int.from_bytes(data[:4], "little")
+        if not _L <= self.x < 1 << 31:
+            raise MalformedStream(f"the stream's state {self.x:#x} lies outside [2^23, 2^31).")
+
+    def pop(self, start: int, freq: int) -> None:
+        x = freq * (self.x >> PRECISION) + (self.x & (_ONE - 1)) - start
+        while x < _L:
+            if self.pos == len(self.data):
+                raise MalformedStream(f"the stream ends after {len(self.data)} bytes, before its symbols do.")
+            x = (x << 8) | self.data[self.pos]
+            self.pos += 1
+        self.x = x
+
+    def chunk(self) -> int:
+        chunk = (self.x & (_ONE - 1)) // _CHUNK_FREQ
+        self.pop(chunk * _CHUNK_FREQ, _CHUNK_FREQ)
+        return chunk
+
+
+def decode(data: bytes, tables: list[Table], indexes) -> np.ndarray:
+    """The int16 symbols (in the shape of indexes) of a stream written by encode or tr_rans_encode; raises
+    MalformedStream for anything else, as tr_rans_decode fails."""
+    indexes = _check_indexes(tables, indexes)
+    shape, indexes = indexes.shape, indexes.ravel()
+    cdfs = [t.cdf.tolist() for t in tables]
+    decoder = _Decoder(bytes(data))
+    symbols = []
+    for k in indexes.tolist():
+        table, cdf = tables[k], cdfs[k]
+        index = bisect.bisect_right(cdf, decoder.x & (_ONE - 1)) - 1
+        decoder.pop(cdf[index], cdf[index + 1] - cdf[index])
+        if index < table.size:
+            symbols.append(table.offset + index)
+            continue
+        chunks = decoder.chunk()
+        if chunks > _MAX_CHUNKS:
+            raise MalformedStream(f"an escape in the stream has {chunks} chunks, more than {_MAX_CHUNKS}.")
+        values = [decoder.chunk() for _ in range(chunks)]
+        if values and values[-1] == 0:
+            raise MalformedStream("an escape in the stream has a zero top chunk, which no encoder writes.")
+        overflow = sum(c << (_CHUNK_BITS * j) for j, c in enumerate(values))
+        half = overflow >> 1
+        symbol = table.offset - 1 - half if overflow & 1 else table.offset + table.size + half
+        if not _INT16_MIN <= symbol <= _INT16_MAX:
+            raise MalformedStream(f"an escape in the stream decodes to {symbol}, outside the int16 range.")
+        symbols.append(symbol)
+    if decoder.x != _L or decoder.pos != len(decoder.data):
+        raise MalformedStream("the stream does not end where its symbols do: it is corrupt or was cut.")
+    return np.array(symbols, dtype=np.int16).reshape(shape)
+
+
+def ideal_bits(symbols, tables: list[Table], indexes) -> float:
+    """The code length the quantized tables give: sum of -log2 p over the symbols, for an escaped symbol the escape's
+    plus its bypass bits (4 for the chunk count, 4 per chunk). encode's bytes * 8 exceed it by the coder's cost."""
+    symbols, indexes = _check(symbols, tables, indexes)
+    bits = 0.0
+    for k in np.unique(indexes).tolist():
+        table = tables[k]
+        s = symbols[indexes == k].astype(np.int64)
+        freq = np.diff(table.cdf.astype(np.int64))
+        index = s - table.offset
+        inside = (index >= 0) & (index < table.size)
+        bits += float(np.sum(PRECISION - np.log2(freq[index[inside]])))
+        escaped = s[~inside].tolist()
+        bypass = sum(_CHUNK_BITS * (1 + _chunks(_overflow(v, table))) for v in escaped)
+        bits += len(escaped) * (PRECISION - math.log2(freq[-1])) + bypass
+    return bits
+
+
+def c_tables(tables: list[Table], name: str) -> str:
+    """C definitions of the tables as `const tr_cdf_table name[]` (with tr_rans.h included), for the firmware."""
+    lines = []
+    for k, table in enumerate(tables):
+        values = ", ".join(map(str, table.cdf.tolist()))
+        lines.append(f"static const uint32_t {name}_cdf{k}[{len(table.cdf)}] = {{{values}}};")
+    entries = "".join(f"    {{{t.offset}, {t.size}, {name}_cdf{k}}},\n" for k, t in enumerate(tables))
+    lines.append(f"const tr_cdf_table {name}[{len(tables)}] = {{\n{entries}}};")
+    return "\n".join(lines) + "\n"
