@@ -1,18 +1,26 @@
-/* Device side of the host-device protocol (docs/protocol.md): answer INFO and INFER requests forever. */
+/* Device side of the host-device protocol (docs/protocol.md): answer INFO and INFER requests forever, and in a
+ * split build (TR_SPLIT, with the generated coding.h) ENCODE and FETCH: the model is a head whose output
+ * integers are the latent's symbols, sent entropy-coded. */
 #include <string.h>
 #include "model.h"
 #include "tr_board.h"
 #include "tr_frame.h"
+#ifdef TR_SPLIT
+#include "coding.h"
+#include "tr_rans.h"
+#endif
 
 #define PROTOCOL_VERSION 1
 #define MSG_INFO 0x01
 #define MSG_INFER 0x02
 #define MSG_SESSION 0x03
 #define MSG_LOAD 0x04
+#define MSG_ENCODE 0x05
+#define MSG_FETCH 0x06
 #define MSG_REPLY 0x80
 #define MSG_ERROR 0x7F
 
-enum { ERR_BAD_CRC = 1, ERR_TOO_LONG = 2, ERR_UNKNOWN_TYPE = 3, ERR_BAD_LENGTH = 4 };
+enum { ERR_BAD_CRC = 1, ERR_TOO_LONG = 2, ERR_UNKNOWN_TYPE = 3, ERR_BAD_LENGTH = 4, ERR_STREAM_OVERFLOW = 5 };
 
 #define INFO_BYTES (1 + 1 + 2 + 5 * 4 + 32)
 #define INFER_REPLY_BYTES (8 + TR_OUTPUT_BYTES)
@@ -27,11 +35,25 @@ _Static_assert(INFER_REPLY_BYTES <= 0xFFFF, "the model's output does not fit one
 static uint8_t rx[RX_BYTES];
 static uint8_t tx[TX_BYTES];
 
+#ifdef TR_SPLIT
+/* The stream goes to the host STREAM_CHUNK_BYTES at a time: the first part in the ENCODE reply, after its
+ * header, the rest in FETCH replies. Both are sent straight from the stream buffer, the ENCODE reply's header
+ * written just before the stream, so no copy of the stream is kept. */
+#define STREAM_CHUNK_BYTES 1024
+#define ENCODE_REPLY_BYTES (8 + 8 + 4)
+static uint8_t stream[ENCODE_REPLY_BYTES + TR_CODING_STREAM_BYTES];
+static uint32_t stream_length; /* 0 until the first ENCODE, and after a reset */
+#if TR_CODING_SYMBOL_BYTES == 1
+static int16_t symbols[TR_CODING_SYMBOLS]; /* tr_rans_encode codes int16 symbols: the int8 output widened */
+#endif
+#endif
+
 /* The last reply sent, kept so that a repeated request (the host did not get the reply) is answered again
  * without running it twice. Zeroed at reset, like the session the host set: a reset device has neither. */
 static struct {
     uint8_t valid, type;
     uint16_t seq, length;
+    const uint8_t *payload;
 } last;
 static uint32_t session;
 
@@ -66,13 +88,19 @@ static void send(uint8_t type, uint16_t seq, const uint8_t *payload, uint16_t le
     tr_channel_write(trailer, TR_CRC_BYTES);
 }
 
-static void reply(const tr_parser *p, uint16_t length)
+static void reply_from(const tr_parser *p, const uint8_t *payload, uint16_t length)
 {
     last.valid = 1;
     last.type = p->type;
     last.seq = p->seq;
     last.length = length;
-    send(p->type | MSG_REPLY, p->seq, tx, length);
+    last.payload = payload;
+    send(p->type | MSG_REPLY, p->seq, payload, length);
+}
+
+static void reply(const tr_parser *p, uint16_t length)
+{
+    reply_from(p, tx, length);
 }
 
 static void send_error(uint16_t seq, uint8_t code)
@@ -83,7 +111,7 @@ static void send_error(uint16_t seq, uint8_t code)
 static void handle(const tr_parser *p)
 {
     if (last.valid && p->seq == last.seq && p->type == last.type) {
-        send(last.type | MSG_REPLY, last.seq, tx, last.length);
+        send(last.type | MSG_REPLY, last.seq, last.payload, last.length);
         return;
     }
     switch (p->type) {
@@ -133,6 +161,55 @@ static void handle(const tr_parser *p)
         reply(p, INFER_REPLY_BYTES);
         break;
     }
+#ifdef TR_SPLIT
+    case MSG_ENCODE: {
+        /* The input as for INFER; the head's ticks and the coder's (widening the symbols included) apart. */
+        if (p->length != TR_INPUT_BYTES && p->length != 0) {
+            send_error(p->seq, ERR_BAD_LENGTH);
+            break;
+        }
+        memcpy(tr_model_input(), rx, p->length);
+        tr_counter_restart();
+        tr_model_invoke();
+        uint64_t head_ticks = tr_counter_read();
+        tr_counter_restart();
+#if TR_CODING_SYMBOL_BYTES == 1
+        const int8_t *output = (const int8_t *)tr_model_output();
+        for (uint32_t i = 0; i < TR_CODING_SYMBOLS; i++) {
+            symbols[i] = output[i];
+        }
+#else
+        const int16_t *symbols = (const int16_t *)tr_model_output(); /* the arena's tensors are 16-byte aligned */
+#endif
+        stream_length = tr_rans_encode(symbols, tr_c_indexes, TR_CODING_SYMBOLS, tr_c_tables,
+                                       stream + ENCODE_REPLY_BYTES, TR_CODING_STREAM_BYTES);
+        uint64_t coder_ticks = tr_counter_read();
+        if (stream_length == 0) { /* cannot happen: the buffer holds the worst case */
+            send_error(p->seq, ERR_STREAM_OVERFLOW);
+            break;
+        }
+        put_u32(stream, (uint32_t)head_ticks);
+        put_u32(stream + 4, (uint32_t)(head_ticks >> 32));
+        put_u32(stream + 8, (uint32_t)coder_ticks);
+        put_u32(stream + 12, (uint32_t)(coder_ticks >> 32));
+        put_u32(stream + 16, stream_length);
+        uint32_t first = stream_length < STREAM_CHUNK_BYTES ? stream_length : STREAM_CHUNK_BYTES;
+        reply_from(p, stream, (uint16_t)(ENCODE_REPLY_BYTES + first));
+        break;
+    }
+    case MSG_FETCH: {
+        /* The stream from an offset inside it; none before the first ENCODE (or since a reset). */
+        uint32_t offset = p->length == 4 ? get_u32(rx) : stream_length;
+        if (offset >= stream_length) {
+            send_error(p->seq, ERR_BAD_LENGTH);
+            break;
+        }
+        uint32_t rest = stream_length - offset;
+        uint16_t length = (uint16_t)(rest < STREAM_CHUNK_BYTES ? rest : STREAM_CHUNK_BYTES);
+        reply_from(p, stream + ENCODE_REPLY_BYTES + offset, length);
+        break;
+    }
+#endif
     default:
         send_error(p->seq, ERR_UNKNOWN_TYPE);
     }

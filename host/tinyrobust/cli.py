@@ -216,6 +216,55 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) 
     _print_summary(results, out)
 
 
+@cli.command("split-evaluate")
+@click.argument("model", default="split-digits")
+@click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Emulated board (see `tinyrobust boards`).")
+@click.option("--data", type=click.Path(), help="An .npz data set to train the split model on (x_train, y_train, "
+              "x_test, y_test, or x and y)  [default: the model's own]")  # fmt: skip
+@click.option("--beta", "betas", type=float, multiple=True, help="Rate weights to run  [default: the model's]")
+@click.option("--samples", default=100, show_default=True, help="Test samples per condition.")
+@click.option("--eps", "eps", default="2/255,4/255,8/255,16/255,32/255", show_default=True,
+              help="Comma-separated L-inf budgets, numbers or fractions.")  # fmt: skip
+@click.option("--attacks", default="entropy,accuracy,noise", show_default=True,
+              help="Comma-separated: entropy, accuracy, noise; empty for clean only.")  # fmt: skip
+@click.option("--iterations", default=20, show_default=True, help="PGD steps of the attacks.")
+@click.option("--eot", default=16, show_default=True, help="Noise draws per PGD step (expectation over them).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results-split"), show_default=True)
+@_log_options
+def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, seed, out, verbose) -> None:
+    """Run a split network's head on the board, its latent entropy-coded there; measure the bytes it sends."""
+    from tinyrobust.split.evaluate import SplitSettings
+    from tinyrobust.split.evaluate import split_evaluate as run
+
+    def budget(text: str) -> float:
+        number, _, over = text.partition("/")
+        try:
+            return float(number) / (float(over) if over else 1.0)
+        except ValueError:
+            raise click.BadParameter(f"'{text}' is not a number or a fraction such as 8/255") from None
+
+    settings = SplitSettings(model=model, board=board, betas=list(betas) or None, samples=samples,
+                             eps=[budget(e.strip()) for e in eps.split(",") if e.strip()],
+                             attacks=[a.strip() for a in attacks.split(",") if a.strip()], iterations=iterations,
+                             eot=eot, seed=seed, data=data, out=out)  # fmt: skip
+    with _log(out, verbose):
+        results = run(settings, progress=True)
+    click.echo(f"{results['model']} on {results['board']} ({results['data_set']}); bytes the device sent")
+    click.echo(f"{'beta':>8} {'condition':<16} {'eps':>7} {'bytes':>8} {'ideal':>8} {'vs clean':>9} {'acc':>6} exact")
+    for r in results["conditions"]:
+        overhead = "" if r["overhead_vs_clean"] is None else f"{r['overhead_vs_clean']:+.1%}"
+        mean, ideal, acc = r["bytes"]["mean"], r["ideal_bytes_mean"], r["accuracy"]
+        click.echo(f"{r['beta']:8g} {r['name']:<16} {r['eps'] * 255:7.3g} {mean or 0:8.1f} {ideal or 0:8.1f} "
+                   f"{overhead:>9} {acc or 0:6.3f} {r['round_trip_exact']:.3f}")  # fmt: skip
+    for c in results["coder"]:
+        click.echo(f"beta {c['beta']:g}: head {c['head_instructions']:,.0f} instructions, coder "
+                   f"{c['coder_instructions']:,.0f} ({c['instructions_per_symbol']:.1f} per symbol, "
+                   f"{c['coder_share_of_head']:.1%} of the head), tables {c['table_flash_bytes']:,} B of flash")
+    click.echo(f"eps in 1/255 of the input range; wall time {results['wall_seconds']} s; "
+               f"results: {out / 'results.json'}")
+
+
 @cli.command()
 def doctor() -> None:
     """List what is missing (toolchain, emulator, Python packages) and how to install it."""

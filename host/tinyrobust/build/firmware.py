@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tinyrobust.assets import FIRMWARE
 from tinyrobust.compile.model import CompiledModel
-from tinyrobust.compile.render import QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, render
+from tinyrobust.compile.render import CODING_PREFIX, QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, render, render_coding
 from tinyrobust.device.boards import Board
 from tinyrobust.errors import UserError
+from tinyrobust.split.coder import Coding
 from tinyrobust.templates import render_template
 
 STACK_BYTES = 8192
@@ -29,6 +30,7 @@ class MemoryReport:
     weights_bytes: int  # model weights and biases in flash
     quant_params_bytes: int  # per-channel requantization multipliers and shifts in flash
     code_bytes: int  # the rest of flash: runtime, kernels, protocol, layer parameters, tables
+    coding_bytes: int = 0  # a split build's coder tables and per-element table indexes in flash
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,7 +94,13 @@ def _uart_defines(board: Board) -> list[str]:
 
 
 def _link_for_board(
-    board: Board, sources: list[Path], includes: list[Path], out_dir: Path, name: str, channel: str = "uart"
+    board: Board,
+    sources: list[Path],
+    includes: list[Path],
+    out_dir: Path,
+    name: str,
+    channel: str = "uart",
+    defines: list[str] | None = None,
 ) -> Path:
     """Compile and link sources into out_dir/<name>.elf with the board's CPU flags, defines and memory map."""
     if shutil.which(ARM_GCC) is None:
@@ -106,7 +114,7 @@ def _link_for_board(
     command = [
         ARM_GCC, *cpu_flags(board), "-O2", "-g", "-std=c11", "-Wall", "-Wextra",
         "-ffunction-sections", "-fdata-sections",
-        *_uart_defines(board), f"-DTR_CLOCK_HZ={board.clock_hz}u",
+        *_uart_defines(board), f"-DTR_CLOCK_HZ={board.clock_hz}u", *(defines or []),
         *(f"-I{d}" for d in [FIRMWARE / "boards", *includes]),
         *map(str, sources), *map(str, _board_sources(board, channel)),
         "--specs=nano.specs", "-nostartfiles", f"-T{linker_script}", "-Wl,--gc-sections",
@@ -127,17 +135,49 @@ def _link_for_board(
     return elf
 
 
-def build_firmware(model: CompiledModel, board: Board, out_dir: Path, channel: str = "uart") -> Firmware:
+def build_firmware(
+    model: CompiledModel, board: Board, out_dir: Path, channel: str = "uart", coding: Coding | None = None
+) -> Firmware:
     """Render the model and the linker script, compile everything, and report memory from the ELF.
-    channel: how the firmware talks to the host, "uart" or (emulated boards only) "semihosting"."""
+    channel: how the firmware talks to the host, "uart" or (emulated boards only) "semihosting".
+    coding: makes a split build, whose model is a head with a symbol output (split.head.with_symbol_output):
+    it also answers ENCODE, coding the output with these tables (docs/protocol.md), and reports the hash
+    coding.firmware_hash(model.model_hash), which the host hands to the handshake."""
     check_channel(board, channel)
     _check_fits(model, board)
     gen = out_dir / "generated"
-    render(model, gen)
+    for stale in gen.glob("coding.*"):
+        stale.unlink()
     sources = [*_sources(FIRMWARE / "runtime", FIRMWARE / "link"), FIRMWARE / "main.c", gen / "model.c"]
     includes = [FIRMWARE / "runtime", FIRMWARE / "link", gen]
-    elf = _link_for_board(board, sources, includes, out_dir, "firmware", channel)
+    defines = []
+    if coding is not None:
+        _check_coding(model, coding)
+        model = replace(model, model_hash=coding.firmware_hash(model.model_hash))
+        render_coding(model, coding, gen)
+        sources += [FIRMWARE / "entropy" / "tr_rans.c", gen / "coding.c"]
+        includes.append(FIRMWARE / "entropy")
+        defines.append("-DTR_SPLIT=1")
+    render(model, gen)
+    elf = _link_for_board(board, sources, includes, out_dir, "firmware", channel, defines)
     return Firmware(elf, memory_report(elf, model.arena_bytes), channel)
+
+
+def _check_coding(model: CompiledModel, coding: Coding) -> None:
+    """Refuse a split build whose output is not the latent's symbols, or whose coding has not one table per
+    channel of it."""
+    output = model.output
+    scale = None if output.scale is None else (output.scale.tolist(), output.zero_point.tolist())
+    if scale != ([1.0], [0]):
+        raise UserError(
+            f"a split build codes the head's output integers as the latent's symbols, but its output has "
+            f"quantization {scale}; give it scale 1 and zero point 0 with split.head.with_symbol_output"
+        )
+    if output.shape[-1] != coding.channels:
+        raise UserError(
+            f"the coding gives tables for {coding.channels} channels, but the head's output {output.shape} has "
+            f"{output.shape[-1]}; give one table index per output channel"
+        )
 
 
 def check_channel(board: Board, channel: str) -> None:
@@ -177,9 +217,11 @@ def memory_report(elf: Path, arena_bytes: int) -> MemoryReport:
         symbols = [(s.name, s["st_size"]) for s in symtab.iter_symbols()]
     weights = sum(size for name, size in symbols if name.startswith(WEIGHTS_PREFIX))
     quant_params = sum(size for name, size in symbols if name.startswith(QUANT_PARAMS_PREFIX))
+    coding = sum(size for name, size in symbols if name.startswith(CODING_PREFIX))
     flash = sizes.get(".text", 0) + sizes.get(".ARM.exidx", 0) + sizes.get(".data", 0)
     ram = sizes.get(".data", 0) + sizes.get(".bss", 0) + sizes.get(".stack", 0)
-    return MemoryReport(flash, ram, arena_bytes, weights, quant_params, flash - weights - quant_params)
+    code = flash - weights - quant_params - coding
+    return MemoryReport(flash, ram, arena_bytes, weights, quant_params, code, coding)
 
 
 def build_native(model: CompiledModel, out_dir: Path, sanitize: bool = True) -> Path:

@@ -11,10 +11,11 @@ import numpy as np
 
 if TYPE_CHECKING:
     from tinyrobust.compile.model import CompiledModel, Step
+    from tinyrobust.split.coder import Coding
 
 # Name prefixes by which the memory report counts constants apart from code: the model's weights and biases,
-# and the per-channel requantization multipliers and shifts.
-WEIGHTS_PREFIX, QUANT_PARAMS_PREFIX = "tr_w_", "tr_q_"
+# the per-channel requantization multipliers and shifts, and a split build's coder tables and table indexes.
+WEIGHTS_PREFIX, QUANT_PARAMS_PREFIX, CODING_PREFIX = "tr_w_", "tr_q_", "tr_c_"
 # C element types of the tensor types the generated code declares.
 C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
 
@@ -71,6 +72,30 @@ def render(model: CompiledModel, out_dir: Path) -> list[Path]:
     context = {"model": model, "c_array": c_array, "arguments": arguments, "pointer": pointer}
     paths = []
     for name in ("model.h", "model.c"):
+        path = out_dir / name
+        path.write_text(render_template(f"{name}.j2", **context))
+        paths.append(path)
+    return paths
+
+
+def render_coding(model: CompiledModel, coding: Coding, out_dir: Path) -> list[Path]:
+    """Write coding.h and coding.c for a split build: the coder's tables and every output element's table index
+    as constants in flash, and the stream buffer's worst-case size (Coding.max_stream_bytes)."""
+    from tinyrobust.split.coder import c_tables
+    from tinyrobust.templates import render_template
+
+    shape, dtype = model.output.shape, model.output.dtype
+    context = {
+        "symbols": int(np.prod(shape, dtype=np.int64)),
+        "symbol_bytes": dtype.itemsize,
+        "stream_bytes": coding.max_stream_bytes(shape, dtype),
+        "tables": c_tables(coding.tables, f"{CODING_PREFIX}tables"),
+        "indexes": c_array(coding.indexes(shape)),
+        "prefix": CODING_PREFIX,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in ("coding.h", "coding.c"):
         path = out_dir / name
         path.write_text(render_template(f"{name}.j2", **context))
         paths.append(path)

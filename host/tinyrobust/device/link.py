@@ -14,8 +14,15 @@ SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<BHH")  # type, seq, length
 PROTOCOL_VERSION = 1
 MSG_INFO, MSG_INFER, MSG_SESSION, MSG_LOAD, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0x03, 0x04, 0x80, 0x7F
+MSG_ENCODE, MSG_FETCH = 0x05, 0x06  # a split build's: the head's output entropy-coded, and the rest of its stream
 LOAD_OFFSET = struct.Struct("<I")
-DEVICE_ERRORS = {1: "bad CRC", 2: "frame too long", 3: "unknown message type", 4: "wrong payload length"}
+ENCODE_REPLY = struct.Struct("<QQI")  # head ticks, coder ticks, stream bytes; then the stream's first part
+STREAM_CHUNK_BYTES = 1024  # the most stream bytes a device sends in one ENCODE or FETCH reply
+ERR_UNKNOWN_TYPE = 3
+DEVICE_ERRORS = {
+    1: "bad CRC", 2: "frame too long", ERR_UNKNOWN_TYPE: "unknown message type", 4: "wrong payload length",
+    5: "the stream did not fit the device's buffer",
+}  # fmt: skip
 COUNTERS = {0: "systick", 1: "dwt"}  # INFO's counter field: SysTick, or DWT CYCCNT (core cycles)
 INFO = struct.Struct("<BBHIIIII32s")
 FRAME_OVERHEAD = 2 + HEADER.size + 4
@@ -82,7 +89,7 @@ class Device:
 
     def timeout_s(self, msg_type: int, request_bytes: int, reply_bytes: int) -> float:
         wire = (request_bytes + reply_bytes + 2 * FRAME_OVERHEAD) / self.bytes_per_s
-        return 0.25 + 4 * (wire + (self.work_s if msg_type == MSG_INFER else 0.0))
+        return 0.25 + 4 * (wire + (self.work_s if msg_type in (MSG_INFER, MSG_ENCODE) else 0.0))
 
     def request(self, msg_type: int, payload: bytes = b"", reply_bytes: int = 0) -> bytes:
         self.seq = (self.seq + 1) & 0xFFFF
@@ -102,12 +109,17 @@ class Device:
                 continue
             reply_type, body = reply
             if reply_type == msg_type | MSG_REPLY:
-                if msg_type == MSG_INFER and attempt == 0:
+                if msg_type in (MSG_INFER, MSG_ENCODE) and attempt == 0:
                     wire = (len(frame) + len(body) + FRAME_OVERHEAD) / self.bytes_per_s
                     self.work_s = max(0.001, 2 * (time.monotonic() - started - wire))
                 return body
             if reply_type == MSG_ERROR:
-                problem = f"device error: {DEVICE_ERRORS.get(body[0] if body else 0, 'unknown')}"
+                code = body[0] if body else 0
+                if code == ERR_UNKNOWN_TYPE and msg_type in (MSG_ENCODE, MSG_FETCH):  # asking again cannot help
+                    raise UserError(
+                        "the device's firmware does not encode: build it with a coding (build_firmware's coding)"
+                    )
+                problem = f"device error: {DEVICE_ERRORS.get(code, 'unknown')}"
                 continue
             problem = f"unexpected reply type {reply_type:#x}"
         raise LinkError(f"request {msg_type:#x} failed after {self.retries + 1} attempts: {problem}")
@@ -166,7 +178,7 @@ class Device:
             )
         info = DeviceInfo(fields[0], COUNTERS.get(fields[1], f"counter{fields[1]}"), *fields[2:])
         self.max_request = info.max_request
-        self.max_reply = max(INFO.size, 8 + info.output_bytes)
+        self.max_reply = max(INFO.size, 8 + info.output_bytes, ENCODE_REPLY.size + STREAM_CHUNK_BYTES)
         return info
 
     def handshake(self, model_hash: bytes) -> DeviceInfo:
@@ -190,14 +202,45 @@ class Device:
         on the way (its loaded input lost with it), the whole input is sent again."""
         while True:
             resets = self.resets
-            payload = tensor
-            if len(tensor) > self.max_request:
-                chunk = self.max_request - LOAD_OFFSET.size
-                for offset in range(0, len(tensor), chunk):
-                    self.request(MSG_LOAD, LOAD_OFFSET.pack(offset) + tensor[offset : offset + chunk])
-                payload = b""
+            payload = self._load(tensor)
             body = self.request(MSG_INFER, payload, reply_bytes=8 + self.output_bytes)
             if self.resets == resets:
                 break
         (ticks,) = struct.unpack_from("<Q", body)
         return body[8:], ticks
+
+    def _load(self, tensor: bytes) -> bytes:
+        """The payload of an INFER or ENCODE request: the input, or nothing after sending it in LOAD chunks when
+        it is longer than the device's largest request."""
+        if len(tensor) <= self.max_request:
+            return tensor
+        chunk = self.max_request - LOAD_OFFSET.size
+        for offset in range(0, len(tensor), chunk):
+            self.request(MSG_LOAD, LOAD_OFFSET.pack(offset) + tensor[offset : offset + chunk])
+        return b""
+
+    def encode(self, tensor: bytes) -> tuple[bytes, int, int]:
+        """Run a split build's head and code its output (ENCODE, then FETCH for a stream longer than one reply);
+        returns the stream and the counter ticks of the head and of the coder. The input travels as for infer. If
+        the device was reset on the way (its input or stream lost with it), the whole request is made again."""
+        while True:
+            resets = self.resets
+            payload = self._load(tensor)
+            reply_bytes = ENCODE_REPLY.size + STREAM_CHUNK_BYTES
+            body = self.request(MSG_ENCODE, payload, reply_bytes=reply_bytes)
+            head_ticks, coder_ticks, length = ENCODE_REPLY.unpack_from(body)
+            stream = bytearray(body[ENCODE_REPLY.size :])
+            try:
+                while len(stream) < length and self.resets == resets:
+                    part = self.request(MSG_FETCH, LOAD_OFFSET.pack(len(stream)), reply_bytes=STREAM_CHUNK_BYTES)
+                    if not part:
+                        raise LinkError(f"the device sent an empty part of its stream at byte {len(stream)}")
+                    stream += part
+            except LinkError:
+                if self.resets == resets:
+                    raise  # a reset refuses FETCH (the stream is gone): start again below
+            if self.resets == resets:
+                break
+        if len(stream) != length:
+            raise LinkError(f"the device sent {len(stream)} bytes of a {length}-byte stream")
+        return bytes(stream), head_ticks, coder_ticks

@@ -75,6 +75,10 @@ class Worker:
     def infer(self, tensor: bytes) -> tuple[bytes, int]:
         return self.recovering(lambda: self.device.infer(tensor))
 
+    def encode(self, tensor: bytes) -> tuple[bytes, int, int]:
+        """A split build's stream for the input, with the head's and the coder's ticks (Device.encode)."""
+        return self.recovering(lambda: self.device.encode(tensor))
+
     def close(self) -> None:
         self.target.close()
 
@@ -85,11 +89,12 @@ class Pool:
     def __init__(self, workers: list[Worker]):
         self.workers = workers
 
-    def run(self, items: list[tuple[int, bytes]], done) -> None:
-        """Infer every (key, input); done(key, (output, ticks)) is called in this thread as answers arrive."""
+    def run(self, items: list[tuple[int, bytes]], done, operation=Worker.infer) -> None:
+        """Run operation (Worker.infer, or Worker.encode on a split build) on every (key, input); done(key, answer)
+        is called in this thread as answers arrive, answer being (output, ticks) for an inference."""
         if len(self.workers) == 1:
             for key, tensor in items:
-                done(key, self.workers[0].infer(tensor))
+                done(key, operation(self.workers[0], tensor))
             return
         work: queue.Queue = queue.Queue()
         for item in items:
@@ -104,7 +109,7 @@ class Pool:
                 except queue.Empty:
                     return
                 try:
-                    answers.put((key, worker.infer(tensor), None))
+                    answers.put((key, operation(worker, tensor), None))
                 except BaseException as exc:  # handed to the caller's thread
                     answers.put((key, None, exc))
                     return
@@ -129,9 +134,10 @@ class Pool:
             for t in threads:
                 t.join()
 
-    def infer_all(self, tensors: list[bytes]) -> list[tuple[bytes, int]]:
-        answers: dict[int, tuple[bytes, int]] = {}
-        self.run(list(enumerate(tensors)), answers.__setitem__)
+    def infer_all(self, tensors: list[bytes], operation=Worker.infer) -> list:
+        """operation's answer for every input, in order: (output, ticks) for Worker.infer."""
+        answers: dict[int, tuple] = {}
+        self.run(list(enumerate(tensors)), answers.__setitem__, operation)
         return [answers[i] for i in range(len(tensors))]
 
     def close(self) -> None:
@@ -139,10 +145,13 @@ class Pool:
             w.close()
 
 
-def run_on_emulator(board: Board, elf: Path, channel: str, model_hash: bytes, tensors: list[bytes]) -> list:
-    """Each input once on the firmware in a new emulator of the board: (raw output, counter ticks) per input."""
+def run_on_emulator(
+    board: Board, elf: Path, channel: str, model_hash: bytes, tensors: list[bytes], operation=Worker.infer
+) -> list:
+    """Each input once on the firmware in a new emulator of the board: (raw output, counter ticks) per input, or
+    what another operation answers (Worker.encode: stream, head ticks, coder ticks)."""
     pool = Pool([Worker(start_emulator(board, elf, channel), model_hash)])
     try:
-        return pool.infer_all(tensors)
+        return pool.infer_all(tensors, operation)
     finally:
         pool.close()

@@ -3,6 +3,7 @@ same bytes. The stream format (32-bit rANS state, byte-wise renormalization, the
 table's support) is described in tr_rans.h; each constant here is the one of the same name there."""
 
 import bisect
+import hashlib
 import heapq
 import math
 from dataclasses import dataclass
@@ -238,3 +239,73 @@ def c_tables(tables: list[Table], name: str) -> str:
     entries = "".join(f"    {{{t.offset}, {t.size}, {name}_cdf{k}}},\n" for k, t in enumerate(tables))
     lines.append(f"const tr_cdf_table {name}[{len(tables)}] = {{\n{entries}}};")
     return "\n".join(lines) + "\n"
+
+
+# A put of frequency f makes the big-number state (the 32-bit state times 256 per byte written) at most
+# 2^16 / f * (1 + 2^-7) times larger: the state x it codes is at least 2^7 * f after renormalization, and the coded
+# state is below 2^16 * (x + f) / f. Starting from 2^23 and ending at 2^23 or more, the bytes written after the
+# 4-byte state, E, satisfy 8 * E < sum over puts of (16 - log2 f + _PUT_SLACK_BITS).
+_PUT_SLACK_BITS = math.log2(1 + 2**-7)
+
+
+def _worst_bits(table: Table, low: int, high: int) -> float:
+    """The most any one symbol in [low, high] can add to the stream under the bound above, escapes included."""
+    symbols = np.arange(low, high + 1, dtype=np.int64)
+    freq = np.diff(table.cdf.astype(np.int64))
+    index = symbols - table.offset
+    inside = (index >= 0) & (index < table.size)
+    bits = np.where(inside, PRECISION - np.log2(freq[np.clip(index, 0, table.size)]) + _PUT_SLACK_BITS, 0.0)
+    # An escape: the escape interval, the chunk count and its chunks, each a put.
+    overflow = np.where(index >= 0, (index - table.size) << 1, ((-1 - index) << 1) | 1)
+    chunks = sum((overflow >> (_CHUNK_BITS * j)) > 0 for j in range(_MAX_CHUNKS))
+    escape = PRECISION - math.log2(int(freq[-1])) + _CHUNK_BITS * (1 + chunks) + (2 + chunks) * _PUT_SLACK_BITS
+    return float(np.max(np.where(inside, bits, escape)))
+
+
+@dataclass(frozen=True, eq=False)
+class Coding:
+    """How a split build codes its head's output tensor, the latent's integer symbols: element i of the tensor in
+    NHWC order is coded with tables[channel_table[i % channels]], one table per channel for a factorized prior."""
+
+    tables: list[Table]
+    channel_table: list[int]
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.tables) <= MAX_TABLES:
+            raise ValueError(f"give 1 to {MAX_TABLES} tables (the device's indexes are uint8), not {len(self.tables)}.")
+        if not self.channel_table or any(not 0 <= int(k) < len(self.tables) for k in self.channel_table):
+            raise ValueError(f"give each channel a table index below {len(self.tables)}, for at least one channel.")
+        object.__setattr__(self, "tables", list(self.tables))
+        object.__setattr__(self, "channel_table", [int(k) for k in self.channel_table])
+
+    @property
+    def channels(self) -> int:
+        return len(self.channel_table)
+
+    def indexes(self, shape) -> np.ndarray:
+        """Every element's table index (uint8) for a latent of this shape (NHWC, or any shape whose last axis is the
+        channels): what encode and decode take, and what the firmware holds."""
+        shape = tuple(int(n) for n in shape)
+        if not shape or shape[-1] != self.channels:
+            raise ValueError(f"the latent's last axis must be its {self.channels} channels, not shape {shape}.")
+        return np.broadcast_to(np.array(self.channel_table, dtype=np.uint8), shape).copy()
+
+    def max_stream_bytes(self, shape, dtype=np.int8) -> int:
+        """The most bytes a latent of this shape and integer type can take: every element its table's costliest
+        symbol of the type's range (an escape, for any table narrower than the range), through the bound above."""
+        shape = self.indexes(shape).shape  # checks it
+        info = np.iinfo(dtype)
+        per_table = {k: _worst_bits(self.tables[k], info.min, info.max) for k in set(self.channel_table)}
+        pixels = int(np.prod(shape, dtype=np.int64)) // self.channels
+        bits = pixels * sum(per_table[k] for k in self.channel_table)
+        return 4 + math.floor(bits / 8) + 1  # + 1: room for rounding in the float sum
+
+    def firmware_hash(self, model_hash: bytes) -> bytes:
+        """The hash a split firmware reports in INFO: the model's, extended with the tables and the channels' table
+        indexes, so that a device coding with other tables fails the handshake."""
+        digest = hashlib.sha256(model_hash + b"\0tinyrobust-coding\0")
+        digest.update(np.array(self.channel_table, dtype="<u2").tobytes())
+        for table in self.tables:
+            digest.update(np.array([table.offset, table.size], dtype="<i4").tobytes())
+            digest.update(table.cdf.astype("<u4").tobytes())
+        return digest.digest()

@@ -1,0 +1,90 @@
+"""Split networks end to end: a head trained with a rate term, its latent coded on the device, the bytes decoded
+on the host to the head's symbols in TFLM, and attacks that change how many bytes the device sends."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tinyrobust
+from tinyrobust.compile.model import compile_model
+from tinyrobust.model import reference, zoo
+from tinyrobust.split import attacks, coder
+from tinyrobust.split.model import load_split
+
+FIRST_BETA = zoo.builtin_spec("split-digits")["split"]["betas"][0]
+
+
+@pytest.fixture(scope="module")
+def split_digits():
+    """split-digits at its first beta (trained once, cached)."""
+    return load_split("split-digits", FIRST_BETA)
+
+
+def test_split_models_are_not_listed_as_classifiers():
+    assert "split-digits" in zoo.split_names() and "split-digits" not in zoo.builtin_names()
+
+
+@pytest.mark.slow
+def test_the_int8_heads_output_is_the_latents_symbols_and_codes_without_loss(split_digits):
+    m = split_digits
+    compiled = compile_model(m.head_tflite)
+    assert (compiled.output.scale[0], compiled.output.zero_point[0]) == (1.0, 0)
+    xq = reference.quantize_inputs(m.x_test[:30], compiled.input)
+    symbols = reference.tflm_outputs(m.head_tflite, xq).reshape(30, *m.latent_shape)
+    rounded = np.round(m.head.predict(reference.dequantize(xq, compiled.input), verbose=0))
+    assert np.mean(symbols == rounded) > 0.95  # the int8 head computes round(y) up to its own rounding
+    indexes = m.coding.indexes(m.latent_shape)
+    for s in symbols:
+        stream = coder.encode(s, m.coding.tables, indexes)
+        np.testing.assert_array_equal(coder.decode(stream, m.coding.tables, indexes), s)
+        assert len(stream) * 8 <= coder.ideal_bits(s, m.coding.tables, indexes) + 32 + 8
+    accuracy = np.mean(m.tail.predict(symbols.astype(np.float32), verbose=0).argmax(1) == m.y_test[:30])
+    assert accuracy > 0.8
+
+
+@pytest.mark.slow
+def test_the_entropy_attack_raises_the_bits_and_the_accuracy_attack_the_errors(split_digits):
+    m = split_digits
+    compiled = compile_model(m.head_tflite)
+    x, y = m.x_test[:20], m.y_test[:20]
+    indexes = m.coding.indexes(m.latent_shape)
+
+    def sent(inputs):
+        xq = reference.quantize_inputs(inputs, compiled.input)
+        symbols = reference.tflm_outputs(m.head_tflite, xq).reshape(len(inputs), *m.latent_shape)
+        size = np.mean([len(coder.encode(s, m.coding.tables, indexes)) for s in symbols])
+        return size, np.mean(m.tail.predict(symbols.astype(np.float32), verbose=0).argmax(1) == y)
+
+    clean_bytes, clean_accuracy = sent(x)
+    entropy = attacks.pgd(m, "entropy", x, y, 16 / 255, compiled.input, iterations=5, eot=2)
+    accuracy = attacks.pgd(m, "accuracy", x, y, 16 / 255, compiled.input, iterations=5, eot=2)
+    assert np.abs(entropy - x).max() <= 16 / 255 + 1e-6 and entropy.min() >= 0 and entropy.max() <= 1
+    assert sent(entropy)[0] > clean_bytes
+    assert sent(accuracy)[1] < clean_accuracy
+    noise = attacks.sign_noise(x, 16 / 255)
+    assert np.allclose(np.abs(noise - x)[(noise > 0) & (noise < 1)], 16 / 255, atol=1e-6)
+
+
+@pytest.mark.emulator
+def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_digits, tmp_path):
+    out = tmp_path / "run"
+    result = tinyrobust("split-evaluate", "--beta", FIRST_BETA, "--samples", 10, "--eps", "16/255",
+                        "--iterations", 3, "--eot", 2, "--out", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["name"], r["eps"]): r for r in results["conditions"]}
+    assert set(rows) == {("clean", 0.0), ("entropy", 16 / 255), ("accuracy", 16 / 255), ("sign noise", 16 / 255)}
+    for r in rows.values():
+        assert r["samples"] == 10 and r["round_trip_exact"] == 1.0
+        assert r["ideal_bytes_mean"] <= r["bytes"]["mean"] <= r["ideal_bytes_mean"] + 5
+    assert rows[("entropy", 16 / 255)]["overhead_vs_clean"] > 0
+    coder_cost = results["coder"][0]
+    assert coder_cost["table_flash_bytes"] > 0 and 0 < coder_cost["instructions_per_symbol"] < 200
+    assert "clean" in (out / "conditions.csv").read_text()
+
+
+def test_split_evaluate_refuses_an_unknown_model_in_one_sentence():
+    result = tinyrobust("split-evaluate", "digits-cnn", "--samples", 1)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "there is no split model 'digits-cnn'; choose one of: split-digits" in result.stderr
