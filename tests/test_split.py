@@ -74,7 +74,8 @@ def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_dig
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
     rows = {(r["name"], r["eps"]): r for r in results["conditions"]}
-    assert set(rows) == {("clean", 0.0), ("entropy", 16 / 255), ("accuracy", 16 / 255), ("sign noise", 16 / 255)}
+    assert set(rows) == {("clean", 0.0), ("entropy", 16 / 255), ("accuracy", 16 / 255), ("sign noise", 16 / 255),
+                         ("defended clean", 0.0), ("defended entropy", 16 / 255)}
     for r in rows.values():
         assert r["samples"] == 10 and r["round_trip_exact"] == 1.0
         assert r["ideal_bytes_mean"] <= r["bytes"]["mean"] <= r["ideal_bytes_mean"] + 5

@@ -229,10 +229,13 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) 
               help="Comma-separated: entropy, accuracy, noise; empty for clean only.")  # fmt: skip
 @click.option("--iterations", default=20, show_default=True, help="PGD steps of the attacks.")
 @click.option("--eot", default=16, show_default=True, help="Noise draws per PGD step (expectation over them).")
+@click.option("--defense/--no-defense", default=True, show_default=True,
+              help="Also run clean and entropy-attacked inputs through the likelihood-weighted TV defense.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results-split"), show_default=True)
 @_log_options
-def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, seed, out, verbose) -> None:
+def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, defense, seed, out,
+                   verbose) -> None:  # fmt: skip
     """Run a split network's head on the board, its latent entropy-coded there; measure the bytes it sends."""
     from tinyrobust.split.evaluate import SplitSettings
     from tinyrobust.split.evaluate import split_evaluate as run
@@ -247,7 +250,7 @@ def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations,
     settings = SplitSettings(model=model, board=board, betas=list(betas) or None, samples=samples,
                              eps=[budget(e.strip()) for e in eps.split(",") if e.strip()],
                              attacks=[a.strip() for a in attacks.split(",") if a.strip()], iterations=iterations,
-                             eot=eot, seed=seed, data=data, out=out)  # fmt: skip
+                             eot=eot, defense=defense, seed=seed, data=data, out=out)  # fmt: skip
     with _log(out, verbose):
         results = run(settings, progress=True)
     click.echo(f"{results['model']} on {results['board']} ({results['data_set']}); bytes the device sent")

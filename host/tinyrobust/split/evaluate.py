@@ -1,6 +1,7 @@
 """split-evaluate: a split network's head runs on the device and entropy-codes its latent there; the host
 decodes the bytes the device sent, checks them against the head's symbols in TFLM, and runs the tail on them.
-Per beta: clean inputs, the entropy and accuracy attacks and random sign noise at each eps.
+Per beta: clean inputs, the entropy and accuracy attacks and random sign noise at each eps, and clean and
+entropy-attacked inputs through the likelihood-weighted total-variation defense (on the host).
 
 Bytes and accuracy are over the samples whose stream decodes to TFLM's symbols; any other sample is a failure,
 counted in round_trip_exact and never averaged in."""
@@ -25,6 +26,7 @@ from tinyrobust.device.targets import start_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model import reference
 from tinyrobust.split import attacks, coder
+from tinyrobust.split.defense import defend
 from tinyrobust.split.model import SplitModel, load_split, split_spec
 
 STUDY_EPS = [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255]  # the study's budgets
@@ -40,6 +42,7 @@ class SplitSettings:
     attacks: list[str] = field(default_factory=lambda: list(attacks.KINDS))
     iterations: int = 20  # PGD steps
     eot: int = 16  # noise draws per step
+    defense: bool = True  # also send clean and entropy-attacked inputs through the likelihood-weighted TV defense
     seed: int = 0
     data: str | None = None
     out: Path = Path("results-split")
@@ -91,7 +94,8 @@ def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar) 
 
 
 def _inputs(model: SplitModel, settings: SplitSettings, tensor, x, y) -> list[tuple[dict, np.ndarray]]:
-    """(condition, float inputs) for clean and for each attack and eps."""
+    """(condition, float inputs) for clean and for each attack and eps; with the defense, clean and every
+    entropy attack again through it."""
     made = [({"kind": "clean", "name": "clean", "eps": 0.0}, x)]
     for eps in settings.eps:
         for name in settings.attacks:
@@ -102,6 +106,9 @@ def _inputs(model: SplitModel, settings: SplitSettings, tensor, x, y) -> list[tu
                 x_adv = attacks.pgd(model, name, x, y, eps, tensor, settings.iterations, settings.eot,
                                     seed=settings.seed)
                 made.append(({"kind": "attack", "name": name, "eps": eps}, x_adv))
+    if settings.defense:
+        made += [({"kind": "defense", "name": f"defended {c['name']}", "eps": c["eps"]}, defend(model, inputs))
+                 for c, inputs in list(made) if c["name"] in ("clean", "entropy")]  # fmt: skip
     return made
 
 
@@ -120,6 +127,8 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
     started = time.monotonic()
     settings.out.mkdir(parents=True, exist_ok=True)
     per_beta = 1 + len(settings.eps) * len(settings.attacks)
+    if settings.defense:
+        per_beta += 1 + len(settings.eps) * ("entropy" in settings.attacks)
     bar = progress_bar(len(betas) * per_beta * settings.samples, "inference", progress)
     conditions, coders = [], []
     try:
