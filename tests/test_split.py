@@ -70,16 +70,17 @@ def test_the_entropy_attack_raises_the_bits_and_the_accuracy_attack_the_errors(s
 def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_digits, tmp_path):
     out = tmp_path / "run"
     result = tinyrobust("split-evaluate", "--beta", FIRST_BETA, "--samples", 10, "--eps", "16/255",
-                        "--iterations", 3, "--eot", 2, "--out", out)  # fmt: skip
+                        "--iterations", 3, "--eot", 2, "--corruptions", "shot_noise", "--out", out)  # fmt: skip
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
-    rows = {(r["name"], r["eps"]): r for r in results["conditions"]}
-    assert set(rows) == {("clean", 0.0), ("entropy", 16 / 255), ("accuracy", 16 / 255), ("sign noise", 16 / 255),
-                         ("defended clean", 0.0), ("defended entropy", 16 / 255)}
+    rows = {(r["name"], r["eps"], r["severity"]): r for r in results["conditions"]}
+    attacked = {(name, 16 / 255, None) for name in ("entropy", "accuracy", "sign noise", "defended entropy")}
+    corrupted = {("shot_noise", 0.0, severity) for severity in range(1, 6)}
+    assert set(rows) == {("clean", 0.0, None), ("defended clean", 0.0, None)} | attacked | corrupted
     for r in rows.values():
         assert r["samples"] == 10 and r["round_trip_exact"] == 1.0
         assert r["ideal_bytes_mean"] <= r["bytes"]["mean"] <= r["ideal_bytes_mean"] + 5
-    assert rows[("entropy", 16 / 255)]["overhead_vs_clean"] > 0
+    assert rows[("entropy", 16 / 255, None)]["overhead_vs_clean"] > 0
     coder_cost = results["coder"][0]
     assert coder_cost["table_flash_bytes"] > 0 and 0 < coder_cost["instructions_per_symbol"] < 200
     assert "clean" in (out / "conditions.csv").read_text()

@@ -229,14 +229,17 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) 
               help="Comma-separated: entropy, accuracy, noise; empty for clean only.")  # fmt: skip
 @click.option("--iterations", default=20, show_default=True, help="PGD steps of the attacks.")
 @click.option("--eot", default=16, show_default=True, help="Noise draws per PGD step (expectation over them).")
+@click.option("--corruptions", default="all", show_default=True,
+              help="Comma-separated ImageNet-C corruptions run at severities 1-5; all, or empty for none.")  # fmt: skip
 @click.option("--defense/--no-defense", default=True, show_default=True,
               help="Also run clean and entropy-attacked inputs through the likelihood-weighted TV defense.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results-split"), show_default=True)
 @_log_options
-def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, defense, seed, out,
-                   verbose) -> None:  # fmt: skip
+def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, corruptions, defense, seed,
+                   out, verbose) -> None:  # fmt: skip
     """Run a split network's head on the board, its latent entropy-coded there; measure the bytes it sends."""
+    from tinyrobust.split.corruptions import CORRUPTIONS
     from tinyrobust.split.evaluate import SplitSettings
     from tinyrobust.split.evaluate import split_evaluate as run
 
@@ -250,22 +253,25 @@ def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations,
     settings = SplitSettings(model=model, board=board, betas=list(betas) or None, samples=samples,
                              eps=[budget(e.strip()) for e in eps.split(",") if e.strip()],
                              attacks=[a.strip() for a in attacks.split(",") if a.strip()], iterations=iterations,
-                             eot=eot, defense=defense, seed=seed, data=data, out=out)  # fmt: skip
+                             eot=eot, defense=defense, seed=seed, data=data, out=out,
+                             corruptions=list(CORRUPTIONS) if corruptions == "all" else
+                             [c.strip() for c in corruptions.split(",") if c.strip()])  # fmt: skip
     with _log(out, verbose):
         results = run(settings, progress=True)
     click.echo(f"{results['model']} on {results['board']} ({results['data_set']}); bytes the device sent")
-    click.echo(f"{'beta':>8} {'condition':<16} {'eps':>7} {'bytes':>8} {'ideal':>8} {'vs clean':>9} {'acc':>6} exact")
+    click.echo(f"{'beta':>8} {'condition':<18} {'level':>5} {'bytes':>8} {'ideal':>8} {'vs clean':>9} {'acc':>6} exact")
     for r in results["conditions"]:
         overhead = "" if r["overhead_vs_clean"] is None else f"{r['overhead_vs_clean']:+.1%}"
         mean, ideal, acc = r["bytes"]["mean"], r["ideal_bytes_mean"], r["accuracy"]
-        click.echo(f"{r['beta']:8g} {r['name']:<16} {r['eps'] * 255:7.3g} {mean or 0:8.1f} {ideal or 0:8.1f} "
+        level = f"s{r['severity']}" if r["severity"] else f"{r['eps'] * 255:.3g}"
+        click.echo(f"{r['beta']:8g} {r['name']:<18} {level:>5} {mean or 0:8.1f} {ideal or 0:8.1f} "
                    f"{overhead:>9} {acc or 0:6.3f} {r['round_trip_exact']:.3f}")  # fmt: skip
     for c in results["coder"]:
         click.echo(f"beta {c['beta']:g}: head {c['head_instructions']:,.0f} instructions, coder "
                    f"{c['coder_instructions']:,.0f} ({c['instructions_per_symbol']:.1f} per symbol, "
                    f"{c['coder_share_of_head']:.1%} of the head), tables {c['table_flash_bytes']:,} B of flash")
-    click.echo(f"eps in 1/255 of the input range; wall time {results['wall_seconds']} s; "
-               f"results: {out / 'results.json'}")
+    click.echo(f"level: eps in 1/255 of the input range, or sN a corruption's severity; "
+               f"wall time {results['wall_seconds']} s; results: {out / 'results.json'}")
 
 
 @cli.command()

@@ -1,6 +1,7 @@
 """The 15 ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019) at severities 1 to 5, applied at the model's
-input resolution: the corrupted image is what the model reads, never resized afterwards (corrupting at 224x224
-and then resizing to the model's input, as published pipelines do, also resizes away part of the corruption).
+input resolution: the corrupted image is what the model reads. It is never resized afterwards: the study's
+published code resized corrupted images a second time, which changes the corruption and confounds clean against
+corrupted accuracy.
 
 The severity tables are ImageNet-C's (make_imagenet_c.py). A parameter in pixels of a 224x224 image is scaled by
 min(H, W) / 224, so that a blur or a warp covers the same fraction of the image at every size:
@@ -37,6 +38,7 @@ Written here, because albumentations' transform computes something else than Ima
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import cv2
@@ -178,6 +180,8 @@ def _plasma_layer(shape: tuple[int, int], decay: float, rng: np.random.Generator
 
 def _albumentations(transform: str, image: np.ndarray, rng: np.random.Generator, **params) -> np.ndarray:
     """One albumentations transform, always applied, seeded from rng."""
+    # unless told otherwise, importing albumentations asks PyPI for a newer version (up to 2 s, and a warning offline)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations
 
     apply = getattr(albumentations, transform)(p=1.0, **params)

@@ -1,7 +1,8 @@
 """split-evaluate: a split network's head runs on the device and entropy-codes its latent there; the host
 decodes the bytes the device sent, checks them against the head's symbols in TFLM, and runs the tail on them.
-Per beta: clean inputs, the entropy and accuracy attacks and random sign noise at each eps, and clean and
-entropy-attacked inputs through the likelihood-weighted total-variation defense (on the host).
+Per beta: clean inputs, the entropy and accuracy attacks and random sign noise at each eps, the 15 ImageNet-C
+corruptions at severities 1 to 5, and clean and entropy-attacked inputs through the likelihood-weighted
+total-variation defense (on the host).
 
 Bytes and accuracy are over the samples whose stream decodes to TFLM's symbols; any other sample is a failure,
 counted in round_trip_exact and never averaged in."""
@@ -26,10 +27,12 @@ from tinyrobust.device.targets import start_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model import reference
 from tinyrobust.split import attacks, coder
+from tinyrobust.split.corruptions import CORRUPTIONS, corrupt
 from tinyrobust.split.defense import defend
 from tinyrobust.split.model import SplitModel, load_split, split_spec
 
 STUDY_EPS = [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255]  # the study's budgets
+SEVERITIES = (1, 2, 3, 4, 5)  # ImageNet-C's
 
 
 @dataclass
@@ -43,6 +46,7 @@ class SplitSettings:
     iterations: int = 20  # PGD steps
     eot: int = 16  # noise draws per step
     defense: bool = True  # also send clean and entropy-attacked inputs through the likelihood-weighted TV defense
+    corruptions: list[str] = field(default_factory=lambda: list(CORRUPTIONS))  # each at severities 1 to 5
     seed: int = 0
     data: str | None = None
     out: Path = Path("results-split")
@@ -106,6 +110,9 @@ def _inputs(model: SplitModel, settings: SplitSettings, tensor, x, y) -> list[tu
                 x_adv = attacks.pgd(model, name, x, y, eps, tensor, settings.iterations, settings.eot,
                                     seed=settings.seed)
                 made.append(({"kind": "attack", "name": name, "eps": eps}, x_adv))
+    for name in settings.corruptions:
+        made += [({"kind": "corruption", "name": name, "eps": 0.0, "severity": severity},
+                  corrupt(x, name, severity, settings.seed)) for severity in SEVERITIES]  # fmt: skip
     if settings.defense:
         made += [({"kind": "defense", "name": f"defended {c['name']}", "eps": c["eps"]}, defend(model, inputs))
                  for c, inputs in list(made) if c["name"] in ("clean", "entropy")]  # fmt: skip
@@ -126,7 +133,10 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
     betas = settings.betas or spec["split"]["betas"]
     started = time.monotonic()
     settings.out.mkdir(parents=True, exist_ok=True)
-    per_beta = 1 + len(settings.eps) * len(settings.attacks)
+    unknown = sorted(set(settings.corruptions) - set(CORRUPTIONS))
+    if unknown:
+        raise UserError(f"unknown corruption {', '.join(unknown)}; choose from: {', '.join(CORRUPTIONS)}")
+    per_beta = 1 + len(settings.eps) * len(settings.attacks) + len(settings.corruptions) * len(SEVERITIES)
     if settings.defense:
         per_beta += 1 + len(settings.eps) * ("entropy" in settings.attacks)
     bar = progress_bar(len(betas) * per_beta * settings.samples, "inference", progress)
@@ -154,7 +164,7 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
                     if condition["kind"] == "clean":
                         clean_mean = mean
                     overhead = None if mean is None or not clean_mean else mean / clean_mean - 1
-                    conditions.append({**condition, "severity": None, "beta": beta,
+                    conditions.append({"severity": None, **condition, "beta": beta,
                                        "entropy_model": spec["split"].get("entropy_model", "factorized"),
                                        **measured, "overhead_vs_clean": overhead})  # fmt: skip
             finally:
