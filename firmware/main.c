@@ -69,6 +69,12 @@ static void put_u32(uint8_t *p, uint32_t v)
     put_u16(p + 2, v >> 16);
 }
 
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)v);
+    put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
 static uint32_t get_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -106,6 +112,21 @@ static void reply(const tr_parser *p, uint16_t length)
 static void send_error(uint16_t seq, uint8_t code)
 {
     send(MSG_ERROR, seq, &code, 1);
+}
+
+/* Put the request's input in place (the whole input, or none: LOAD requests put it there) and run the model,
+ * counting its ticks; an error reply and 0 when the length is neither. */
+static int run(const tr_parser *p, uint64_t *ticks)
+{
+    if (p->length != TR_INPUT_BYTES && p->length != 0) {
+        send_error(p->seq, ERR_BAD_LENGTH);
+        return 0;
+    }
+    memcpy(tr_model_input(), rx, p->length);
+    tr_counter_restart();
+    tr_model_invoke();
+    *ticks = tr_counter_read();
+    return 1;
 }
 
 static void handle(const tr_parser *p)
@@ -146,17 +167,11 @@ static void handle(const tr_parser *p)
         break;
     }
     case MSG_INFER: {
-        /* The whole input in the request, or none: run on what LOAD requests put in place. */
-        if (p->length != TR_INPUT_BYTES && p->length != 0) {
-            send_error(p->seq, ERR_BAD_LENGTH);
+        uint64_t ticks;
+        if (!run(p, &ticks)) {
             break;
         }
-        memcpy(tr_model_input(), rx, p->length);
-        tr_counter_restart();
-        tr_model_invoke();
-        uint64_t ticks = tr_counter_read();
-        put_u32(tx, (uint32_t)ticks);
-        put_u32(tx + 4, (uint32_t)(ticks >> 32));
+        put_u64(tx, ticks);
         memcpy(tx + 8, tr_model_output(), TR_OUTPUT_BYTES);
         reply(p, INFER_REPLY_BYTES);
         break;
@@ -164,14 +179,10 @@ static void handle(const tr_parser *p)
 #ifdef TR_SPLIT
     case MSG_ENCODE: {
         /* The input as for INFER; the head's ticks and the coder's (widening the symbols included) apart. */
-        if (p->length != TR_INPUT_BYTES && p->length != 0) {
-            send_error(p->seq, ERR_BAD_LENGTH);
+        uint64_t head_ticks;
+        if (!run(p, &head_ticks)) {
             break;
         }
-        memcpy(tr_model_input(), rx, p->length);
-        tr_counter_restart();
-        tr_model_invoke();
-        uint64_t head_ticks = tr_counter_read();
         tr_counter_restart();
 #if TR_CODING_SYMBOL_BYTES == 1
         const int8_t *output = (const int8_t *)tr_model_output();
@@ -188,10 +199,8 @@ static void handle(const tr_parser *p)
             send_error(p->seq, ERR_STREAM_OVERFLOW);
             break;
         }
-        put_u32(stream, (uint32_t)head_ticks);
-        put_u32(stream + 4, (uint32_t)(head_ticks >> 32));
-        put_u32(stream + 8, (uint32_t)coder_ticks);
-        put_u32(stream + 12, (uint32_t)(coder_ticks >> 32));
+        put_u64(stream, head_ticks);
+        put_u64(stream + 8, coder_ticks);
         put_u32(stream + 16, stream_length);
         uint32_t first = stream_length < STREAM_CHUNK_BYTES ? stream_length : STREAM_CHUNK_BYTES;
         reply_from(p, stream, (uint16_t)(ENCODE_REPLY_BYTES + first));

@@ -55,7 +55,6 @@ def c_array(values: np.ndarray, per_line: int = 24) -> str:
 
 def render(model: CompiledModel, out_dir: Path) -> list[Path]:
     """Write model.h and model.c for the compiled model."""
-    from tinyrobust.templates import render_template
 
     def pointer(t: int) -> str:
         """A tensor in the byte arena as a pointer to its elements."""
@@ -68,13 +67,18 @@ def render(model: CompiledModel, out_dir: Path) -> list[Path]:
         reads = ", ".join(operand(t) for t in step.inputs)
         return f"(const void *const[]){{{reads}}}" if step.variadic else reads
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     context = {"model": model, "c_array": c_array, "arguments": arguments, "pointer": pointer}
-    paths = []
-    for name in ("model.h", "model.c"):
-        path = out_dir / name
-        path.write_text(render_template(f"{name}.j2", **context))
-        paths.append(path)
+    return _write(out_dir, ("model.h", "model.c"), context)
+
+
+def _write(out_dir: Path, names: tuple[str, ...], context: dict) -> list[Path]:
+    """Each template name.j2 rendered with the context into out_dir/name."""
+    from tinyrobust.templates import render_template
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / name for name in names]
+    for path in paths:
+        path.write_text(render_template(f"{path.name}.j2", **context))
     return paths
 
 
@@ -82,7 +86,6 @@ def render_coding(model: CompiledModel, coding: Coding, out_dir: Path) -> list[P
     """Write coding.h and coding.c for a split build: the coder's tables and every output element's table index
     as constants in flash, and the stream buffer's worst-case size (Coding.max_stream_bytes)."""
     from tinyrobust.split.coder import c_tables
-    from tinyrobust.templates import render_template
 
     shape, dtype = model.output.shape, model.output.dtype
     context = {
@@ -93,10 +96,4 @@ def render_coding(model: CompiledModel, coding: Coding, out_dir: Path) -> list[P
         "indexes": c_array(coding.indexes(shape)),
         "prefix": CODING_PREFIX,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in ("coding.h", "coding.c"):
-        path = out_dir / name
-        path.write_text(render_template(f"{name}.j2", **context))
-        paths.append(path)
-    return paths
+    return _write(out_dir, ("coding.h", "coding.c"), context)

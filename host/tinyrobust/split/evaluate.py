@@ -66,11 +66,8 @@ def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar) 
     indexes = model.coding.indexes(shape)
     expected = reference.tflm_outputs(model.head_tflite, xq).reshape(len(xq), *shape)
 
-    def done(answer):
-        bar.update()
-        return answer
-
-    answers = [done(a) for a in pool.infer_all([q.tobytes() for q in xq], Worker.encode)]
+    answers = pool.infer_all([q.tobytes() for q in xq], Worker.encode)
+    bar.update(len(xq))
     sizes, ideal, exact, decoded = [], [], [], []
     for (stream, _, _), symbols in zip(answers, expected, strict=True):
         try:
