@@ -91,6 +91,20 @@ def test_interrupted_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_p
     assert device_rows(out) == long_rows
 
 
+def test_terminated_run_stops_its_emulator_and_resumes_to_the_same_results(long_rows, tmp_path):
+    out = tmp_path / "terminated"
+    command = [*TINYROBUST, "flash-and-evaluate", *LONG, "--out", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _interrupt_when(out, process, 100)
+    process.terminate()  # SIGTERM to the host only: it must stop its emulator itself
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert subprocess.run(["pgrep", "-f", str(out / "firmware")], capture_output=True).returncode != 0
+    resumed = subprocess.run([*TINYROBUST, "flash-and-evaluate", "--resume", str(out)])
+    assert resumed.returncode == 0
+    assert device_rows(out) == long_rows
+
+
 def test_killed_then_resumed_campaign_equals_uninterrupted(long_rows, tmp_path):
     out = tmp_path / "killed"
     command = [*TINYROBUST, "flash-and-evaluate", *LONG, "--out", str(out)]

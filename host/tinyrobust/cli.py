@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -415,8 +416,19 @@ def bench(models, board, json_path, precision, verbose) -> None:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (kill, a CI runner's timeout) stops the run as Ctrl-C does, so that emulators are stopped and what
+    was measured is saved, instead of ending the process where it stands."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
     _quiet_libraries()
+    _stop_on_sigterm()
     from tinyrobust.device.link import LinkError
 
     try:
