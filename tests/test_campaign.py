@@ -288,3 +288,20 @@ def test_defenses_are_checked_before_anything_runs(tmp_path, config, message):
     with pytest.raises(UserError, match=message):
         Runner(parse({"samples": 3, **config}), tmp_path).run(progress=False)
     assert not (tmp_path / "results.sqlite").exists()
+
+
+@pytest.mark.emulator
+def test_a_run_whose_model_changed_is_refused_before_its_firmware_is_built_again(digits, tmp_path):
+    from tinyrobust.evaluate import flash_and_evaluate, resume_settings
+
+    out = tmp_path / "run"
+    flash_and_evaluate(Settings(samples=2, attacks=[], out=out), progress=False)
+    store = Store(out / "results.sqlite")
+    store.set_meta("model_sha256 digits-cnn int8", "0" * 64)  # as if the run had begun with another model
+    store.close()
+    elf = out / "firmware" / "firmware.elf"
+    built = elf.stat().st_mtime_ns
+    with pytest.raises(UserError, match="the model changed since the run"):
+        flash_and_evaluate(resume_settings(out), progress=False)
+    assert elf.stat().st_mtime_ns == built
+    assert json.loads((out / "results.json").read_text())["runs"][0]["samples"] == 2  # the first run's, kept

@@ -64,12 +64,17 @@ def model_for(base: zoo.Model, precision: str, defense: DefenseSpec | None, seed
     return replace(base, tflite=quantize(trained, base.x_train, precision), keras=trained)
 
 
-def make_build(name: str, precision: str, model: zoo.Model, defense: DefenseSpec | None, slug: str, board: Board,
-               folder: Path, channel: str) -> Build:  # fmt: skip
-    """Compile the model (with the defense's stages when it runs on the device) and build its firmware."""
+def compile_for(model: zoo.Model, precision: str, defense: DefenseSpec | None) -> CompiledModel:
+    """The model compiled, with the defense's stages when it runs on the device."""
     stages = defense.configured().device_stages() if defense is not None and defense.where == "device" else []
     compiled = compile_model(model.tflite, stages)
     check_precision(compiled.input.type_name, precision)
+    return compiled
+
+
+def make_build(name: str, precision: str, model: zoo.Model, compiled: CompiledModel, defense: DefenseSpec | None,
+               slug: str, board: Board, folder: Path, channel: str) -> Build:  # fmt: skip
+    """The build with its firmware."""
     firmware = build_firmware(compiled, board, folder, channel)
     return Build(zoo.model_name(name), precision, model, compiled, firmware, board.counter, defense=defense, slug=slug)
 

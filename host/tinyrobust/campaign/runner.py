@@ -102,19 +102,20 @@ class Runner:
                         self.bar.set_description(f"{base.name}: training with {defense.name}")
                     model = builds.model_for(base, precision, defense, c.seeds[0])
                     folder = builds.firmware_dir(self.out, name, precision, slug, len(units) > 1 or bool(apart))
-                    build = builds.make_build(name, precision, model, defense, slug, self.board, folder, self.channel)
-                    self._check_model(build)
-                    self._measure(build)
+                    compiled = builds.compile_for(model, precision, defense)
+                    self._check_model(zoo.model_name(name), precision, slug, compiled.model_hash)
+                    self._measure(builds.make_build(name, precision, model, compiled, defense, slug, self.board,
+                                                    folder, self.channel))  # fmt: skip
         finally:
             self.bar.close()
-            if self.store.ticks():
+            if self.results.builds and self.store.ticks():  # not when refused before a build: keep the last save
                 self.save()
         return self.assemble()
 
-    def _check_model(self, build: Build) -> None:
-        """Refuse to resume a run whose model changed since it began."""
-        key = " ".join(filter(None, ("model_sha256", build.name, build.precision, build.slug)))
-        sha = build.compiled.model_hash.hex()
+    def _check_model(self, name: str, precision: str, slug: str, model_hash: bytes) -> None:
+        """Refuse, before its firmware is built over the run's, to resume a run whose model changed."""
+        key = " ".join(filter(None, ("model_sha256", name, precision, slug)))
+        sha = model_hash.hex()
         if self.store.get_meta(key) not in (None, sha):
             raise UserError(f"the model changed since the run in {self.out} began; start a new run with another --out")
         self.store.set_meta(key, sha)
