@@ -21,7 +21,7 @@ from tinyrobust.build.firmware import build_firmware
 from tinyrobust.compile.model import compile_model
 from tinyrobust.console import progress_bar
 from tinyrobust.device.boards import DEFAULT_BOARD, load_board
-from tinyrobust.device.counter import instructions_per_tick
+from tinyrobust.device.counter import latency
 from tinyrobust.device.pool import Pool, Worker
 from tinyrobust.device.targets import start_emulator
 from tinyrobust.errors import UserError
@@ -166,9 +166,8 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
                                        **measured, "overhead_vs_clean": overhead})  # fmt: skip
             finally:
                 pool.close()
-            per_tick = instructions_per_tick(board)
             symbols = int(np.prod(model.latent_shape))
-            head_instructions, coder_instructions = (float(np.median(t)) * per_tick for t in (head, code))
+            head_instructions, coder_instructions = (latency(board, t)["per_inference"]["median"] for t in (head, code))
             coders.append({"beta": beta, "symbols_per_inference": symbols,
                            "head_instructions": head_instructions, "coder_instructions": coder_instructions,
                            "instructions_per_symbol": coder_instructions / symbols,
