@@ -11,6 +11,7 @@ $python benchmarks/default_job.py --json "$out/default_job.json" | tee "$out/def
 $python benchmarks/boards.py --json "$out/boards.json" | tee "$out/boards.md"
 $python benchmarks/models.py --json "$out/models.json" | tee "$out/models.md"
 $python benchmarks/models.py --precision int16x8 --json "$out/models-int16x8.json" | tee "$out/models-int16x8.md"
+$python benchmarks/profile.py --out "$out" | tee "$out/profile.md"
 for model in digits-cnn resnet8-cifar10; do
     for channel in semihosting uart; do
         inferences=500

@@ -7,7 +7,6 @@
 #include "tr_frame.h"
 #ifdef TR_SPLIT
 #include "coding.h"
-#include "tr_rans.h"
 #endif
 
 #define PROTOCOL_VERSION 1
@@ -17,6 +16,7 @@
 #define MSG_LOAD 0x04
 #define MSG_ENCODE 0x05
 #define MSG_FETCH 0x06
+#define MSG_PROFILE 0x07
 #define MSG_REPLY 0x80
 #define MSG_ERROR 0x7F
 
@@ -43,9 +43,14 @@ static uint8_t tx[TX_BYTES];
 #define ENCODE_REPLY_BYTES (8 + 8 + 4)
 static uint8_t stream[ENCODE_REPLY_BYTES + TR_CODING_STREAM_BYTES];
 static uint32_t stream_length; /* 0 until the first ENCODE, and after a reset */
-#if TR_CODING_SYMBOL_BYTES == 1
-static int16_t symbols[TR_CODING_SYMBOLS]; /* tr_rans_encode codes int16 symbols: the int8 output widened */
 #endif
+
+#ifdef TR_PROFILE
+/* PROFILE's reply: the step count, the deepest stack use since reset, then each step's ticks of the last inference.
+ * It is built from the record when asked for, so a repeated PROFILE is answered from it unchanged. */
+#define PROFILE_REPLY_BYTES (4 + 4 + 8 * TR_STEPS)
+_Static_assert(PROFILE_REPLY_BYTES <= 0xFFFF, "the schedule's step ticks do not fit one reply frame");
+static uint8_t profile_reply[PROFILE_REPLY_BYTES];
 #endif
 
 /* The last reply sent, kept so that a repeated request (the host did not get the reply) is answered again
@@ -178,22 +183,13 @@ static void handle(const tr_parser *p)
     }
 #ifdef TR_SPLIT
     case MSG_ENCODE: {
-        /* The input as for INFER; the head's ticks and the coder's (widening the symbols included) apart. */
+        /* The input as for INFER; the head's ticks and the coder's (preparing its symbols included) apart. */
         uint64_t head_ticks;
         if (!run(p, &head_ticks)) {
             break;
         }
         tr_counter_restart();
-#if TR_CODING_SYMBOL_BYTES == 1
-        const int8_t *output = (const int8_t *)tr_model_output();
-        for (uint32_t i = 0; i < TR_CODING_SYMBOLS; i++) {
-            symbols[i] = output[i];
-        }
-#else
-        const int16_t *symbols = (const int16_t *)tr_model_output(); /* the arena's tensors are 16-byte aligned */
-#endif
-        stream_length = tr_rans_encode(symbols, tr_c_indexes, TR_CODING_SYMBOLS, tr_c_tables,
-                                       stream + ENCODE_REPLY_BYTES, TR_CODING_STREAM_BYTES);
+        stream_length = tr_coding_encode(stream + ENCODE_REPLY_BYTES, TR_CODING_STREAM_BYTES);
         uint64_t coder_ticks = tr_counter_read();
         if (stream_length == 0) { /* cannot happen: the buffer holds the worst case */
             send_error(p->seq, ERR_STREAM_OVERFLOW);
@@ -216,6 +212,22 @@ static void handle(const tr_parser *p)
         uint32_t rest = stream_length - offset;
         uint16_t length = (uint16_t)(rest < STREAM_CHUNK_BYTES ? rest : STREAM_CHUNK_BYTES);
         reply_from(p, stream + ENCODE_REPLY_BYTES + offset, length);
+        break;
+    }
+#endif
+#ifdef TR_PROFILE
+    case MSG_PROFILE: {
+        /* The record of the last INFER (or ENCODE); none before the first one since reset. */
+        if (p->length != 0 || tr_profile_runs == 0) {
+            send_error(p->seq, ERR_BAD_LENGTH);
+            break;
+        }
+        put_u32(profile_reply, TR_STEPS);
+        put_u32(profile_reply + 4, tr_stack_high_water());
+        for (uint32_t i = 0; i < TR_STEPS; i++) {
+            put_u64(profile_reply + 8 + 8 * i, tr_profile_ticks[i]);
+        }
+        reply_from(p, profile_reply, PROFILE_REPLY_BYTES);
         break;
     }
 #endif

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import quantized_model, tinyrobust
+from tinyrobust.campaign import attacks, defenses
+from tinyrobust.campaign.config import toml_value
 from tinyrobust.compile.model import compile_model
 from tinyrobust.errors import UserError
 
@@ -22,7 +24,7 @@ def assert_one_sentence_error(result, *fragments):
 def test_help_lists_the_commands():
     result = tinyrobust("--help")
     assert result.returncode == 0
-    for command in ("flash-and-evaluate", "doctor", "boards", "models"):
+    for command in ("flash-and-evaluate", "doctor", "boards", "models", "attacks", "defenses"):
         assert command in result.stdout
 
 
@@ -31,6 +33,57 @@ def test_boards_and_models_are_listed():
     assert "qemu-mps2-an386" in boards.stdout and "cortex-m4" in boards.stdout
     models = tinyrobust("models")
     assert "digits-cnn" in models.stdout and "8x8x1" in models.stdout
+
+
+def listed_blocks(output: str) -> dict[str, str]:
+    """A listing's entries by name: each starts with "name: " after a blank line."""
+    entries = output.split("\n\n")[1:]
+    return {entry.split(":", 1)[0]: entry for entry in entries}
+
+
+def test_every_attack_is_listed_with_its_kind_modes_and_each_parameters_value_and_meaning():
+    result = tinyrobust("attacks")
+    assert result.returncode == 0, result.stderr
+    blocks = listed_blocks(result.stdout)
+    assert list(blocks) == list(attacks.ATTACKS)
+    for name, attack in attacks.ATTACKS.items():
+        head = blocks[name].splitlines()[0]
+        assert f"eps {attack.eps}" in head
+        assert ("black-box; modes transfer, on-device" if attack.queries else "white-box; modes transfer") in head
+        for key, value in attack.preset.items():
+            assert f"    {key} = {toml_value(value)}  " in blocks[name]
+            assert attack.meanings[key] in blocks[name]
+    assert "needs images at least 10 pixels on a side" in blocks["square_l2"]
+
+
+def test_every_defense_is_listed_with_where_it_runs_its_parameters_and_presets():
+    result = tinyrobust("defenses")
+    assert result.returncode == 0, result.stderr
+    blocks = listed_blocks(result.stdout)
+    assert list(blocks) == list(defenses.DEFENSES)
+    for name, defense in defenses.DEFENSES.items():
+        head = blocks[name].splitlines()[0]
+        assert head == f"{name}: {defense.kind} defense; where {'host, device' if defense.device else 'host'}"
+        for key in defense.defaults:
+            assert f"    {key} = " in blocks[name] and defense.meanings[key] in blocks[name]
+        for preset in defense.presets:
+            assert f"    preset {preset}: " in blocks[name]
+    assert "    pixel_cnn = unset" in blocks["pixeldefend"]
+    assert "    preset cifar: eps = 0.03137254901960784, eps_step = 0.00784313725490196" in blocks["pgd-training"]
+
+
+def test_a_parameter_registered_without_a_meaning_is_refused():
+    with pytest.raises(ValueError, match="attack made-up registers parameters without a meaning: steps"):
+        attacks.attack("made-up", preset={"steps": 3, "batch_size": 8})(lambda classifier, eps, **params: None)
+    with pytest.raises(ValueError, match="defense made-up registers parameters without a meaning: strength"):
+        defenses.defense("made-up", "input", "nothing", {"strength": 1, "clip_values": (0, 1)}, {})(lambda **p: None)
+    assert "made-up" not in attacks.ATTACKS and "made-up" not in defenses.DEFENSES
+
+
+def test_a_missing_data_set_is_one_sentence_saying_what_to_put_there(tmp_path):
+    result = tinyrobust("flash-and-evaluate", "--model", "resnet8-cifar10", "--data", "cifar-10-batches-bin",
+                        cwd=tmp_path)  # fmt: skip
+    assert_one_sentence_error(result, "data set cifar-10-batches-bin does not exist; put CIFAR-10's binary version")
 
 
 def test_doctor_finds_everything_on_this_machine():

@@ -292,25 +292,37 @@ def test_hyperprior_bits_have_gradients_through_y_the_means_the_scales_and_z(hyp
     assert len(hyperprior.trainable_variables) == len(hyperprior.z_prior.trainable_variables) + 8
 
 
-def test_hyperprior_at_inference_codes_round_y_minus_mean_under_a_zero_mean_gaussian(hyperprior_and_latent):
+def test_hyperprior_at_inference_codes_round_y_minus_round_mean_under_a_zero_mean_gaussian(hyperprior_and_latent):
     hyperprior, y = hyperprior_and_latent
-    z_hat = np.round(hyperprior.hyper_encode(y).numpy())
+    y_int = np.round(y)
+    z_hat = np.round(hyperprior.hyper_encode(y_int).numpy())
     assert z_hat.shape == (2, 3, 4, 4)
-    mean, scale = (t.numpy() for t in hyperprior.hyper_decode(z_hat, 5, 7))
+    mean, scale = (t.numpy() for t in hyperprior.hyper_decode(z_hat))
     assert mean.shape == scale.shape == y.shape and scale.min() >= 0.11
     symbols = hyperprior.y_symbols(y, mean).numpy()
-    assert np.array_equal(symbols, np.round(y - mean))
+    assert np.array_equal(symbols, y_int - np.round(mean))
     y_likelihood, z_likelihood = (t.numpy() for t in hyperprior.likelihoods(y))
     pairs = zip(symbols.flat, scale.flat, strict=True)
     expected = [max(discretized_normal(s, 0.0, float(sc)), 1e-9) for s, sc in pairs]
     np.testing.assert_allclose(y_likelihood.ravel(), expected, rtol=1e-4)
+    np.testing.assert_allclose(hyperprior.likelihood(y).numpy(), y_likelihood)
     np.testing.assert_allclose(z_likelihood, hyperprior.z_prior.likelihood(z_hat).numpy())
     y_hat, bits = hyperprior(y)
-    np.testing.assert_allclose(y_hat.numpy(), symbols + mean, atol=1e-5)
+    assert np.array_equal(y_hat.numpy(), y_int)  # the integer latent the device sends and the tail reads
     expected_bits = -np.log2(y_likelihood.astype(np.float64)).sum((1, 2, 3))
     expected_bits += -np.log2(z_likelihood.astype(np.float64)).sum((1, 2, 3))
     np.testing.assert_allclose(bits.numpy(), expected_bits, rtol=1e-5)
     np.testing.assert_allclose(hyperprior.bits(y).numpy(), expected_bits, rtol=1e-5)
+
+
+def test_the_hyper_decoder_resizes_back_to_the_encoders_sizes_where_it_strides(hyperprior_and_latent):
+    hyperprior, _ = hyperprior_and_latent
+    kinds = [(type(layer).__name__, getattr(layer, "height", None), getattr(layer, "width", None))
+             for layer in hyperprior.hyper_decoder]  # fmt: skip
+    # strides (1, 2) on 5 x 7: the encoder's second convolution halves 5 x 7 to 3 x 4, so the decoder resizes
+    # 3 x 4 back to 5 x 7 before its first convolution.
+    assert kinds == [("Resizing", 5, 7), ("Conv2D", None, None), ("Conv2D", None, None)]
+    assert all(layer.strides == (1, 1) for layer in hyperprior.hyper_decoder[1:])
 
 
 def test_the_module_keeps_tensorflow_compressions_defaults():
@@ -320,6 +332,6 @@ def test_the_module_keeps_tensorflow_compressions_defaults():
 
 def test_a_hyperprior_without_strides_is_made_of_plain_convolutions_the_device_runs():
     hyperprior = Hyperprior(4, z_channels=2, hidden_channels=4, strides=(1, 1))
-    mean, scale = hyperprior.hyper_decode(hyperprior.hyper_encode(np.zeros((1, 3, 3, 4), np.float32)), 3, 3)
+    mean, scale = hyperprior.hyper_decode(hyperprior.hyper_encode(np.zeros((1, 3, 3, 4), np.float32)))
     assert mean.shape == scale.shape == (1, 3, 3, 4)
     assert all(type(layer) is keras.layers.Conv2D for layer in hyperprior.hyper_encoder + hyperprior.hyper_decoder)

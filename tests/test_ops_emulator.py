@@ -112,6 +112,18 @@ def test_int16x8_gated_block_on_the_emulator_is_bit_exact_with_tflm(tmp_path):
     assert_bit_exact_on_the_emulator(tflite, full_range_inputs(tflite, 10), kinds, tmp_path)
 
 
+def test_nearest_upsampling_on_the_emulator_is_bit_exact_with_tflm(tmp_path):
+    """A hyper-decoder's upsampling, 4x4 to 8x8 before a convolution, then a resize by ratios that are not
+    integers: RESIZE_NEAREST_NEIGHBOR copying 3- and 6-byte pixels."""
+    layers = [
+        L.Resizing(8, 8, interpolation="nearest"),
+        conv(6, activation="relu"),
+        L.Resizing(5, 11, interpolation="nearest"),
+    ]
+    tflite = quantized_model(layers, (4, 4, 3), batch_size=1)
+    assert_bit_exact_on_the_emulator(tflite, random_inputs(tflite, 10), {"RESIZE_NEAREST_NEIGHBOR"}, tmp_path)
+
+
 # Shapes and attributes that reach every edge of the int8 kernels' loops: channel counts that are not a multiple
 # of four (the DSP loops' scalar tails) and odd ones (an output channel without a pair), padding on every side,
 # strides, dilation and depth multipliers (depthwise's one-channel path).

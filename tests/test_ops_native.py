@@ -46,6 +46,18 @@ def conv(filters, **kwargs):
     return L.Conv2D(filters, 3, padding="same", bias_initializer="random_normal", **kwargs)
 
 
+def nearest(height, width):
+    """Keras resizes with half_pixel_centers (RESIZE_NEAREST_NEIGHBOR's flag; UpSampling2D emits TILE instead)."""
+    return L.Resizing(height, width, interpolation="nearest")
+
+
+def nearest_v1(height, width, align_corners=False):
+    """TF 1's resize, the route to align_corners and to neither flag."""
+    import tensorflow as tf
+
+    return fn(lambda x: tf.compat.v1.image.resize_nearest_neighbor(x, (height, width), align_corners=align_corners))
+
+
 STATIC_BATCH = "static batch"  # built with batch size 1: Keras Dense on 3-D inputs becomes one FULLY_CONNECTED
 STATIC_SHAPES = "static shapes"  # dynamic-batch pattern; TFLM runs the model with the shapes fixed (see below)
 # The Keras 3 dilated-convolution pattern with a dynamic batch: TFLM keeps the file's placeholder shapes (batch 1
@@ -128,6 +140,15 @@ CASES = {
     "slice-shrink-axis": ([fn(lambda x: x[:, 1, :, :])], (4, 4, 3)),
     "slice-channels": ([fn(lambda x: x[..., 1:3])], (3, 4, 5)),
     "slice-2d-step3": ([fn(lambda x: x[:, 2::3])], (11,)),
+    # RESIZE_NEAREST_NEIGHBOR: upsampling by 2 before a convolution (a hyper-decoder's), ratios that are not
+    # integers, shrinking, and each combination of align_corners and half_pixel_centers the converter emits
+    "resize-upsample2-conv": ([nearest(8, 8), L.Conv2D(4, 3, padding="same")], (4, 4, 3), STATIC_BATCH),
+    "resize-upsample2-dynamic-batch": ([nearest(10, 6)], (5, 3, 4)),
+    "resize-non-integer-ratio": ([nearest(7, 4)], (3, 5, 2)),
+    "resize-shrink": ([nearest(3, 5)], (7, 11, 2)),
+    "resize-align-corners": ([nearest_v1(7, 4, align_corners=True)], (3, 5, 2)),
+    "resize-align-corners-to-one-row": ([nearest_v1(1, 9, align_corners=True)], (4, 6, 3)),
+    "resize-no-flags": ([nearest_v1(9, 3)], (4, 7, 3)),
     # FULLY_CONNECTED on inputs with leading dimensions
     "dense-3d-input": ([L.Dense(5)], (4, 6), STATIC_BATCH),
     "dense-4d-input-chain": ([L.Dense(7, activation="relu"), L.Dense(3)], (2, 3, 6), STATIC_BATCH),
@@ -216,6 +237,10 @@ CASES_16X8 = {
     "pad-conv-mean-global-pool": ([L.ZeroPadding2D(((1, 2), (0, 1))), conv(6), L.GlobalAveragePooling2D()], (6, 5, 3)),
     "pad-channels-mean-channels": ([fn(lambda x: K.pad(x, ((0, 0), (1, 1), (2, 0), (0, 2)))),
                                     fn(lambda x: K.mean(x, axis=-1))], (4, 4, 3)),
+    "resize-upsample2-conv-non-integer-shrink": ([nearest(8, 8), conv(5), nearest(11, 6), nearest(4, 5)], (4, 4, 3),
+                                                 STATIC_BATCH),
+    "resize-align-corners-no-flags": ([nearest_v1(7, 4, align_corners=True), nearest_v1(1, 9, align_corners=True),
+                                       nearest_v1(5, 13)], (3, 5, 2)),
     # An int32 bias makes TFLM's 16-bit CONV_2D and FULLY_CONNECTED accumulate and requantize in 32 bits.
     "conv-dense-int32-bias": ([L.Conv2D(6, 3, kernel_initializer=keras.initializers.RandomNormal(0, 1)), L.Flatten(),
                                L.Dense(5)], (6, 6, 16), INT32_BIAS),

@@ -188,3 +188,123 @@ def test_a_campaign_reports_boundary_distances_and_examples(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "Distance to the decision boundary" in html and 'alt="adversarial examples"' in html
     assert len(read_csv(tmp_path / "boundary.csv")) == 2 and len(read_csv(tmp_path / "heatmap.csv")) == 3
+
+
+# ---- split-evaluate's report ----------------------------------------------------------------------------------
+
+
+def split_condition(kind, name, beta, sizes, accuracy, clean=None, eps=0.0, severity=None, exact=1.0):
+    """A condition as split.evaluate writes it, its summary made from the given per-sample sizes."""
+    mean = float(np.mean(sizes))
+    return {
+        "severity": severity, "kind": kind, "name": name, "eps": eps, "beta": beta, "entropy_model": "factorized",
+        "samples": round(len(sizes) / exact),
+        "bytes": {"mean": mean, "median": float(np.median(sizes)), "max": float(max(sizes))},
+        "bytes_per_sample": sizes, "ideal_bytes_mean": mean - 3.5, "accuracy": accuracy, "round_trip_exact": exact,
+        "overhead_vs_clean": mean / clean - 1 if clean else 0.0,
+    }  # fmt: skip
+
+
+def split_results() -> dict:
+    """Two betas, each with clean inputs, the three attacks, two corruptions and the defense; one corruption of
+    beta 0.1 has a stream that did not decode."""
+    c = split_condition
+    e8, e32 = 8 / 255, 32 / 255
+    conditions = [
+        c("clean", "clean", 0.01, [236, 238, 240, 236], 0.97),
+        c("attack", "entropy", 0.01, [244, 244, 244, 244], 0.95, 237.5, e8),
+        c("attack", "accuracy", 0.01, [237, 238, 237, 238], 0.40, 237.5, e8),
+        c("noise", "sign noise", 0.01, [236, 236, 237, 237], 0.97, 237.5, e8),
+        c("attack", "entropy", 0.01, [262, 262, 263, 263], 0.93, 237.5, e32),
+        c("attack", "accuracy", 0.01, [238, 239, 238, 239], 0.02, 237.5, e32),
+        c("noise", "sign noise", 0.01, [235, 235, 236, 236], 0.96, 237.5, e32),
+        c("corruption", "snow", 0.01, [250, 251, 252, 253], 0.80, 237.5, severity=1),
+        c("corruption", "snow", 0.01, [267, 268, 268, 269], 0.40, 237.5, severity=5),
+        c("corruption", "contrast", 0.01, [222, 222, 223, 223], 0.90, 237.5, severity=1),
+        c("corruption", "contrast", 0.01, [221, 221, 222, 222], 0.70, 237.5, severity=5),
+        c("defense", "defended clean", 0.01, [234, 234, 234, 234], 0.96, 237.5),
+        c("defense", "defended entropy", 0.01, [253, 254, 253, 254], 0.95, 237.5, e32),
+        c("clean", "clean", 0.1, [104, 106, 105, 107], 0.97),
+        c("attack", "entropy", 0.1, [108, 108, 109, 109], 0.97, 105.5, e8),
+        c("attack", "accuracy", 0.1, [105, 105, 105, 105], 0.50, 105.5, e8),
+        c("noise", "sign noise", 0.1, [105, 105, 106, 106], 0.97, 105.5, e8),
+        c("attack", "entropy", 0.1, [118, 119, 119, 120], 0.96, 105.5, e32),
+        c("attack", "accuracy", 0.1, [105, 106, 105, 106], 0.01, 105.5, e32),
+        c("noise", "sign noise", 0.1, [104, 104, 105, 105], 0.97, 105.5, e32),
+        c("corruption", "snow", 0.1, [115, 116, 117], 0.70, 105.5, severity=1, exact=0.75),
+        c("corruption", "snow", 0.1, [125, 126, 127, 128], 0.30, 105.5, severity=5),
+        c("corruption", "contrast", 0.1, [92, 92, 93, 93], 0.80, 105.5, severity=1),
+        c("corruption", "contrast", 0.1, [91, 91, 92, 92], 0.60, 105.5, severity=5),
+        c("defense", "defended clean", 0.1, [104, 104, 105, 105], 0.97, 105.5),
+        c("defense", "defended entropy", 0.1, [116, 116, 117, 117], 0.96, 105.5, e32),
+    ]
+    coder = [
+        {"beta": 0.01, "symbols_per_inference": 512, "head_instructions": 890440.0, "coder_instructions": 17480.0,
+         "instructions_per_symbol": 34.140625, "coder_share_of_head": 0.0196, "table_flash_bytes": 5704,
+         "flash_bytes": 14216},
+        {"beta": 0.1, "symbols_per_inference": 512, "head_instructions": 886360.0, "coder_instructions": 16320.0,
+         "instructions_per_symbol": 31.875, "coder_share_of_head": 0.0184, "table_flash_bytes": 1768,
+         "flash_bytes": 10280},
+    ]  # fmt: skip
+    return {
+        "model": "split-digits", "data_set": "sklearn-digits-32", "board": "qemu-mps2-an386",
+        "unit": "instructions (emulated)",
+        "settings": {"model": "split-digits", "samples": 4, "iterations": 20, "eot": 16, "seed": 0},
+        "conditions": conditions, "coder": coder, "wall_seconds": 61.2,
+    }  # fmt: skip
+
+
+def split_rows(html: str, heading: str) -> list[str]:
+    """The text of each row of the first table after the heading, its cells joined with " | "."""
+    table = html.split(f"<h2>{heading}</h2>")[1].split("</table>")[0]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in table.split("<tr>")[2:]]
+    return [" | ".join(" ".join(cell.split()) for cell in row) for row in cells]
+
+
+def test_the_split_report_shows_the_summary_the_figures_and_the_coder_of_each_beta(tmp_path, monkeypatch):
+    from tinyrobust.report import split
+
+    titles = []
+    embed = split._png
+
+    def recording(fig):
+        titles.append(fig.get_suptitle())
+        return embed(fig)
+
+    monkeypatch.setattr(split, "_png", recording)
+    split.write_split_report(split_results(), tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+
+    images = re.findall(r'alt="([^"]+)" src="data:image/png;base64,([^"]+)"', html)
+    assert [alt for alt, _ in images] == ["bytes per inference by condition kind", "overhead vs eps",
+                                          "corruption heat map", "accuracy vs bytes"]  # fmt: skip
+    assert all(base64.b64decode(png)[:4] == b"\x89PNG" for _, png in images)
+    # Every figure names the data set it was measured on, the model and the board.
+    assert len(titles) == 4 and all("split-digits on sklearn-digits-32, qemu-mps2-an386" in t for t in titles)
+
+    beta_01, beta_1 = split_rows(html, "Summary")
+    assert beta_01 == (
+        "0.01 | 237.5 | 0.97 | +10.5% at 32/255 (accuracy 0.93) | +0.4% at 32/255 (accuracy 0.02) | "
+        "-0.4% at 8/255 (accuracy 0.97) | +12.8% (snow, severity 5) | -1.5% (accuracy 0.96 against 0.97) | "
+        "+6.7% against +10.5% undefended at 32/255 (accuracy 0.95 against 0.93) | 1.000"
+    )
+    assert beta_1.startswith("0.1 | 105.5 | 0.97 | +12.8% at 32/255 (accuracy 0.96) | ")
+    assert "+19.9% (snow, severity 5)" in beta_1 and beta_1.endswith(" | 0.750")
+    assert '<td class="bad">0.750</td>' in html  # a stream that did not decode is a failure, shown as one
+    coder = split_rows(html, "The coder on the device")
+    assert coder == [
+        "0.01 | 512 | 890,440 | 17,480 | 34.1 | 2.0% | 5,704 | 14,216",
+        "0.1 | 512 | 886,360 | 16,320 | 31.9 | 1.8% | 1,768 | 10,280",
+    ]
+    assert "head, instructions (emulated)" in html and "<code>sklearn-digits-32</code>" in html
+
+
+def test_a_split_report_of_results_without_per_sample_bytes_says_why_a_figure_is_missing(tmp_path):
+    from tinyrobust.report import split
+
+    results = split_results()
+    for condition in results["conditions"]:
+        del condition["bytes_per_sample"]
+    split.write_split_report(results, tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 3 and "no per-sample byte counts" in html

@@ -78,12 +78,45 @@ def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_dig
     corrupted = {("shot_noise", 0.0, severity) for severity in range(1, 6)}
     assert set(rows) == {("clean", 0.0, None), ("defended clean", 0.0, None)} | attacked | corrupted
     for r in rows.values():
-        assert r["samples"] == 10 and r["round_trip_exact"] == 1.0
+        assert r["samples"] == 10 and r["round_trip_exact"] == 1.0 and r["stream_equals_reference"] == 1.0
         assert r["ideal_bytes_mean"] <= r["bytes"]["mean"] <= r["ideal_bytes_mean"] + 5
+        assert len(r["bytes_per_sample"]) == 10 and max(r["bytes_per_sample"]) == r["bytes"]["max"]
+        assert np.mean(r["bytes_per_sample"]) == pytest.approx(r["bytes"]["mean"])
     assert rows[("entropy", 16 / 255, None)]["overhead_vs_clean"] > 0
     coder_cost = results["coder"][0]
     assert coder_cost["table_flash_bytes"] > 0 and 0 < coder_cost["instructions_per_symbol"] < 200
     assert "clean" in (out / "conditions.csv").read_text()
+    html = (out / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 4 and f"<code>{results['data_set']}</code>" in html
+    assert f"report: {out / 'report.html'}" in result.stdout
+
+
+@pytest.mark.emulator
+def test_the_hyperprior_runs_on_the_device_and_sends_fewer_bytes_than_the_factorized_prior(split_digits, tmp_path):
+    """split-digits-hyperprior: the device runs the head, the hyper-encoder and the hyper-decoder and sends z's
+    stream and y's; the host decodes z, runs the hyper-decoder on it and decodes y to the device's symbols. Its
+    latent costs less than the factorized prior's at the same beta, as the hyperprior's means and scales fit
+    each input."""
+    out = tmp_path / "run"
+    result = tinyrobust("split-evaluate", "split-digits-hyperprior", "--beta", FIRST_BETA, "--samples", 10, "--eps",
+                        "8/255", "--attacks", "entropy", "--iterations", 3, "--eot", 2, "--corruptions", "snow",
+                        "--no-defense", "--out", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert {r["entropy_model"] for r in results["conditions"]} == {"hyperprior"}
+    for r in results["conditions"]:
+        assert r["round_trip_exact"] == 1.0 and r["stream_equals_reference"] == 1.0
+        assert r["ideal_bytes_mean"] <= r["bytes"]["mean"] <= r["ideal_bytes_mean"] + 10  # two streams' flushes
+    clean = next(r for r in results["conditions"] if r["name"] == "clean")
+    assert clean["accuracy"] >= 0.7
+    # The factorized prior's bytes for the same test inputs, from the Python coder (the same bytes the device sends).
+    chosen = np.sort(np.random.default_rng(0).permutation(len(split_digits.x_test))[:10])
+    compiled = compile_model(split_digits.head_tflite)
+    xq = reference.quantize_inputs(split_digits.x_test[chosen], compiled.input)
+    symbols = reference.tflm_outputs(split_digits.head_tflite, xq)
+    factorized = np.mean([len(split_digits.coding.encode([s.reshape(split_digits.latent_shape)])) for s in symbols])
+    assert clean["bytes"]["mean"] < factorized, (clean["bytes"]["mean"], factorized)
+    assert results["coder"][0]["symbols_per_inference"] == 8 * 8 * 8 + 4 * 4 * 4
 
 
 def test_split_evaluate_refuses_an_unknown_model_in_one_sentence():

@@ -44,4 +44,9 @@ void tr_counter_init(void);
 void tr_counter_restart(void);  /* start counting from zero */
 uint64_t tr_counter_read(void); /* ticks of the core clock since the last restart */
 
+#ifdef TR_PROFILE
+/* A profile build paints the stack at reset (cortex-m/startup.c): the deepest stack use since, in bytes. */
+uint32_t tr_stack_high_water(void);
+#endif
+
 #endif

@@ -51,6 +51,25 @@ void tr_concatenation(const tr_concatenation_params *p, const void *const *in, v
     }
 }
 
+void tr_resize_nearest_neighbor(const tr_resize_nearest_neighbor_params *p, const void *in, void *out)
+{
+    const uint8_t *src = in;
+    uint8_t *dst = out;
+    const size_t pixel = (size_t)p->pixel_bytes, out_row = (size_t)p->out_w * pixel;
+    for (int32_t y = 0; y < p->out_h; y++) {
+        if (y > 0 && p->rows[y] == p->rows[y - 1]) {
+            /* Upsampling repeats rows: one copy of the row just written. */
+            memcpy(dst, dst - out_row, out_row);
+        } else {
+            const uint8_t *row = src + (size_t)p->rows[y] * (size_t)p->in_w * pixel;
+            for (int32_t x = 0; x < p->out_w; x++) {
+                memcpy(dst + (size_t)x * pixel, row + (size_t)p->cols[x] * pixel, pixel);
+            }
+        }
+        dst += out_row;
+    }
+}
+
 void tr_pad_s16(const tr_copy_params *p, const int16_t *in, int16_t *out)
 {
     for (int32_t i = 0; i < p->fill_size; i++) {

@@ -175,6 +175,16 @@ typedef struct {
     const int32_t *copy_bytes;  /* per input: bytes of its dimensions from the axis on */
 } tr_concatenation_params;
 
+/* RESIZE_NEAREST_NEIGHBOR copies bytes, whatever the element type: output pixel (y, x) is input pixel
+ * (rows[y], cols[x]), the compiler having computed TFLM's nearest neighbours. */
+typedef struct {
+    int32_t in_w;
+    int32_t out_h, out_w;
+    int32_t pixel_bytes;  /* in_c times the element size */
+    const int32_t *rows;  /* [out_h]: the source row of each output row */
+    const int32_t *cols;  /* [out_w]: the source column of each output column */
+} tr_resize_nearest_neighbor_params;
+
 /* MEAN: each output element reduces the input elements of `reduced`, starting where `kept` points. */
 typedef struct {
     tr_walk kept;    /* over the output elements, with input strides */
@@ -240,6 +250,8 @@ void tr_squeeze_bits_s8(const tr_squeeze_bits_params *p, const int8_t *in, int8_
 void tr_median_s8(const tr_median_params *p, const int8_t *in, int8_t *out);
 /* CONCATENATION of any element type: per outer index, copy_bytes[i] bytes of each input in turn. */
 void tr_concatenation(const tr_concatenation_params *p, const void *const *in, void *out);
+/* RESIZE_NEAREST_NEIGHBOR of any element type: each output pixel copied from its source pixel. */
+void tr_resize_nearest_neighbor(const tr_resize_nearest_neighbor_params *p, const void *in, void *out);
 
 /* The int16x8 kernels: as their _s8 namesakes, with int16 activations of zero point 0 (so no offsets). */
 

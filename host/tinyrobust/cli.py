@@ -91,8 +91,9 @@ def cli() -> None:
 @click.option(
     "--data",
     type=click.Path(),
-    help="An .npz of test data x, y for a .tflite model, or for a built-in model a data set to train it on "
-    "(x_train, y_train, x_test, y_test).",
+    help="Test data for a .tflite model, or for a built-in model a data set to train it on: an .npz (x, y for a "
+    ".tflite; x_train, y_train, x_test, y_test, or x and y), CIFAR-10's cifar-10-batches-bin folder or its .tar.gz, "
+    "or a folder of images with one sub-folder per class.",
 )
 @click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--samples", default=200, show_default=True, help="Test samples per attack and eps.")
@@ -220,8 +221,8 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) 
 @cli.command("split-evaluate")
 @click.argument("model", default="split-digits")
 @click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Emulated board (see `tinyrobust boards`).")
-@click.option("--data", type=click.Path(), help="An .npz data set to train the split model on (x_train, y_train, "
-              "x_test, y_test, or x and y)  [default: the model's own]")  # fmt: skip
+@click.option("--data", type=click.Path(), help="A data set to train the split model on, as flash-and-evaluate's "
+              "--data for a built-in model  [default: the model's own]")  # fmt: skip
 @click.option("--beta", "betas", type=float, multiple=True, help="Rate weights to run  [default: the model's]")
 @click.option("--samples", default=100, show_default=True, help="Test samples per condition.")
 @click.option("--eps", "eps", default="2/255,4/255,8/255,16/255,32/255", show_default=True,
@@ -271,8 +272,10 @@ def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations,
         click.echo(f"beta {c['beta']:g}: head {c['head_instructions']:,.0f} instructions, coder "
                    f"{c['coder_instructions']:,.0f} ({c['instructions_per_symbol']:.1f} per symbol, "
                    f"{c['coder_share_of_head']:.1%} of the head), tables {c['table_flash_bytes']:,} B of flash")
-    click.echo(f"level: eps in 1/255 of the input range, or sN a corruption's severity; "
-               f"wall time {results['wall_seconds']} s; results: {out / 'results.json'}")
+    click.echo(
+        f"level: eps in 1/255 of the input range, or sN a corruption's severity; "
+        f"wall time {results['wall_seconds']} s; results: {out / 'results.json'}; report: {out / 'report.html'}"
+    )
 
 
 @cli.command()
@@ -372,6 +375,61 @@ def models() -> None:
         click.echo(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {output:<{widths[2]}}  {description}")
 
 
+def _parameter_lines(values: dict, meanings: dict) -> list[str]:
+    """One line per parameter: its value as a config sets it, and what it means."""
+    from tinyrobust.campaign.config import toml_value
+
+    shown = {k: "unset" if v is None else toml_value(v) for k, v in values.items()}
+    width = max((len(f"{k} = {v}") for k, v in shown.items()), default=0)
+    return [f"    {f'{k} = {v}':<{width}}  {meanings[k]}" for k, v in shown.items()]
+
+
+def _paragraph(text: str, indent: str = "    ") -> str:
+    import textwrap
+
+    return textwrap.fill(" ".join(text.split()), width=116, initial_indent=indent, subsequent_indent=indent)
+
+
+@cli.command("attacks")
+def attacks_command() -> None:
+    """List the attacks: what eps means for each, its norm, how it runs, and its preset parameters."""
+    from tinyrobust.campaign.attacks import ATTACKS
+
+    click.echo(_paragraph("eps is a budget (the attack's own, in its norm) or a bound (a minimal-perturbation "
+                          "attack's L-inf limit; 0: none). White-box attacks need the float model's gradients and run "
+                          "in mode transfer; black-box ones need only outputs and can also query the device (mode "
+                          "on-device). A campaign's [[attacks]] params override the preset.", ""))  # fmt: skip
+    for a in ATTACKS.values():
+        norm = {"inf": "L-inf"}.get(a.norm, f"L{a.norm}")
+        box, modes = ("black-box", "transfer, on-device") if a.queries else ("white-box", "transfer")
+        click.echo(f"\n{a.name}: eps {a.eps}, {norm}, {box}; modes {modes}")
+        click.echo(_paragraph(a.description))
+        if a.min_side:
+            click.echo(f"    needs images at least {a.min_side} pixels on a side")
+        for line in _parameter_lines(a.preset, a.meanings):
+            click.echo(line)
+
+
+@cli.command("defenses")
+def defenses_command() -> None:
+    """List the defenses: their kind, where they run, their parameters with defaults, and their named presets."""
+    from tinyrobust.campaign.config import toml_value
+    from tinyrobust.campaign.defenses import DEFENSES
+
+    click.echo(_paragraph('Input defenses change what the device is given, on the host or in its firmware; training '
+                          'defenses retrain the float model, which is then quantized and deployed as firmware of its '
+                          'own. A campaign\'s [[defenses]] params override the defaults; params.preset = "NAME" starts '
+                          'from a named preset.', ""))  # fmt: skip
+    for d in DEFENSES.values():
+        where = "host, device" if d.device else "host"
+        click.echo(f"\n{d.name}: {d.kind} defense; where {where}")
+        click.echo(_paragraph(d.summary))
+        for line in _parameter_lines(d.defaults, d.meanings):
+            click.echo(line)
+        for preset, values in d.presets.items():
+            click.echo(f"    preset {preset}: " + ", ".join(f"{k} = {toml_value(v)}" for k, v in values.items()))
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `tinyrobust boards`).")
@@ -414,6 +472,40 @@ def bench(models, board, json_path, precision, verbose) -> None:
     click.echo(markdown(results))
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+@cli.command("profile")
+@click.argument("model")
+@click.option(
+    "--board",
+    "boards",
+    multiple=True,
+    default=[DEFAULT_BOARD],
+    show_default=True,
+    help="Emulated board (see `tinyrobust boards`); give it several times for a cross-board table.",
+)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), help="Also write a page with latency bars.")
+@_log_options
+def profile(model, boards, precision, json_path, html_path, verbose) -> None:
+    """Per layer of MODEL (built-in name or .tflite): MACs, instructions (cycles on hardware) and share of the
+    inference, checked to add up to it, and where flash and RAM go."""
+    import json
+
+    from tinyrobust.console import status
+    from tinyrobust.profile import format_results
+    from tinyrobust.profile import profile as run
+
+    with _log(None, verbose):
+        results = run(model, list(dict.fromkeys(boards)), precision, progress=status)
+    click.echo(format_results(results))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+    if html_path:
+        from tinyrobust.report.profile import write_profile_page
+
+        write_profile_page(results, html_path)
 
 
 def _stop_on_sigterm() -> None:

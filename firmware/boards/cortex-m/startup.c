@@ -13,11 +13,40 @@ __attribute__((weak)) void tr_board_early_init(void)
 
 #define SCB_CPACR (*(volatile uint32_t *)0xE000ED88)
 
+#ifdef TR_PROFILE
+/* The stack is filled with this word at reset; the deepest word that no longer holds it is the deepest the stack
+ * has reached (a pushed value equal to it would hide one word). */
+#define STACK_PAINT 0x5AA5C33Cu
+extern uint32_t __stack_bottom;
+
+/* Everything below the current stack pointer is free at reset; the loop calls nothing, so it writes no stack. */
+static void paint_stack(void)
+{
+    uint32_t *sp;
+    __asm volatile("mov %0, sp" : "=r"(sp));
+    for (volatile uint32_t *p = &__stack_bottom; p < sp; p++) {
+        *p = STACK_PAINT;
+    }
+}
+
+uint32_t tr_stack_high_water(void)
+{
+    const uint32_t *p = &__stack_bottom;
+    while (p < &__stack_top && *p == STACK_PAINT) {
+        p++;
+    }
+    return (uint32_t)((const char *)&__stack_top - (const char *)p);
+}
+#endif
+
 void Reset_Handler(void)
 {
     tr_board_early_init();
     memcpy(&__data_start, &__data_load, (uint32_t)((char *)&__data_end - (char *)&__data_start));
     memset(&__bss_start, 0, (uint32_t)((char *)&__bss_end - (char *)&__bss_start));
+#ifdef TR_PROFILE
+    paint_stack();
+#endif
 #if defined(__ARM_FP)
     SCB_CPACR |= 0xFu << 20; /* CP10 and CP11 full access */
     __asm volatile("dsb\n isb");

@@ -13,7 +13,7 @@ from tinyrobust.compile.model import CompiledModel
 from tinyrobust.compile.render import CODING_PREFIX, QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, render, render_coding
 from tinyrobust.device.boards import Board
 from tinyrobust.errors import UserError
-from tinyrobust.split.coder import Coding
+from tinyrobust.split.coder import Coding, HyperpriorCoding
 from tinyrobust.templates import render_template
 
 STACK_BYTES = 8192
@@ -136,13 +136,20 @@ def _link_for_board(
 
 
 def build_firmware(
-    model: CompiledModel, board: Board, out_dir: Path, channel: str = "uart", coding: Coding | None = None
+    model: CompiledModel,
+    board: Board,
+    out_dir: Path,
+    channel: str = "uart",
+    coding: Coding | None = None,
+    profile: bool = False,
 ) -> Firmware:
     """Render the model and the linker script, compile everything, and report memory from the ELF.
     channel: how the firmware talks to the host, "uart" or (emulated boards only) "semihosting".
     coding: makes a split build, whose model is a head with a symbol output (split.head.with_symbol_output):
     it also answers ENCODE, coding the output with these tables (docs/protocol.md), and reports the hash
-    coding.firmware_hash(model.model_hash), which the host hands to the handshake."""
+    coding.firmware_hash(model.model_hash), which the host hands to the handshake.
+    profile: makes a profile build (TR_PROFILE), which records every step's counter ticks and answers PROFILE
+    with them and the stack's high-water mark; a normal build has none of that code."""
     check_channel(board, channel)
     _check_fits(model, board)
     gen = out_dir / "generated"
@@ -155,29 +162,49 @@ def build_firmware(
         _check_coding(model, coding)
         model = replace(model, model_hash=coding.firmware_hash(model.model_hash))
         render_coding(model, coding, gen)
-        sources += [FIRMWARE / "entropy" / "tr_rans.c", gen / "coding.c"]
+        sources += [*_sources(FIRMWARE / "entropy"), gen / "coding.c"]
         includes.append(FIRMWARE / "entropy")
         defines.append("-DTR_SPLIT=1")
+    if profile:
+        defines.append("-DTR_PROFILE=1")
     render(model, gen)
     elf = _link_for_board(board, sources, includes, out_dir, "firmware", channel, defines)
     return Firmware(elf, memory_report(elf, model.arena_bytes), channel)
 
 
-def _check_coding(model: CompiledModel, coding: Coding) -> None:
-    """Refuse a split build whose output is not the latent's symbols, or whose coding has not one table per
-    channel of it."""
-    output = model.output
-    scale = None if output.scale is None else (output.scale.tolist(), output.zero_point.tolist())
-    if scale != ([1.0], [0]):
+def _check_coding(model: CompiledModel, coding: Coding | HyperpriorCoding) -> None:
+    """Refuse a split build whose symbol outputs are not the latent's symbols, or whose coding does not match
+    them: one table per channel of the latent, and for a hyperprior an int8 side latent and a hyper-decoder
+    output with a mean and a scale per element of the latent."""
+    hyperprior = isinstance(coding, HyperpriorCoding)
+    expected = 3 if hyperprior else 1
+    if len(model.outputs) != expected:
         raise UserError(
-            f"a split build codes the head's output integers as the latent's symbols, but its output has "
-            f"quantization {scale}; give it scale 1 and zero point 0 with split.head.with_symbol_output"
+            f"a split build with a {'hyperprior' if hyperprior else 'factorized prior'} codes a head with "
+            f"{expected} output(s), but this one has {len(model.outputs)}"
         )
-    if output.shape[-1] != coding.channels:
+    for output in model.outputs[: coding.symbol_outputs]:
+        scale = None if output.scale is None else (output.scale.tolist(), output.zero_point.tolist())
+        if scale != ([1.0], [0]):
+            raise UserError(
+                f"a split build codes the head's output integers as the latent's symbols, but its output has "
+                f"quantization {scale}; give it scale 1 and zero point 0 with split.head.with_symbol_output"
+            )
+    y = model.outputs[0]
+    if not hyperprior and y.shape[-1] != coding.channels:
         raise UserError(
-            f"the coding gives tables for {coding.channels} channels, but the head's output {output.shape} has "
-            f"{output.shape[-1]}; give one table index per output channel"
+            f"the coding gives tables for {coding.channels} channels, but the head's output {y.shape} has "
+            f"{y.shape[-1]}; give one table index per output channel"
         )
+    if hyperprior:
+        z, h = model.outputs[1:]
+        if y.type_name != "int8" or z.type_name != "int8" or h.type_name != "int8":
+            raise UserError("a hyperprior split build codes int8 heads only; quantize the head to int8")
+        if z.shape[-1] != coding.z.channels or tuple(h.shape) != (*y.shape[:-1], 2 * y.shape[-1]):
+            raise UserError(
+                f"the hyperprior's coding does not match the head: z {z.shape} for {coding.z.channels} channels, "
+                f"and the hyper-decoder's output {h.shape} must be the latent's {y.shape} with twice the channels"
+            )
 
 
 def check_channel(board: Board, channel: str) -> None:

@@ -34,16 +34,32 @@ class Attack:
     queries: bool = False  # gradient-free: can attack the device itself through its outputs
     min_side: int = 0  # the smallest image height and width the attack handles
     description: str = ""
+    meanings: dict = field(default_factory=dict)  # what each preset parameter means, for `tinyrobust attacks`
 
 
 ATTACKS: dict[str, Attack] = {}
 
+# What a parameter means in every attack that has it; each attack's registration says what its others mean.
+SHARED_MEANINGS = {
+    "batch_size": "inputs the attack gives the model at once",
+    "eps_step_fraction": "step size as a fraction of eps",
+    "binary_search_steps": "steps of the binary search over the constant c",
+    "initial_const": "first value of c, the weight of the misclassification loss against the distortion",
+    "confidence": "margin by which another class must win (C&W's kappa)",
+}
 
-def attack(name: str, *, preset: dict | None = None, **kind):
-    """Register make(classifier, eps, **params) as the attack `name`."""
+
+def attack(name: str, *, preset: dict | None = None, meanings: dict | None = None, **kind):
+    """Register make(classifier, eps, **params) as the attack `name`; every preset parameter needs a meaning, its
+    own in meanings or one of SHARED_MEANINGS."""
 
     def register(make: Callable) -> Callable:
-        ATTACKS[name] = Attack(name, make, dict(preset or {}), description=(make.__doc__ or "").strip(), **kind)
+        described = {key: (meanings or {}).get(key, SHARED_MEANINGS.get(key)) for key in preset or {}}
+        unexplained = [key for key, meaning in described.items() if meaning is None]
+        if unexplained:
+            raise ValueError(f"attack {name} registers parameters without a meaning: {', '.join(unexplained)}")
+        ATTACKS[name] = Attack(name, make, dict(preset or {}), description=(make.__doc__ or "").strip(),
+                               meanings=described, **kind)  # fmt: skip
         return make
 
     return register
@@ -61,14 +77,17 @@ def fgsm(classifier, eps, **params):
     return _evasion("FastGradientMethod")(classifier, norm=np.inf, eps=eps, **params)
 
 
-@attack("bim", preset={"eps_step_fraction": 0.25, "max_iter": 20, "batch_size": 128})
+@attack("bim", preset={"eps_step_fraction": 0.25, "max_iter": 20, "batch_size": 128},
+        meanings={"max_iter": "iterations"})  # fmt: skip
 def bim(classifier, eps, eps_step_fraction, **params):
     """Basic Iterative Method (iterated FGSM, projected on the L-inf ball; ART's max_iter 100 capped to 20)."""
     return _evasion("BasicIterativeMethod")(classifier, eps=eps, eps_step=eps * eps_step_fraction, verbose=False,
                                             **params)  # fmt: skip
 
 
-@attack("pgd", preset={"eps_step_fraction": 0.25, "max_iter": 20, "num_random_init": 1, "batch_size": 128})
+@attack("pgd", preset={"eps_step_fraction": 0.25, "max_iter": 20, "num_random_init": 1, "batch_size": 128},
+        meanings={"max_iter": "iterations",
+                  "num_random_init": "random starts in the eps ball (0: at the input)"})  # fmt: skip
 def pgd(classifier, eps, eps_step_fraction, **params):
     """Projected Gradient Descent, L-inf, from num_random_init random starts (ART's max_iter 100 capped to 20)."""
     return _evasion("ProjectedGradientDescent")(
@@ -76,7 +95,9 @@ def pgd(classifier, eps, eps_step_fraction, **params):
     )
 
 
-@attack("autoattack", preset={"max_iter": 20, "square_max_iter": 100, "num_random_init": 1, "batch_size": 128})
+@attack("autoattack", preset={"max_iter": 20, "square_max_iter": 100, "num_random_init": 1, "batch_size": 128},
+        meanings={"max_iter": "iterations of each APGD run", "square_max_iter": "iterations of the Square attack",
+                  "num_random_init": "random starts of each APGD run and restarts of Square"})  # fmt: skip
 def autoattack(classifier, eps, max_iter, square_max_iter, num_random_init, batch_size):
     """AutoAttack, L-inf: APGD with cross-entropy and DLR losses, then Square; each sample keeps the first
     success (ART's iteration counts 100 and 5000 capped to 20 and 100). ART's own AutoAttack class needs the
@@ -115,7 +136,9 @@ CW_L2_PRESET = {"binary_search_steps": 5, "max_iter": 10, "learning_rate": 0.01,
                 "confidence": 0.0, "batch_size": 128}  # fmt: skip
 
 
-@attack("cw_l2", preset=CW_L2_PRESET, eps="bound", norm="2")
+@attack("cw_l2", preset=CW_L2_PRESET, eps="bound", norm="2", meanings={
+    "max_iter": "gradient steps per search step",
+    "learning_rate": "first step size (ART adapts it by line search)"})  # fmt: skip
 def cw_l2(classifier, eps, **params):
     """Carlini and Wagner, L2 (ART's 10 binary search steps reduced to 5)."""
     return _evasion("CarliniL2Method")(classifier, verbose=False, **params)
@@ -125,7 +148,11 @@ CW_LINF_PRESET = {"max_iter": 5, "learning_rate": 0.1, "decrease_factor": 0.5, "
                   "largest_const": 2.0, "const_factor": 4.0, "confidence": 0.0, "batch_size": 128}  # fmt: skip
 
 
-@attack("cw_linf", preset=CW_LINF_PRESET, eps="bound")
+@attack("cw_linf", preset=CW_LINF_PRESET, eps="bound", meanings={
+    "max_iter": "gradient steps per value of tau and c", "learning_rate": "step size",
+    "decrease_factor": "factor that shrinks the L-inf bound tau after each success",
+    "largest_const": "largest value of c tried",
+    "const_factor": "factor that raises c while no example is found"})  # fmt: skip
 def cw_linf(classifier, eps, **params):
     """Carlini and Wagner, L-inf. ART runs it one sample at a time through nested searches over tau and the
     constant; its defaults (tau x0.9, constant 1e-5 to 20 by x2, 10 iterations) cost ~10,000 gradients per
@@ -135,7 +162,8 @@ def cw_linf(classifier, eps, **params):
 
 
 @attack("deepfool", preset={"max_iter": 50, "epsilon": 1e-6, "nb_grads": 10, "batch_size": 128}, eps="bound",
-        norm="2")  # fmt: skip
+        norm="2", meanings={"max_iter": "linearization steps", "epsilon": "overshoot past the boundary (not a budget)",
+                            "nb_grads": "classes (highest scores first) whose gradients are computed"})  # fmt: skip
 def deepfool(classifier, eps, **params):
     """DeepFool, L2 (ART's max_iter 100 capped to 50; epsilon is its overshoot, not a budget)."""
     return _evasion("DeepFool")(classifier, verbose=False, **params)
@@ -145,14 +173,19 @@ EAD_PRESET = {"binary_search_steps": 3, "max_iter": 10, "beta": 1e-3, "learning_
               "decision_rule": "EN", "batch_size": 128}  # fmt: skip
 
 
-@attack("ead", preset=EAD_PRESET, eps="bound", norm="1")
+@attack("ead", preset=EAD_PRESET, eps="bound", norm="1", meanings={
+    "max_iter": "iterations per search step", "beta": "weight of the L1 distortion against the L2 one",
+    "learning_rate": "first step size (it decays)",
+    "decision_rule": "distortion that picks the best example: EN, L1 or L2"})  # fmt: skip
 def ead(classifier, eps, **params):
     """Elastic-net attack (EAD), L1 + L2 (ART's 9 search steps and 100 iterations reduced to 3 and 10; the
     constant starts at 1e-2 instead of 1e-3, so that three search steps reach where ART's nine would)."""
     return _evasion("ElasticNet")(classifier, verbose=False, **params)
 
 
-@attack("jsma", preset={"theta": 0.1, "gamma": 1.0, "batch_size": 128}, eps="bound", norm="0")
+@attack("jsma", preset={"theta": 0.1, "gamma": 1.0, "batch_size": 128}, eps="bound", norm="0",
+        meanings={"theta": "change of each chosen input element per step, in input units",
+                  "gamma": "largest fraction of the input elements that may change"})  # fmt: skip
 def jsma(classifier, eps, **params):
     """Jacobian saliency map attack (JSMA), L0, towards a random other class (seeded): changes few features by
     theta each (ART's defaults)."""
@@ -164,7 +197,12 @@ ZOO_PRESET = {"max_iter": 100, "binary_search_steps": 1, "learning_rate": 0.1, "
               "variable_h": 1e-4}  # fmt: skip
 
 
-@attack("zoo", preset=ZOO_PRESET, eps="bound", norm="2", queries=True)
+@attack("zoo", preset=ZOO_PRESET, eps="bound", norm="2", queries=True, meanings={
+    "max_iter": "iterations per search step", "learning_rate": "step size of the coordinate updates",
+    "nb_parallel": "coordinates estimated and updated per iteration, two queries each",
+    "use_resize": "attack a downscaled input first, then enlarge it (for large images)",
+    "use_importance": "choose coordinates by importance instead of at random",
+    "variable_h": "step h of the finite differences that estimate the gradient"})  # fmt: skip
 def zoo(classifier, eps, **params):
     """Zeroth-order optimization (ZOO), C&W's L2 loss with estimated gradients. ART's 10 iterations at learning
     rate 0.01 leave digits untouched, so 100 at 0.1; nb_parallel 128 reduced to 16 coordinates per iteration;
@@ -173,8 +211,15 @@ def zoo(classifier, eps, **params):
     return _evasion("ZooAttack")(classifier, verbose=False, **params)
 
 
+SQUARE_MEANINGS = {
+    "max_iter": "iterations, one random square tried per sample each",
+    "p_init": "fraction of the input the first squares cover (it shrinks)",
+    "nb_restarts": "restarts",
+}
+
+
 @attack("square_linf", preset={"max_iter": 100, "p_init": 0.8, "nb_restarts": 1, "batch_size": 128},
-        queries=True)  # fmt: skip
+        queries=True, meanings=SQUARE_MEANINGS)  # fmt: skip
 def square_linf(classifier, eps, **params):
     """Square attack, L-inf (ART's defaults)."""
     return _evasion("SquareAttack")(classifier, norm=np.inf, eps=eps, verbose=False, **params)
@@ -183,7 +228,7 @@ def square_linf(classifier, eps, **params):
 # ART's Square L2 starts from a 5 x 5 grid of tiles height // 5 pixels high: under 10 pixels a tile is one pixel,
 # whose normalized pattern is 0 / 0, and every sample comes back NaN.
 @attack("square_l2", preset={"max_iter": 100, "p_init": 0.8, "nb_restarts": 1, "batch_size": 128}, norm="2",
-        queries=True, min_side=10)  # fmt: skip
+        queries=True, min_side=10, meanings=SQUARE_MEANINGS)  # fmt: skip
 def square_l2(classifier, eps, **params):
     """Square attack, L2 (eps is an L2 budget; ART's defaults)."""
     return _evasion("SquareAttack")(classifier, norm=2, eps=eps, verbose=False, **params)
@@ -193,7 +238,11 @@ BOUNDARY_PRESET = {"max_iter": 50, "num_trial": 10, "sample_size": 10, "init_siz
                    "epsilon": 0.01, "step_adapt": 0.667, "batch_size": 64}  # fmt: skip
 
 
-@attack("boundary", preset=BOUNDARY_PRESET, eps="bound", norm="2", queries=True)
+@attack("boundary", preset=BOUNDARY_PRESET, eps="bound", norm="2", queries=True, meanings={
+    "max_iter": "iterations", "num_trial": "trials per iteration and step", "sample_size": "random steps per trial",
+    "init_size": "random inputs tried to find an adversarial start", "delta": "first size of the step along the "
+    "boundary", "epsilon": "first size of the step towards the input", "step_adapt": "factor (0 to 1) that adapts "
+    "both step sizes"})  # fmt: skip
 def boundary(classifier, eps, **params):
     """Boundary attack, untargeted (ART's 5000 iterations, 25 trials and 20 samples capped to 50, 10 and 10)."""
     return _evasion("BoundaryAttack")(classifier, targeted=False, verbose=False, **params)
@@ -203,7 +252,12 @@ GEODA_PRESET = {"max_iter": 400, "sub_dim": 4, "bin_search_tol": 0.1, "lambda_pa
                 "norm": 2, "batch_size": 64}  # fmt: skip
 
 
-@attack("geoda", preset=GEODA_PRESET, eps="bound", norm="2", queries=True)
+@attack("geoda", preset=GEODA_PRESET, eps="bound", norm="2", queries=True, meanings={
+    "max_iter": "queries per sample, spread over the iterations (at least 250)",
+    "sub_dim": "side of the low-frequency DCT subspace the directions are drawn from",
+    "bin_search_tol": "binary search stops when the L2 step left is below this",
+    "lambda_param": "how queries are spread over iterations (0: one iteration, 1: evenly)",
+    "sigma": "variance of the Gaussian probes", "norm": "norm minimized: 2, inf or 1"})  # fmt: skip
 def geoda(classifier, eps, **params):
     """GeoDA, geometric decision-based attack (ART's 4000 queries capped to 400, ART needs 250 at least;
     sub_dim 4 for 8x8 inputs)."""
@@ -231,7 +285,10 @@ HOPSKIPJUMP_PRESET = {"max_iter": 10, "max_eval": 1000, "init_eval": 100, "init_
                       "batch_size": 64}  # fmt: skip
 
 
-@attack("hopskipjump", preset=HOPSKIPJUMP_PRESET, eps="bound", norm="2", queries=True)
+@attack("hopskipjump", preset=HOPSKIPJUMP_PRESET, eps="bound", norm="2", queries=True, meanings={
+    "max_iter": "iterations", "max_eval": "most queries for one gradient estimate",
+    "init_eval": "queries for the first gradient estimate",
+    "init_size": "random inputs tried to find an adversarial start", "norm": "norm minimized: 2 or inf"})  # fmt: skip
 def hopskipjump(classifier, eps, **params):
     """HopSkipJump, untargeted (ART's max_iter 50 and max_eval 10000 capped to 10 and 1000)."""
     return _evasion("HopSkipJump")(classifier, targeted=False, verbose=False, **params)

@@ -71,7 +71,7 @@ class Campaign:
     seeds: list[int] = field(default_factory=lambda: [0])
     attacks: list[AttackSpec] = field(default_factory=list)
     defenses: list[DefenseSpec] = field(default_factory=list)
-    data: str | None = None  # .npz: test data of a .tflite model, or a data set to train a built-in model on
+    data: str | None = None  # test data of a .tflite model, or a data set to train a built-in model on (zoo.load_data)
     float_model: str | None = None  # .keras for a .tflite model
 
     def recorded(self) -> dict:
@@ -235,7 +235,8 @@ def check(c: Campaign) -> None:
 # ---- the inverse: a recorded campaign as the config file that runs it again ----------------------------
 
 
-def _toml_value(value) -> str:
+def toml_value(value) -> str:
+    """A value as a config file writes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -243,9 +244,9 @@ def _toml_value(value) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        items = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+        items = [f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None]
         return "{ " + ", ".join(items) + " }" if items else "{}"
     raise TypeError(f"no TOML for {value!r}")
 
@@ -263,9 +264,9 @@ def to_toml(recorded: dict) -> str:
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             tables.append((key, value))
         elif not (isinstance(value, list) and not value and key in ("attacks", "defenses")):
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+            lines.append(f"{_toml_key(key)} = {toml_value(value)}")
     for key, entries in tables:
         for entry in entries:
             lines += ["", f"[[{key}]]"]
-            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if v is not None]
+            lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in entry.items() if v is not None]
     return "\n".join(lines) + "\n"

@@ -40,14 +40,33 @@ class Defense:
     presets: dict[str, dict]
     factory: Callable  # (**params) -> x -> x (input), or (keras_model, x, y, seed, **params) -> model (training)
     device: tuple[str, ...] = ()  # the device stages (compile/stages.py) that run it, in order
+    meanings: dict = field(default_factory=dict)  # what each parameter means, for `tinyrobust defenses`
 
 
 DEFENSES: dict[str, Defense] = {}
 
+# What a parameter means in every defense that has it; each defense's registration says what its others mean.
+SHARED_MEANINGS = {
+    "clip_values": "the model's input range (low, high)",
+    "bit_depth": "bits kept of each input value",
+    "window_size": "side of the square median window, in pixels",
+    "epochs": "training epochs",
+    "batch_size": "training batch size",
+    "learning_rate": "Adam's learning rate",
+}
 
-def defense(name: str, kind: str, summary: str, defaults: dict, presets: dict, device: tuple[str, ...] = ()):
+
+def defense(name: str, kind: str, summary: str, defaults: dict, presets: dict, device: tuple[str, ...] = (),
+            meanings: dict | None = None):  # fmt: skip
+    """Register a factory as the defense `name`; every parameter needs a meaning, its own in meanings or one of
+    SHARED_MEANINGS."""
+
     def register(factory: Callable) -> Callable:
-        DEFENSES[name] = Defense(name, kind, summary, defaults, presets, factory, device)
+        described = {key: (meanings or {}).get(key, SHARED_MEANINGS.get(key)) for key in defaults}
+        unexplained = [key for key, meaning in described.items() if meaning is None]
+        if unexplained:
+            raise ValueError(f"defense {name} registers parameters without a meaning: {', '.join(unexplained)}")
+        DEFENSES[name] = Defense(name, kind, summary, defaults, presets, factory, device, described)
         return factory
 
     return register
@@ -140,6 +159,7 @@ def feature_squeezing(bit_depth: int, window_size: int, clip_values: tuple[float
 @defense(
     "jpeg", "input", "JPEG compression at a quality (ART JpegCompression; 1 or 3 channels)",
     {"quality": 50, "clip_values": (0.0, 1.0)}, {"mild": {"quality": 75}, "strong": {"quality": 25}},
+    meanings={"quality": "JPEG quality, 1 to 100 (lower compresses more)"},
 )  # fmt: skip
 def jpeg(quality: int, clip_values: tuple[float, float]):
     from art.defences.preprocessor import JpegCompression
@@ -151,6 +171,9 @@ def jpeg(quality: int, clip_values: tuple[float, float]):
     "total-variation", "input", "total variation minimization of randomly kept pixels (ART TotalVarMin)",
     {"prob": 0.3, "norm": 2, "lamb": 0.5, "max_iter": 10, "clip_values": (0.0, 1.0)},
     {"guo2018": {"prob": 0.3, "lamb": 0.03, "max_iter": 10}},
+    meanings={"prob": "share of the pixels kept, at random, as the reconstruction's anchors",
+              "norm": "norm of the distance to the kept pixels", "lamb": "weight of the total variation",
+              "max_iter": "iterations of the minimization"},
 )  # fmt: skip
 def total_variation(prob: float, norm: int, lamb: float, max_iter: int, clip_values: tuple[float, float]):
     from art.defences.preprocessor import TotalVarMin
@@ -165,6 +188,8 @@ def total_variation(prob: float, norm: int, lamb: float, max_iter: int, clip_val
 @defense(
     "pixeldefend", "input", "PixelDefend: move each pixel within eps/255 to its most likely value under a PixelCNN",
     {"eps": 16, "pixel_cnn": None, "clip_values": (0.0, 1.0)}, {"song2018": {"eps": 16}},
+    meanings={"eps": "largest move of each pixel, in steps of 1/255",
+              "pixel_cnn": "the PixelCNN (a campaign trains one on the model's training data)"},
 )  # fmt: skip
 def pixeldefend(eps: int, pixel_cnn, clip_values: tuple[float, float]):
     if pixel_cnn is None:
@@ -308,6 +333,7 @@ TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 32, "learning_rate": 1e-3, "cli
     {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
      "cifar": {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 7},
      "digits": {"eps": 0.1, "eps_step": 0.025, "max_iter": 5, "epochs": 10, "batch_size": 128}},
+    meanings={"eps": "L-inf budget of the PGD examples", "eps_step": "PGD's step size", "max_iter": "PGD's steps"},
 )  # fmt: skip
 def pgd_training(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, eps, eps_step, max_iter):
     from art.attacks.evasion import ProjectedGradientDescent
@@ -333,6 +359,7 @@ def pgd_training(model, x, y, seed, epochs, batch_size, learning_rate, clip_valu
     {**TRAINING_DEFAULTS, "temperature": 20.0, "epochs": 20},
     {"papernot2016": {"temperature": 100.0, "epochs": 50},
      "digits": {"temperature": 20.0, "epochs": 40, "learning_rate": 3e-3}},
+    meanings={"temperature": "softmax temperature of the soft labels and of the student's training"},
 )  # fmt: skip
 def distillation(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, temperature):
     import keras
@@ -358,6 +385,8 @@ def distillation(model, x, y, seed, epochs, batch_size, learning_rate, clip_valu
     "transferred from independently trained static models (ART AdversarialTrainer)",
     {**TRAINING_DEFAULTS, "eps": 0.1, "ratio": 0.5, "static_epochs": 10},
     {"mnist": {"eps": 0.3}, "cifar": {"eps": 16 / 255}, "digits": {"eps": 0.1, "epochs": 10, "static_epochs": 10}},
+    meanings={"eps": "L-inf budget of the FGSM examples", "ratio": "share of each batch replaced by FGSM examples",
+              "static_epochs": "training epochs of each static model"},
 )  # fmt: skip
 def ensemble_training(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, eps, ratio, static_epochs):
     import keras
@@ -392,6 +421,8 @@ def ensemble_training(model, x, y, seed, epochs, batch_size, learning_rate, clip
     {"mnist": {"eps": 0.3, "eps_step": 0.01, "max_iter": 40, "beta": 6.0},
      "cifar": {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 10, "beta": 6.0},
      "digits": {"eps": 0.1, "eps_step": 0.025, "max_iter": 5, "beta": 6.0, "epochs": 10}},
+    meanings={"eps": "L-inf budget of the inner PGD", "eps_step": "step size of the inner PGD",
+              "max_iter": "steps of the inner PGD", "beta": "weight of the KL divergence against the cross-entropy"},
 )  # fmt: skip
 def trades(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, eps, eps_step, max_iter, beta):
     import keras

@@ -621,6 +621,45 @@ def lower_concatenation(graph: Graph, op: Op, name: str) -> Kernel:
     return Kernel("tr_concatenation", "tr_concatenation_params", fields, constants, op.inputs, variadic=True)
 
 
+def _nearest_neighbors(in_size: int, out_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
+    """TFLM's GetNearestNeighbor for every output index: the source index, from a float32 scale and float32
+    products as TFLM computes them, so that the indexes are TFLM's wherever a product falls near an integer."""
+    f32 = np.float32
+    scale = f32(in_size - 1) / f32(out_size - 1) if align_corners and out_size > 1 else f32(in_size) / f32(out_size)
+    offset = f32(0.5) if half_pixel_centers else f32(0.0)
+    products = (np.arange(out_size, dtype=f32) + offset) * scale
+    # TfLiteRound (halves away from zero) of a nonnegative float32 is floor(x + 0.5), exact in double.
+    source = np.floor(products.astype(np.float64) + 0.5) if align_corners else np.floor(products)
+    return np.clip(source.astype(np.int64), 0, in_size - 1)
+
+
+def lower_resize_nearest_neighbor(graph: Graph, op: Op, name: str) -> Kernel:
+    """TFLM's RESIZE_NEAREST_NEIGHBOR: the source row of every output row and the source column of every output
+    column as tables, and one kernel copying bytes for every type. TFLM copies the values whatever the input and
+    output quantization (it checks neither; the converter gives both the same), so any copy is bit-exact."""
+    x, out = _tensor(graph, op), _tensor(graph, op, output=True)
+    _activation_type(graph, op, out.index)
+    size = graph.tensors[op.inputs[1]]
+    if len(x.shape) != 4 or x.shape[0] != 1:
+        raise Unsupported(f"input shape {x.shape} (batch 1 NHWC expected)")
+    if size.type_name != "int32" or size.shape != (2,):
+        raise Unsupported(f"a {size.type_name} size of shape {size.shape} (TFLM needs 2 int32 values)")
+    if size.data is None:
+        raise Unsupported("a size that is not constant")
+    (out_h, out_w), (_, in_h, in_w, in_c) = size.data.tolist(), x.shape
+    if out_h < 1 or out_w < 1 or tuple(out.shape) != (1, out_h, out_w, in_c):
+        raise Unsupported(f"output shape {out.shape} inconsistent with its size [{out_h}, {out_w}]")
+    o = op.options
+    rows = _nearest_neighbors(in_h, out_h, o.alignCorners, o.halfPixelCenters)
+    cols = _nearest_neighbors(in_w, out_w, o.alignCorners, o.halfPixelCenters)
+    constants = [Constant(f"{name}_rows", "int32_t", rows), Constant(f"{name}_cols", "int32_t", cols)]
+    fields = {
+        "in_w": in_w, "out_h": out_h, "out_w": out_w, "pixel_bytes": in_c * x.dtype.itemsize,
+        "rows": f"{name}_rows", "cols": f"{name}_cols",
+    }  # fmt: skip
+    return Kernel("tr_resize_nearest_neighbor", "tr_resize_nearest_neighbor_params", fields, constants)
+
+
 def lower_mean(graph: Graph, op: Op, name: str) -> Kernel:
     """TFLM's int8 MEAN (QuantizedMeanOrSum), with the 1/count factor folded into the multiplier as its eval
     does. This TFLM takes that path even when the input and output quantization are equal, and for int16 too."""
@@ -671,13 +710,14 @@ LOWERINGS_S8 = {
     "STRIDED_SLICE": lower_strided_slice,
     "CONCATENATION": lower_concatenation,
     "MEAN": lower_mean,
+    "RESIZE_NEAREST_NEIGHBOR": lower_resize_nearest_neighbor,
 }
 # int16x8 runs the same prepare for these ops (the kernels differ by suffix); its SOFTMAX, LOGISTIC and TANH
 # have their own, with tables.
 LOWERINGS_S16 = {
     **{op: LOWERINGS_S8[op] for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
                                       "AVERAGE_POOL_2D", "ADD", "MUL", "RELU", "RELU6", "QUANTIZE", "PAD", "PADV2",
-                                      "STRIDED_SLICE", "CONCATENATION", "MEAN")},
+                                      "STRIDED_SLICE", "CONCATENATION", "MEAN", "RESIZE_NEAREST_NEIGHBOR")},
     "SOFTMAX": lower_softmax_s16,
     "LOGISTIC": lower_logistic_s16,
     "TANH": lower_tanh_s16,

@@ -54,11 +54,15 @@ class CompiledModel:
     arena_bytes: int
     offsets: dict[int, int]  # tensor index -> byte offset in the arena
     input: Tensor
-    output: Tensor
+    outputs: list[Tensor]  # the first is the one INFER returns; a split head's others are coded with it
     model_hash: bytes
     op_counts: dict[str, int] = field(default_factory=dict)
     element_types: dict[int, str] = field(default_factory=dict)  # tensor index -> C type, for arena tensors
     preprocess: list[dict] = field(default_factory=list)  # device pre-processing stages before the network
+
+    @property
+    def output(self) -> Tensor:
+        return self.outputs[0]
 
 
 def model_hash(tflite: bytes, preprocess: list[dict] | None = None) -> bytes:
@@ -75,12 +79,13 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
     stages run on the quantized input before the network, e.g. [{"stage": "median", "k": 3}]."""
     preprocess = device_stages.canonical(preprocess or [])
     graph = read_tflite(tflite)
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+    if len(graph.inputs) != 1 or not graph.outputs:
         raise UserError(
-            f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; one of each is supported"
+            f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; one input and at least "
+            "one output are supported"
         )
-    x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
-    for role, t in (("input", x), ("output", y)):
+    x, ys = graph.tensors[graph.inputs[0]], [graph.tensors[t] for t in graph.outputs]
+    for role, t in (("input", x), *(("output", y) for y in ys)):
         if t.type_name not in ("int8", "int16"):
             raise UserError(
                 f"the model's {role} is {t.type_name}, not int8 or int16; quantize it with inference_input_type "
@@ -111,7 +116,7 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
         raise UserError("the model uses operators the runtime does not support: " + "; ".join(problems))
 
     steps, constants = _schedule(graph, lowered)
-    arena_bytes, buffer_offsets = plan_arena(_buffers(graph, steps, alias_of, x.index, y.index))
+    arena_bytes, buffer_offsets = plan_arena(_buffers(graph, steps, alias_of, x.index, [y.index for y in ys]))
     offsets = {}
     for t in graph.tensors:
         owner = alias_of.get(t.index, t.index)
@@ -122,7 +127,7 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
         counts[op.kind] = counts.get(op.kind, 0) + 1
     types = {t: C_TYPES.get(graph.tensors[t].type_name, "int8_t") for t in offsets}
     digest = model_hash(tflite, preprocess)
-    return CompiledModel(steps, constants, arena_bytes, offsets, x, y, digest, counts, types, preprocess)
+    return CompiledModel(steps, constants, arena_bytes, offsets, x, ys, digest, counts, types, preprocess)
 
 
 def _schedule(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> tuple[list[Step], list[Constant]]:
@@ -143,7 +148,7 @@ def _schedule(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> tuple[list[Step
     return steps, constants
 
 
-def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, y: int) -> list[Buffer]:
+def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, ys: list[int]) -> list[Buffer]:
     """Activation buffers with their lifetimes in schedule positions; aliases extend their owner's life."""
     first: dict[int, int] = {alias_of.get(x, x): 0}
     last: dict[int, int] = {}
@@ -157,6 +162,6 @@ def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, 
         owner = alias_of.get(step.output, step.output)
         first.setdefault(owner, i)
         last[owner] = max(last.get(owner, i), i)
-    out_owner = alias_of.get(y, y)
-    last[out_owner] = len(steps)  # the output is read after the last step
+    for y in ys:
+        last[alias_of.get(y, y)] = len(steps)  # the outputs are read after the last step
     return [Buffer(t, graph.tensors[t].nbytes, first[t], last[t]) for t in first]

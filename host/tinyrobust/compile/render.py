@@ -11,7 +11,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from tinyrobust.compile.model import CompiledModel, Step
-    from tinyrobust.split.coder import Coding
+    from tinyrobust.split.coder import Coding, HyperpriorCoding
 
 # Name prefixes by which the memory report counts constants apart from code: the model's weights and biases,
 # the per-channel requantization multipliers and shifts, and a split build's coder tables and table indexes.
@@ -82,18 +82,36 @@ def _write(out_dir: Path, names: tuple[str, ...], context: dict) -> list[Path]:
     return paths
 
 
-def render_coding(model: CompiledModel, coding: Coding, out_dir: Path) -> list[Path]:
-    """Write coding.h and coding.c for a split build: the coder's tables and every output element's table index
-    as constants in flash, and the stream buffer's worst-case size (Coding.max_stream_bytes)."""
-    from tinyrobust.split.coder import c_tables
+def render_coding(model: CompiledModel, coding: Coding | HyperpriorCoding, out_dir: Path) -> list[Path]:
+    """Write coding.h and coding.c for a split build: the coder's tables, table indexes and (for a hyperprior)
+    the lookup tables of the means and scales as constants in flash, the stream buffer's worst-case size, and
+    tr_coding_encode, which codes the head's outputs."""
+    from tinyrobust.split.coder import HyperpriorCoding, c_tables
 
-    shape, dtype = model.output.shape, model.output.dtype
+    y = model.outputs[0]
     context = {
-        "symbols": int(np.prod(shape, dtype=np.int64)),
-        "symbol_bytes": dtype.itemsize,
-        "stream_bytes": coding.max_stream_bytes(shape, dtype),
-        "tables": c_tables(coding.tables, f"{CODING_PREFIX}tables"),
-        "indexes": c_array(coding.indexes(shape)),
+        "symbols": int(np.prod(y.shape, dtype=np.int64)),
+        "symbol_bytes": y.dtype.itemsize,
         "prefix": CODING_PREFIX,
     }
+    if isinstance(coding, HyperpriorCoding):
+        z = model.outputs[1]
+        context |= {
+            "entropy_model": "hyperprior",
+            "stream_bytes": coding.max_stream_bytes(y.shape, z.shape),
+            # One array of tables on the device: z's, then the Gaussian ones, which the scale lookup points past z's.
+            "tables": c_tables(coding.z.tables + coding.gaussian, f"{CODING_PREFIX}tables"),
+            "z_symbols": int(np.prod(z.shape, dtype=np.int64)),
+            "z_indexes": c_array(coding.z.indexes(z.shape)),
+            "channels": y.shape[-1],
+            "means": c_array(coding.means),
+            "scales": c_array(coding.scales.astype(np.int64) + len(coding.z.tables)),
+        }
+    else:
+        context |= {
+            "entropy_model": "factorized",
+            "stream_bytes": coding.max_stream_bytes(y.shape, y.dtype),
+            "tables": c_tables(coding.tables, f"{CODING_PREFIX}tables"),
+            "indexes": c_array(coding.indexes(y.shape)),
+        }
     return _write(out_dir, ("coding.h", "coding.c"), context)

@@ -67,22 +67,21 @@ def _summary(values: np.ndarray) -> dict:
     return {"median": float(np.median(values)), "min": float(values.min()), "max": float(values.max())}
 
 
+def count_unit(board: Board, counter: str = "systick") -> tuple[str, float, str]:
+    """What the device's ticks count: the unit ("instructions" in the emulator, SysTick under -icount; "cycles"
+    on hardware, DWT CYCCNT or SysTick), how many of it one tick is, and where the count comes from."""
+    if board.emulated and counter == "systick":
+        return "instructions", instructions_per_tick(board), counter_source(board)
+    source = "DWT CYCCNT" if counter == "dwt" else "SysTick (core clock)"
+    return "cycles", 1.0, f"{source} on {board.name}: core clock cycles; milliseconds at {board.clock_hz / 1e6:g} MHz"
+
+
 def latency(board: Board, ticks: list[int], counter: str = "systick") -> dict:
     """Per-inference counts in the unit of the counter the device reported: executed instructions in the
     emulator (SysTick under -icount), core cycles on hardware (DWT CYCCNT, or SysTick), with milliseconds."""
+    unit, per_tick, source = count_unit(board, counter)
     counts = np.array(ticks, dtype=np.float64)
-    if board.emulated and counter == "systick":
-        return {
-            "unit": "instructions",
-            "source": counter_source(board),
-            "per_inference": _summary(counts * instructions_per_tick(board)),
-            "inferences": len(counts),
-        }
-    source = "DWT CYCCNT" if counter == "dwt" else "SysTick (core clock)"
-    return {
-        "unit": "cycles",
-        "source": f"{source} on {board.name}: core clock cycles; milliseconds at {board.clock_hz / 1e6:g} MHz",
-        "per_inference": _summary(counts),
-        "milliseconds": _summary(counts * 1000.0 / board.clock_hz),
-        "inferences": len(counts),
-    }
+    summary = {"unit": unit, "source": source, "per_inference": _summary(counts * per_tick)}
+    if unit == "cycles":
+        summary["milliseconds"] = _summary(counts * 1000.0 / board.clock_hz)
+    return {**summary, "inferences": len(counts)}

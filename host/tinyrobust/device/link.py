@@ -15,6 +15,8 @@ HEADER = struct.Struct("<BHH")  # type, seq, length
 PROTOCOL_VERSION = 1
 MSG_INFO, MSG_INFER, MSG_SESSION, MSG_LOAD, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0x03, 0x04, 0x80, 0x7F
 MSG_ENCODE, MSG_FETCH = 0x05, 0x06  # a split build's: the head's output entropy-coded, and the rest of its stream
+MSG_PROFILE = 0x07  # a profile build's: each step's ticks of the last inference, and the stack's high-water mark
+PROFILE_REPLY = struct.Struct("<II")  # steps, deepest stack use since reset (bytes); then u64 ticks per step
 LOAD_OFFSET = struct.Struct("<I")
 ENCODE_REPLY = struct.Struct("<QQI")  # head ticks, coder ticks, stream bytes; then the stream's first part
 STREAM_CHUNK_BYTES = 1024  # the most stream bytes a device sends in one ENCODE or FETCH reply
@@ -119,6 +121,8 @@ class Device:
                     raise UserError(
                         "the device's firmware does not encode: build it with a coding (build_firmware's coding)"
                     )
+                if code == ERR_UNKNOWN_TYPE and msg_type == MSG_PROFILE:
+                    raise UserError("the device's firmware does not profile: build it with build_firmware's profile")
                 problem = f"device error: {DEVICE_ERRORS.get(code, 'unknown')}"
                 continue
             problem = f"unexpected reply type {reply_type:#x}"
@@ -218,6 +222,17 @@ class Device:
         for offset in range(0, len(tensor), chunk):
             self.request(MSG_LOAD, LOAD_OFFSET.pack(offset) + tensor[offset : offset + chunk])
         return b""
+
+    def profile(self, steps: int) -> tuple[list[int], int]:
+        """A profile build's record of the last inference (PROFILE): the counter ticks of each of the schedule's
+        steps, and the deepest the stack has reached since reset, in bytes."""
+        reply_bytes = PROFILE_REPLY.size + 8 * steps
+        self.max_reply = max(self.max_reply, reply_bytes)
+        body = self.request(MSG_PROFILE, reply_bytes=reply_bytes)
+        count, stack_bytes = PROFILE_REPLY.unpack_from(body)
+        if count != steps or len(body) != reply_bytes:  # restarting cannot help: another build answered
+            raise UserError(f"the device's firmware profiles {count} steps, not the model's {steps}; rebuild it")
+        return list(struct.unpack_from(f"<{steps}Q", body, PROFILE_REPLY.size)), stack_bytes
 
     def encode(self, tensor: bytes) -> tuple[bytes, int, int]:
         """Run a split build's head and code its output (ENCODE, then FETCH for a stream longer than one reply);

@@ -38,6 +38,22 @@ def tflm_outputs(tflite: bytes, xq: np.ndarray) -> np.ndarray:
     return np.stack(outputs)
 
 
+def tflm_every_output(tflite: bytes, xq: np.ndarray) -> list[np.ndarray]:
+    """Every output of TFLite Micro's reference kernels, one array per output, samples first (batch dropped)."""
+    from tflite_micro import runtime
+
+    from tinyrobust.compile.graph import read_tflite
+
+    interpreter = runtime.Interpreter.from_bytes(tflite)
+    count = len(read_tflite(tflite).outputs)
+    outputs = []
+    for sample in xq:
+        interpreter.set_input(sample[None], 0)
+        interpreter.invoke()
+        outputs.append([interpreter.get_output(k)[0].copy() for k in range(count)])
+    return [np.stack(per_output) for per_output in zip(*outputs, strict=True)]
+
+
 def tflite_outputs(tflite: bytes, xq: np.ndarray, reference_kernels: bool = False) -> np.ndarray:
     """Outputs of the desktop LiteRT (TFLite) interpreter: its default, optimized kernels, or its reference ones."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType

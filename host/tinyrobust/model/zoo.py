@@ -12,6 +12,7 @@ import numpy as np
 
 from tinyrobust.assets import MODELS
 from tinyrobust.errors import UserError
+from tinyrobust.model import datasets
 
 
 @dataclass
@@ -89,27 +90,24 @@ def load_dataset(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return x_train, y_train, x_test, y_test
 
 
-def load_npz(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A user's data set for a built-in model: arrays x_train, y_train, x_test and y_test in an .npz, or x and y
-    split like a built-in data set. Inputs are in the float model's domain, labels are class numbers."""
-    if not path.is_file():
-        raise UserError(f"data file {path} does not exist; pass an .npz with arrays x_train, y_train, x_test, y_test")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as exc:
-        raise UserError(f"{path} is not an .npz of numeric arrays ({exc}); save it with np.savez") from None
-    if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
-        x_train, y_train, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    elif {"x", "y"} <= set(arrays):
+def load_data(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A user's data set for a built-in model (see datasets.read): an .npz of x_train, y_train, x_test and y_test
+    (or x and y) in the float model's domain, CIFAR-10's binary version, or a folder of images with one sub-folder
+    per class, as pixels / 255 at the model's input shape. Labels are class numbers. Without a test part of its
+    own, the data is split like a built-in data set."""
+    data = datasets.read(Path(path), tuple(spec["input_shape"]), cache_dir() / "data")
+    if data.x_test is None:
         from sklearn.model_selection import train_test_split
 
-        x_train, x_test, y_train, y_test = train_test_split(
-            arrays["x"], arrays["y"], test_size=spec["training"]["test_fraction"], random_state=spec["seed"]
-        )
+        try:
+            x_train, x_test, y_train, y_test = train_test_split(
+                data.x, data.y, test_size=spec["training"]["test_fraction"], random_state=spec["seed"]
+            )
+        except ValueError as exc:
+            raise UserError(f"{path}: its {len(data.x)} inputs and {len(data.y)} labels cannot be split into "
+                            f"training and test parts ({exc})") from None  # fmt: skip
     else:
-        raise UserError(f"{path} holds {', '.join(arrays) or 'no arrays'}; a built-in model's data needs arrays "
-                        "x_train, y_train, x_test, y_test (or x and y)")  # fmt: skip
+        x_train, y_train, x_test, y_test = data.x, data.y, data.x_test, data.y_test
     shape = tuple(spec["input_shape"])
     for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if x.shape[1:] != shape or len(x) != len(y) or not len(x):
@@ -119,6 +117,11 @@ def load_npz(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray
             raise UserError(f"{path}: the {part} labels must be class numbers 0..{spec['classes'] - 1}")
     return (x_train.astype(np.float32), y_train.astype(np.int64).reshape(-1), x_test.astype(np.float32),
             y_test.astype(np.int64).reshape(-1))  # fmt: skip
+
+
+def data_tag(path: Path, spec: dict) -> str:
+    """What a cache folder's name says of the user's data set a model was trained on."""
+    return f"-data-{datasets.source_key(Path(path), tuple(spec['input_shape']))[:12]}"
 
 
 def synthetic_inputs(spec: dict, count: int, seed: int) -> np.ndarray:
@@ -208,10 +211,10 @@ SYNTHETIC_REPRESENTATIVE, SYNTHETIC_TEST = 100, 100
 
 
 def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -> Model:
-    """Train (once, cached) and quantize a built-in model, on its data set or the user's (data: an .npz, see
-    load_npz). Without either, the model keeps seeded random weights and is quantized on random inputs in the
-    data's range: enough for exactness, latency and memory, not for accuracy. Its labels are then the float
-    model's own classes."""
+    """Train (once, cached) and quantize a built-in model, on its data set or the user's (data: see load_data).
+    Without either, the model keeps seeded random weights and is quantized on random inputs in the data's range:
+    enough for exactness, latency and memory, not for accuracy. Its labels are then the float model's own
+    classes."""
     import keras
 
     from tinyrobust.model.quantize import quantize
@@ -221,8 +224,8 @@ def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -
     spec_hash = hashlib.sha256((MODELS / f"{name}.toml").read_bytes()).hexdigest()[:12]
     tag = "" if trained else "-untrained"
     if data is not None:
-        splits = load_npz(Path(data), spec)
-        tag = f"-data-{hashlib.sha256(Path(data).read_bytes()).hexdigest()[:12]}"
+        splits = load_data(Path(data), spec)
+        tag = data_tag(Path(data), spec)
     folder = cache_dir() / "models" / f"{name}-{spec_hash}{tag}"
     keras_path = folder / "float.keras"
     tflite_path = folder / f"{precision}.tflite"
@@ -247,18 +250,25 @@ def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -
 
 
 def load_user(tflite: Path, float_model: Path | None, data: Path | None) -> Model:
-    """A user's quantized model, optional float model and test data (arrays x and y in an .npz)."""
+    """A user's quantized model, optional float model and test data: arrays x and y in an .npz, or CIFAR-10 or an
+    image folder (see load_data) as pixels / 255 at the model's input shape, of which the test part is taken when
+    the source has one, or every image."""
     if not tflite.is_file():
         raise UserError(f"model file {tflite} does not exist; pass an int8 .tflite file with --model")
     if data is None:
         raise UserError("a user model needs test data: pass --data file.npz with arrays x (inputs) and y (labels)")
-    if not data.is_file():
+    if data.suffix != ".npz":
+        images = datasets.read(data, _tflite_input_shape(tflite), cache_dir() / "data")
+        x, y = (images.x, images.y) if images.x_test is None else (images.x_test, images.y_test)
+    elif not data.is_file():
         raise UserError(f"data file {data} does not exist; pass an .npz with arrays x and y")
-    try:
-        with np.load(data, allow_pickle=False) as arrays:
-            x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64).reshape(-1)
-    except (KeyError, ValueError, OSError) as exc:
-        raise UserError(f"{data} is not an .npz with numeric arrays x and y ({exc}); save it with np.savez") from None
+    else:
+        try:
+            with np.load(data, allow_pickle=False) as arrays:
+                x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64).reshape(-1)
+        except (KeyError, ValueError, OSError) as exc:
+            raise UserError(f"{data} is not an .npz with numeric arrays x and y ({exc}); save it with "
+                            "np.savez") from None  # fmt: skip
     if len(x) != len(y):
         raise UserError(f"{data} has {len(x)} inputs x but {len(y)} labels y; they must match")
     keras_model = None
@@ -272,6 +282,16 @@ def load_user(tflite: Path, float_model: Path | None, data: Path | None) -> Mode
         except Exception as exc:  # Keras raises many kinds for a bad file
             raise UserError(f"cannot load {float_model} as a Keras model ({exc})") from None
     return Model(tflite.stem, tflite.read_bytes(), keras_model, x, y)
+
+
+def _tflite_input_shape(tflite: Path) -> tuple[int, ...]:
+    """The input shape of a .tflite model, without its batch dimension."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        return tuple(int(s) for s in Interpreter(model_path=str(tflite)).get_input_details()[0]["shape"][1:])
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot read {tflite} as a .tflite model ({exc}); pass a quantized .tflite file") from None
 
 
 def is_file(model: str) -> bool:

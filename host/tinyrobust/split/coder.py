@@ -183,6 +183,15 @@ class _Decoder:
 def decode(data: bytes, tables: list[Table], indexes) -> np.ndarray:
     """The int16 symbols (in the shape of indexes) of a stream written by encode or tr_rans_encode; raises
     MalformedStream for anything else, as tr_rans_decode fails."""
+    symbols, used = decode_prefix(data, tables, indexes)
+    if used != len(data):
+        raise MalformedStream("the stream does not end where its symbols do: it is corrupt or was cut.")
+    return symbols
+
+
+def decode_prefix(data: bytes, tables: list[Table], indexes) -> tuple[np.ndarray, int]:
+    """The symbols of the stream at the start of data, and its length: a stream ends where its decoder's state
+    is back to its initial value, so streams written one after another need no lengths between them."""
     indexes = _check_indexes(tables, indexes)
     shape, indexes = indexes.shape, indexes.ravel()
     cdfs = [t.cdf.tolist() for t in tables]
@@ -207,9 +216,9 @@ def decode(data: bytes, tables: list[Table], indexes) -> np.ndarray:
         if not _INT16_MIN <= symbol <= _INT16_MAX:
             raise MalformedStream(f"an escape in the stream decodes to {symbol}, outside the int16 range.")
         symbols.append(symbol)
-    if decoder.x != _L or decoder.pos != len(decoder.data):
+    if decoder.x != _L:
         raise MalformedStream("the stream does not end where its symbols do: it is corrupt or was cut.")
-    return np.array(symbols, dtype=np.int16).reshape(shape)
+    return np.array(symbols, dtype=np.int16).reshape(shape), decoder.pos
 
 
 def ideal_bits(symbols, tables: list[Table], indexes) -> float:
@@ -306,6 +315,95 @@ class Coding:
         digest = hashlib.sha256(model_hash + b"\0tinyrobust-coding\0")
         digest.update(np.array(self.channel_table, dtype="<u2").tobytes())
         for table in self.tables:
+            digest.update(np.array([table.offset, table.size], dtype="<i4").tobytes())
+            digest.update(table.cdf.astype("<u4").tobytes())
+        return digest.digest()
+
+    # The same interface as HyperpriorCoding's, on the head's outputs: here only the latent.
+    symbol_outputs = 1
+
+    def encode(self, outputs: list[np.ndarray]) -> bytes:
+        """The stream the device sends for one input, from the head's outputs (the latent)."""
+        return encode(outputs[0], self.tables, self.indexes(outputs[0].shape))
+
+    def decode(self, stream: bytes, shapes: list[tuple], hyper_decoder=None) -> list[np.ndarray]:
+        """The latent a stream carries, in the given shape (the head's first output's)."""
+        return [decode(stream, self.tables, self.indexes(shapes[0]))]
+
+    def ideal_bits(self, outputs: list[np.ndarray]) -> float:
+        return ideal_bits(outputs[0], self.tables, self.indexes(outputs[0].shape))
+
+
+@dataclass(frozen=True, eq=False)
+class HyperpriorCoding:
+    """How a split build codes a mean-scale hyperprior head's outputs: the latent y (int8, NHWC), the side latent
+    z, and the hyper-decoder's output h (int8), whose first `channels` channels are y's means and the others its
+    scales before the softplus.
+
+    The stream is z's, coded with `z`'s factorized tables, followed by y's: each element as the symbol
+    y - means[m + 128] with gaussian[scales[s + 128]], where m and s are the element's mean and scale in h. The
+    two lookup tables turn h's int8 values into what the float model computes from them (the rounded mean, and
+    the Gaussian table of the scale), once at compile time. The receiver decodes z, runs the hyper-decoder on it
+    to get h, and decodes y with it."""
+
+    z: Coding
+    gaussian: list[Table]
+    means: np.ndarray  # int16, 256 entries: the rounded mean for each int8 value of h
+    scales: np.ndarray  # uint8, 256 entries: the index into gaussian for each int8 value of h
+
+    symbol_outputs = 2  # y and z; h is only read by the coder
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.z.tables) + len(self.gaussian) <= MAX_TABLES:
+            raise ValueError(f"give at most {MAX_TABLES} tables in all (the device's indexes are uint8).")
+        means, scales = np.asarray(self.means), np.asarray(self.scales)
+        if means.shape != (256,) or scales.shape != (256,) or scales.max() >= len(self.gaussian):
+            raise ValueError("give a mean and a Gaussian table index for each of the 256 int8 values.")
+        object.__setattr__(self, "gaussian", list(self.gaussian))
+        object.__setattr__(self, "means", means.astype(np.int16))
+        object.__setattr__(self, "scales", scales.astype(np.uint8))
+
+    def y_symbols(self, y: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """y's symbols and their Gaussian table indexes, from y and the hyper-decoder's output h (int8)."""
+        mean, scale = np.split(h.astype(np.int16) + 128, 2, axis=-1)
+        if mean.shape != y.shape:
+            raise ValueError(f"the hyper-decoder's output {h.shape} must give a mean and a scale per element of y.")
+        return y.astype(np.int16) - self.means[mean], self.scales[scale]
+
+    def encode(self, outputs: list[np.ndarray]) -> bytes:
+        y, z, h = outputs
+        symbols, indexes = self.y_symbols(y, h)
+        return self.z.encode([z]) + encode(symbols, self.gaussian, indexes)
+
+    def decode(self, stream: bytes, shapes: list[tuple], hyper_decoder) -> list[np.ndarray]:
+        """(y, z) from a stream, given their shapes and the hyper-decoder: z's int8 values -> h's."""
+        z, used = decode_prefix(stream, self.z.tables, self.z.indexes(shapes[1]))
+        h = np.asarray(hyper_decoder(z.astype(np.int8)))
+        mean, scale = np.split(h.astype(np.int16) + 128, 2, axis=-1)
+        symbols = decode(stream[used:], self.gaussian, self.scales[scale].reshape(shapes[0]))
+        y = symbols.astype(np.int32) + self.means[mean].reshape(shapes[0])
+        if y.min(initial=0) < -128 or y.max(initial=0) > 127:
+            raise MalformedStream("the stream decodes to a latent outside the int8 range.")
+        return [y.astype(np.int16), z]
+
+    def ideal_bits(self, outputs: list[np.ndarray]) -> float:
+        y, z, h = outputs
+        symbols, indexes = self.y_symbols(y, h)
+        return self.z.ideal_bits([z]) + ideal_bits(symbols, self.gaussian, indexes)
+
+    def max_stream_bytes(self, y_shape, z_shape) -> int:
+        """The most bytes the stream can take, z's and y's bounds added: every y symbol (an int8 minus a mean)
+        its costliest under the widest-reaching of the tables the lookup can pick."""
+        low, high = -128 - int(self.means.max()), 127 - int(self.means.min())
+        worst = max(_worst_bits(self.gaussian[k], low, high) for k in set(self.scales.tolist()))
+        y_bits = int(np.prod(y_shape, dtype=np.int64)) * worst
+        return self.z.max_stream_bytes(z_shape) + 4 + math.floor(y_bits / 8) + 1
+
+    def firmware_hash(self, model_hash: bytes) -> bytes:
+        """As Coding.firmware_hash, over z's coding, the Gaussian tables and both lookup tables."""
+        digest = hashlib.sha256(self.z.firmware_hash(model_hash) + b"\0tinyrobust-hyperprior\0")
+        digest.update(self.means.astype("<i2").tobytes() + self.scales.tobytes())
+        for table in self.gaussian:
             digest.update(np.array([table.offset, table.size], dtype="<i4").tobytes())
             digest.update(table.cdf.astype("<u4").tobytes())
         return digest.digest()

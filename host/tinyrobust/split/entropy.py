@@ -183,15 +183,20 @@ class GaussianConditional:
 
 @keras.saving.register_keras_serializable(package="tinyrobust")
 class Hyperprior(keras.layers.Layer):
-    """The mean-scale hyperprior (Minnen et al. 2018) of a latent y of shape (batch, height, width, channels).
+    """The mean-scale hyperprior (Minnen et al. 2018) of a latent y of shape (batch, height, width, channels),
+    in the form the device runs.
 
     The hyper-encoder is one convolution per entry of `strides` (ReLU between them, `hidden_channels` wide, the
     last one `z_channels` wide); it takes y itself, not |y| as Ballé's scale-only hyperprior does, since the
-    means need y's sign. The hyper-decoder mirrors it (a transposed convolution where the encoder has a stride
-    above 1, a convolution otherwise), is cropped to y's height and width, and ends in a mean and a softplus
-    scale (bounded below) per element of y: its last layer gives the means on its first `channels` outputs and
-    the scales before the softplus on the others. z is coded with a `FactorizedPrior`, y as the symbols
-    round(y - mean) under a zero-mean Gaussian of the predicted scale, which is what the device codes.
+    means need y's sign. The hyper-decoder mirrors it: where the encoder has a stride above 1, a nearest-neighbour
+    resize back to the encoder's size at that point, then a convolution (the runtime has no transposed
+    convolution, and resize-convolution avoids its checkerboard). Its last layer gives a mean and a softplus scale
+    (bounded below) per element of y: the means on its first `channels` outputs, the scales before the softplus
+    on the others. z is coded with a `FactorizedPrior`.
+
+    At inference the latent is integer, as on the device: the hyper-encoder reads round(y), and y is coded as the
+    symbols round(y) - round(mean) under a zero-mean Gaussian of the predicted scale, so that y_hat = round(y),
+    which the tail reads. In training both y - mean and z carry uniform noise instead.
     `call(y, training)` returns (y_hat, bits per sample, y's and z's together).
     """
 
@@ -226,60 +231,84 @@ class Hyperprior(keras.layers.Layer):
             )
             for i, stride in enumerate(self.strides)
         ]
-        # A stride of 1 needs no transposed convolution (which the device's runtime does not have).
-        self.hyper_decoder = [
-            (keras.layers.Conv2D if stride == 1 else keras.layers.Conv2DTranspose)(
-                2 * channels if i == last else hidden_channels,
-                kernel_size,
-                stride,
-                padding="same",
-                activation=None if i == last else "relu",
-            )
-            for i, stride in enumerate(reversed(self.strides))
-        ]
+        self.hyper_decoder: list = []  # made in build: its resizes need y's height and width
 
     def build(self, y_shape):
-        shape = tuple(y_shape)
-        for layer in self.hyper_encoder + self.hyper_decoder:
+        shape, sizes = tuple(y_shape), []
+        for layer in self.hyper_encoder:
+            sizes.append(shape[1:3])
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
+        last = len(self.strides) - 1
+        for i, (stride, size) in enumerate(zip(reversed(self.strides), reversed(sizes), strict=True)):
+            if stride > 1:
+                self.hyper_decoder.append(keras.layers.Resizing(*size, interpolation="nearest"))
+            self.hyper_decoder.append(
+                keras.layers.Conv2D(
+                    2 * self.channels if i == last else self.hidden_channels,
+                    self.kernel_size,
+                    padding="same",
+                    activation=None if i == last else "relu",
+                )
+            )
+        for layer in self.hyper_decoder:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def _built_for(self, y):
+        if not self.built:
+            self.build(y.shape)
 
     def hyper_encode(self, y):
         """The side latent z (continuous) of y."""
         z = ops.convert_to_tensor(y, self.compute_dtype)
-        if not self.built:
-            self.build(z.shape)
-            self.built = True
+        self._built_for(z)
         for layer in self.hyper_encoder:
             z = layer(z)
         return z
 
-    def hyper_decode(self, z_hat, height: int, width: int):
+    def hyper_decode(self, z_hat):
         """(mean, scale) of every element of y from the coded z; the scale is at least `scale_bound`."""
         h = ops.convert_to_tensor(z_hat, self.compute_dtype)
         for layer in self.hyper_decoder:
             h = layer(h)
-        mean, scale = ops.split(h[:, :height, :width, :], 2, axis=-1)
+        return self.mean_and_scale(h)
+
+    def mean_and_scale(self, h):
+        """The hyper-decoder's last output split into (mean, scale): what the device's lookup tables compute."""
+        mean, scale = ops.split(h, 2, axis=-1)
         return mean, _lower_bound(ops.softplus(scale), self.scale_bound)
 
     @staticmethod
     def y_symbols(y, mean):
-        """The integers the device codes for y: round(y - mean), under N(0, scale)."""
-        return ops.round(y - mean)
+        """The integers the device codes for y: round(y) - round(mean), under N(0, scale)."""
+        return ops.round(y) - ops.round(mean)
 
     def _forward(self, y, training):
         y = ops.convert_to_tensor(y, self.compute_dtype)
-        z = self.hyper_encode(y)
-        z_hat = noisy(z, self.seed_generator) if training else ops.round(z)
-        mean, scale = self.hyper_decode(z_hat, y.shape[1], y.shape[2])
-        residual = noisy(y - mean, self.seed_generator) if training else self.y_symbols(y, mean)
+        self._built_for(y)
+        if training:
+            z_hat = noisy(self.hyper_encode(y), self.seed_generator)
+            mean, scale = self.hyper_decode(z_hat)
+            residual = noisy(y - mean, self.seed_generator)
+            y_hat = residual + mean
+        else:
+            y_hat = ops.round(y)
+            z_hat = ops.round(self.hyper_encode(y_hat))
+            mean, scale = self.hyper_decode(z_hat)
+            residual = self.y_symbols(y_hat, mean)
         y_likelihood = self.conditional.likelihood(residual, 0.0, scale)
-        return residual + mean, y_likelihood, self.z_prior.likelihood(z_hat)
+        return y_hat, y_likelihood, self.z_prior.likelihood(z_hat)
 
     def likelihoods(self, y, training=False):
         """(likelihood of each element of y, of each element of z), with noise in training, rounded otherwise."""
         _, y_likelihood, z_likelihood = self._forward(y, training)
         return y_likelihood, z_likelihood
+
+    def likelihood(self, y):
+        """The likelihood of each element of y at inference, as a factorized prior's `likelihood` gives it."""
+        return self.likelihoods(y)[0]
 
     def bits(self, y, training=False):
         """Bits per sample of y and z together."""

@@ -26,6 +26,7 @@ from tinyrobust.device.pool import Pool, Worker
 from tinyrobust.device.targets import start_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model import reference
+from tinyrobust.report.split import write_split_report
 from tinyrobust.split import attacks, coder
 from tinyrobust.split.corruptions import CORRUPTIONS, corrupt
 from tinyrobust.split.defense import defend
@@ -60,25 +61,27 @@ def _summary(values: list[float]) -> dict:
 
 
 def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar) -> dict:
-    """Each input's stream from the device, decoded and checked against TFLM's symbols; bytes, ideal bytes,
-    accuracy of the tail on the decoded symbols, and the head's and coder's ticks."""
-    tables, shape = model.coding.tables, model.latent_shape
-    indexes = model.coding.indexes(shape)
-    expected = reference.tflm_outputs(model.head_tflite, xq).reshape(len(xq), *shape)
+    """Each input's stream from the device, decoded and checked against TFLM's symbols; bytes (their summary and
+    each exactly decoded stream's size, for the report's distributions), ideal bytes, accuracy of the tail on the
+    decoded symbols, and the head's and coder's ticks."""
+    coding, shapes, hyper_decoder = model.coding, model.output_shapes, model.hyper_decoder()
+    expected = reference.tflm_every_output(model.head_tflite, xq)  # y, and a hyperprior's z and h
 
     answers = pool.infer_all([q.tobytes() for q in xq], Worker.encode)
     bar.update(len(xq))
-    sizes, ideal, exact, decoded = [], [], [], []
-    for (stream, _, _), symbols in zip(answers, expected, strict=True):
+    sizes, ideal, exact, decoded, same_bytes = [], [], [], [], []
+    for i, (stream, _, _) in enumerate(answers):
+        outputs = [e[i] for e in expected]
+        same_bytes.append(stream == coding.encode(outputs))
         try:
-            got = coder.decode(stream, tables, indexes)
+            got = coding.decode(stream, shapes, hyper_decoder)
         except coder.MalformedStream:
             got = None
-        exact.append(got is not None and np.array_equal(got, symbols))
+        exact.append(got is not None and all(np.array_equal(g, o) for g, o in zip(got, outputs, strict=False)))
         if exact[-1]:
             sizes.append(len(stream))
-            ideal.append(coder.ideal_bits(symbols, tables, indexes) / 8)
-            decoded.append(got)
+            ideal.append(coding.ideal_bits(outputs) / 8)
+            decoded.append(got[0])
     right = None
     if decoded:
         logits = model.tail.predict(np.stack(decoded).astype(np.float32), verbose=0)
@@ -86,9 +89,11 @@ def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar) 
     return {
         "samples": len(xq),
         "bytes": _summary(sizes),
+        "bytes_per_sample": sizes,
         "ideal_bytes_mean": float(np.mean(ideal)) if ideal else None,
         "accuracy": right,
         "round_trip_exact": float(np.mean(exact)),
+        "stream_equals_reference": float(np.mean(same_bytes)),  # the device's bytes are the Python encoder's
         "head_ticks": [a[1] for a in answers],
         "coder_ticks": [a[2] for a in answers],
     }
@@ -104,8 +109,9 @@ def _inputs(model: SplitModel, settings: SplitSettings, tensor, x, y) -> list[tu
                 made.append(({"kind": "noise", "name": "sign noise", "eps": eps},
                              attacks.sign_noise(x, eps, settings.seed)))  # fmt: skip
             else:
-                x_adv = attacks.pgd(model, name, x, y, eps, tensor, settings.iterations, settings.eot,
-                                    seed=settings.seed)
+                x_adv = attacks.pgd(
+                    model, name, x, y, eps, tensor, settings.iterations, settings.eot, seed=settings.seed
+                )
                 made.append(({"kind": "attack", "name": name, "eps": eps}, x_adv))
     for name in settings.corruptions:
         made += [({"kind": "corruption", "name": name, "eps": 0.0, "severity": severity},
@@ -166,7 +172,7 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
                                        **measured, "overhead_vs_clean": overhead})  # fmt: skip
             finally:
                 pool.close()
-            symbols = int(np.prod(model.latent_shape))
+            symbols = sum(int(np.prod(shape)) for shape in model.output_shapes[: model.coding.symbol_outputs])
             head_instructions, coder_instructions = (latency(board, t)["per_inference"]["median"] for t in (head, code))
             coders.append({"beta": beta, "symbols_per_inference": symbols,
                            "head_instructions": head_instructions, "coder_instructions": coder_instructions,
@@ -188,6 +194,8 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
     }
     (settings.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     _write_csv(conditions, settings.out / "conditions.csv")
+    # Last: should a plot fail, the measurements are already saved.
+    write_split_report(results, settings.out / "report.html")
     return results
 
 
