@@ -66,17 +66,43 @@ def test_the_entropy_attack_raises_the_bits_and_the_accuracy_attack_the_errors(s
     assert np.allclose(np.abs(noise - x)[(noise > 0) & (noise < 1)], 16 / 255, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_the_adaptive_attack_steps_on_the_gradient_at_the_defended_input(split_digits):
+    """BPDA: through the identity the adaptive attack is the plain one, and through a defense that mirrors the
+    image its first step is the plain attack's step on the mirrored image. Every run of an attack is the same."""
+    m = split_digits
+    tensor = compile_model(m.head_tflite).input
+    x, y = m.x_test[:4], m.y_test[:4]
+
+    def run(inputs, iterations, defense=None):
+        return attacks.pgd(m, "entropy", inputs, y, 8 / 255, tensor, iterations, eot=1, seed=3, defense=defense)
+
+    plain = run(x, 2)
+    np.testing.assert_array_equal(run(x, 2), plain)
+    np.testing.assert_array_equal(run(x, 2, lambda v: v), plain)
+    mirror = x[:, :, ::-1]
+    adaptive_step = np.sign(run(x, 1, lambda v: v[:, :, ::-1]) - x)
+    mirrored_step = np.sign(run(mirror, 1) - mirror)
+    inside = (np.minimum(x, mirror) > 0.05) & (np.maximum(x, mirror) < 0.95)  # no step cut by the input range
+    assert inside.sum() > 1000
+    np.testing.assert_array_equal(adaptive_step[inside], mirrored_step[inside])
+
+
 @pytest.mark.emulator
 def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_digits, tmp_path):
     out = tmp_path / "run"
     result = tinyrobust("split-evaluate", "--beta", FIRST_BETA, "--samples", 10, "--eps", "16/255",
-                        "--iterations", 3, "--eot", 2, "--corruptions", "shot_noise", "--out", out)  # fmt: skip
+                        "--iterations", 3, "--eot", 2, "--corruptions", "shot_noise", "--device-defense", "median:k=3",
+                        "--out", out)  # fmt: skip
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
     rows = {(r["name"], r["eps"], r["severity"]): r for r in results["conditions"]}
-    attacked = {(name, 16 / 255, None) for name in ("entropy", "accuracy", "sign noise", "defended entropy")}
+    attacked = {(name, 16 / 255, None) for name in ("entropy", "accuracy", "sign noise", "defended entropy",
+                                                     "defended adaptive entropy", "device-defended entropy",
+                                                     "device-defended adaptive entropy")}  # fmt: skip
     corrupted = {("shot_noise", 0.0, severity) for severity in range(1, 6)}
-    assert set(rows) == {("clean", 0.0, None), ("defended clean", 0.0, None)} | attacked | corrupted
+    clean = {(name, 0.0, None) for name in ("clean", "defended clean", "device-defended clean")}
+    assert set(rows) == clean | attacked | corrupted
     for r in rows.values():
         assert r["samples"] == 10 and r["round_trip_exact"] == 1.0 and r["stream_equals_reference"] == 1.0
         assert r["ideal_bytes_mean"] <= r["bytes"]["mean"] <= r["ideal_bytes_mean"] + 5
@@ -85,6 +111,10 @@ def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_dig
     assert rows[("entropy", 16 / 255, None)]["overhead_vs_clean"] > 0
     coder_cost = results["coder"][0]
     assert coder_cost["table_flash_bytes"] > 0 and 0 < coder_cost["instructions_per_symbol"] < 200
+    # The device's 3 x 3 median runs before the head: it costs instructions, the device's own count.
+    assert results["device_defense"] == [{"stage": "median", "k": 3}]
+    assert coder_cost["device_defended_head_instructions"] > coder_cost["head_instructions"]
+    assert "behind the device defense (median k=3)" in result.stdout
     assert "clean" in (out / "conditions.csv").read_text()
     html = (out / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 4 and f"<code>{results['data_set']}</code>" in html

@@ -218,6 +218,22 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) 
     _print_summary(results, out)
 
 
+def _stages(text: str) -> list[dict]:
+    """Device pre-processing stages from STAGE:PARAM=VALUE[:PARAM=VALUE], comma-separated."""
+    stages = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, *params = part.split(":")
+        stage: dict = {"stage": name}
+        for param in params:
+            key, _, value = param.partition("=")
+            try:
+                stage[key.strip()] = int(value)
+            except ValueError:
+                raise click.BadParameter(f"'{param}' in '{part}' is not PARAM=INTEGER, e.g. median:k=3") from None
+        stages.append(stage)
+    return stages
+
+
 @cli.command("split-evaluate")
 @click.argument("model", default="split-digits")
 @click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Emulated board (see `tinyrobust boards`).")
@@ -235,11 +251,16 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) 
               help="Comma-separated ImageNet-C corruptions run at severities 1-5; all, or empty for none.")  # fmt: skip
 @click.option("--defense/--no-defense", default=True, show_default=True,
               help="Also run clean and entropy-attacked inputs through the likelihood-weighted TV defense.")
+@click.option("--device-defense", default="",
+              help="Pre-processing stages the device runs before the head, as STAGE:PARAM=VALUE, comma-separated "
+              "(e.g. median:k=3, squeeze_bits:bits=5); clean and entropy-attacked inputs also go to that build.")
+@click.option("--adaptive/--no-adaptive", default=True, show_default=True,
+              help="Also attack each defense with the entropy attack through it (BPDA).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results-split"), show_default=True)
 @_log_options
-def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, corruptions, defense, seed,
-                   out, verbose) -> None:  # fmt: skip
+def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, corruptions, defense,
+                   device_defense, adaptive, seed, out, verbose) -> None:  # fmt: skip
     """Run a split network's head on the board, its latent entropy-coded there; measure the bytes it sends."""
     from tinyrobust.split.corruptions import CORRUPTIONS
     from tinyrobust.split.evaluate import SplitSettings
@@ -255,23 +276,30 @@ def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations,
     settings = SplitSettings(model=model, board=board, betas=list(betas) or None, samples=samples,
                              eps=[budget(e.strip()) for e in eps.split(",") if e.strip()],
                              attacks=[a.strip() for a in attacks.split(",") if a.strip()], iterations=iterations,
-                             eot=eot, defense=defense, seed=seed, data=data, out=out,
+                             eot=eot, defense=defense, device_defense=_stages(device_defense),
+                             adaptive=adaptive, seed=seed, data=data, out=out,
                              corruptions=list(CORRUPTIONS) if corruptions == "all" else
                              [c.strip() for c in corruptions.split(",") if c.strip()])  # fmt: skip
     with _log(out, verbose):
         results = run(settings, progress=True)
     click.echo(f"{results['model']} on {results['board']} ({results['data_set']}); bytes the device sent")
-    click.echo(f"{'beta':>8} {'condition':<18} {'level':>5} {'bytes':>8} {'ideal':>8} {'vs clean':>9} {'acc':>6} exact")
+    click.echo(f"{'beta':>8} {'condition':<32} {'level':>5} {'bytes':>8} {'ideal':>8} {'vs clean':>9} {'acc':>6} exact")
     for r in results["conditions"]:
         overhead = "" if r["overhead_vs_clean"] is None else f"{r['overhead_vs_clean']:+.1%}"
         mean, ideal, acc = r["bytes"]["mean"], r["ideal_bytes_mean"], r["accuracy"]
         level = f"s{r['severity']}" if r["severity"] else f"{r['eps'] * 255:.3g}"
-        click.echo(f"{r['beta']:8g} {r['name']:<18} {level:>5} {mean or 0:8.1f} {ideal or 0:8.1f} "
+        click.echo(f"{r['beta']:8g} {r['name']:<32} {level:>5} {mean or 0:8.1f} {ideal or 0:8.1f} "
                    f"{overhead:>9} {acc or 0:6.3f} {r['round_trip_exact']:.3f}")  # fmt: skip
     for c in results["coder"]:
         click.echo(f"beta {c['beta']:g}: head {c['head_instructions']:,.0f} instructions, coder "
                    f"{c['coder_instructions']:,.0f} ({c['instructions_per_symbol']:.1f} per symbol, "
                    f"{c['coder_share_of_head']:.1%} of the head), tables {c['table_flash_bytes']:,} B of flash")
+        if c["device_defended_head_instructions"] is not None:
+            stages = ", ".join(st["stage"] + "".join(f" {k}={v}" for k, v in st.items() if k != "stage")
+                               for st in results["device_defense"])  # fmt: skip
+            extra = c["device_defended_head_instructions"] - c["head_instructions"]
+            click.echo(f"beta {c['beta']:g}: behind the device defense ({stages}) the head takes "
+                       f"{c['device_defended_head_instructions']:,.0f} instructions ({extra:+,.0f})")
     click.echo(
         f"level: eps in 1/255 of the input range, or sN a corruption's severity; "
         f"wall time {results['wall_seconds']} s; results: {out / 'results.json'}; report: {out / 'report.html'}"

@@ -57,7 +57,7 @@ def summary(results: dict) -> dict:
                 row["defended"][name] = None
                 continue
             top = max(runs, key=lambda c: c["eps"])
-            plain = name.removeprefix("defended ")
+            plain = name.split(" ")[-1]  # defended [adaptive] entropy, device-defended clean: against the plain one
             undefended = next((c for c in at if c["name"] == plain and c["eps"] == top["eps"]), None)
             row["defended"][name] = {"defended": top, "undefended": undefended}
         rows.append(row)

@@ -2,7 +2,8 @@
 decodes the bytes the device sent, checks them against the head's symbols in TFLM, and runs the tail on them.
 Per beta: clean inputs, the entropy and accuracy attacks and random sign noise at each eps, the 15 ImageNet-C
 corruptions at severities 1 to 5, and clean and entropy-attacked inputs through the likelihood-weighted
-total-variation defense (on the host).
+total-variation defense (on the host) and through a device defense (pre-processing stages the firmware runs
+before the head), each also against an entropy attack adapted to it (BPDA through the defense).
 
 Bytes and accuracy are over the samples whose stream decodes to TFLM's symbols; any other sample is a failure,
 counted in round_trip_exact and never averaged in."""
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyrobust.build.firmware import build_firmware
+from tinyrobust.compile import stages as device_stages
 from tinyrobust.compile.model import compile_model
 from tinyrobust.console import progress_bar
 from tinyrobust.device.boards import DEFAULT_BOARD, load_board
@@ -47,6 +49,10 @@ class SplitSettings:
     iterations: int = 20  # PGD steps
     eot: int = 16  # noise draws per step
     defense: bool = True  # also send clean and entropy-attacked inputs through the likelihood-weighted TV defense
+    # Device pre-processing stages before the head (compile.stages), e.g. [{"stage": "median", "k": 3}]: clean and
+    # entropy-attacked inputs also go to a build that runs them.
+    device_defense: list[dict] = field(default_factory=list)
+    adaptive: bool = True  # also attack each defense with the entropy attack through it (BPDA)
     corruptions: list[str] = field(default_factory=lambda: list(CORRUPTIONS))  # each at severities 1 to 5
     seed: int = 0
     data: str | None = None
@@ -60,12 +66,14 @@ def _summary(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "median": float(np.median(values)), "max": float(np.max(values))}
 
 
-def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar) -> dict:
-    """Each input's stream from the device, decoded and checked against TFLM's symbols; bytes (their summary and
-    each exactly decoded stream's size, for the report's distributions), ideal bytes, accuracy of the tail on the
-    decoded symbols, and the head's and coder's ticks."""
+def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar, stages: list[dict]) -> dict:
+    """Each input's stream from the device, decoded and checked against TFLM's symbols (for the head behind the
+    device's pre-processing stages, if any); bytes (their summary and each exactly decoded stream's size, for the
+    report's distributions), ideal bytes, accuracy of the tail on the decoded symbols, and the head's and coder's
+    ticks."""
     coding, shapes, hyper_decoder = model.coding, model.output_shapes, model.hyper_decoder()
-    expected = reference.tflm_every_output(model.head_tflite, xq)  # y, and a hyperprior's z and h
+    read = device_stages.apply_stages_q(xq, stages) if stages else xq
+    expected = reference.tflm_every_output(model.head_tflite, read)  # y, and a hyperprior's z and h
 
     answers = pool.infer_all([q.tobytes() for q in xq], Worker.encode)
     bar.update(len(xq))
@@ -100,8 +108,13 @@ def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar) 
 
 
 def _inputs(model: SplitModel, settings: SplitSettings, tensor, x, y) -> list[tuple[dict, np.ndarray]]:
-    """(condition, float inputs) for clean and for each attack and eps; with the defense, clean and every
-    entropy attack again through it."""
+    """(condition, float inputs) for the undefended device: clean and each attack and eps, the corruptions, and
+    with the host's defense clean and every entropy attack through it, transferred and adaptive."""
+
+    def pgd(name: str, eps: float, defense=None) -> np.ndarray:
+        return attacks.pgd(model, name, x, y, eps, tensor, settings.iterations, settings.eot, seed=settings.seed,
+                           defense=defense)  # fmt: skip
+
     made = [({"kind": "clean", "name": "clean", "eps": 0.0}, x)]
     for eps in settings.eps:
         for name in settings.attacks:
@@ -109,17 +122,60 @@ def _inputs(model: SplitModel, settings: SplitSettings, tensor, x, y) -> list[tu
                 made.append(({"kind": "noise", "name": "sign noise", "eps": eps},
                              attacks.sign_noise(x, eps, settings.seed)))  # fmt: skip
             else:
-                x_adv = attacks.pgd(
-                    model, name, x, y, eps, tensor, settings.iterations, settings.eot, seed=settings.seed
-                )
-                made.append(({"kind": "attack", "name": name, "eps": eps}, x_adv))
+                made.append(({"kind": "attack", "name": name, "eps": eps}, pgd(name, eps)))
     for name in settings.corruptions:
         made += [({"kind": "corruption", "name": name, "eps": 0.0, "severity": severity},
                   corrupt(x, name, severity, settings.seed)) for severity in SEVERITIES]  # fmt: skip
     if settings.defense:
+        undefended = [(c, inputs) for c, inputs in made if c["name"] in ("clean", "entropy")]
+        if settings.adaptive and "entropy" in settings.attacks:
+            host = lambda v: defend(model, v)  # noqa: E731
+            undefended += [({**c, "name": "adaptive entropy"}, pgd("entropy", c["eps"], host))
+                           for c, _ in undefended if c["name"] == "entropy"]  # fmt: skip
         made += [({"kind": "defense", "name": f"defended {c['name']}", "eps": c["eps"]}, defend(model, inputs))
-                 for c, inputs in list(made) if c["name"] in ("clean", "entropy")]  # fmt: skip
+                 for c, inputs in undefended]  # fmt: skip
     return made
+
+
+def _device_defense_inputs(model, settings, tensor, x, y, made) -> list[tuple[dict, np.ndarray]]:
+    """(condition, float inputs) for the build behind the device defense: clean and the entropy attacks made for
+    the undefended device, then the entropy attack through the stages (their numpy reference, which the
+    firmware equals byte for byte)."""
+    stages = settings.device_defense
+
+    def through_stages(v: np.ndarray) -> np.ndarray:
+        read = device_stages.apply_stages_q(reference.quantize_inputs(v, tensor), stages)
+        return reference.dequantize(read, tensor).astype(np.float32)
+
+    sent = [(c, inputs) for c, inputs in made if c["name"] in ("clean", "entropy")]
+    if settings.adaptive:
+        sent += [({**c, "name": "adaptive entropy"},
+                  attacks.pgd(model, "entropy", x, y, c["eps"], tensor, settings.iterations, settings.eot,
+                              seed=settings.seed, defense=through_stages))
+                 for c, _ in list(sent) if c["name"] == "entropy"]  # fmt: skip
+    return [({"kind": "defense", "name": f"device-defended {c['name']}", "eps": c["eps"]}, inputs)
+            for c, inputs in sent]  # fmt: skip
+
+
+def _on_device(model: SplitModel, settings: SplitSettings, board, folder: Path, made, y, bar, stages) -> tuple:
+    """Each condition's inputs sent to a build of the head (behind the device defense's stages, if any): the
+    measured rows, the head's and coder's ticks, and the firmware."""
+    channel = settings.channel or board.default_channel
+    compiled = compile_model(model.head_tflite, preprocess=stages)
+    firmware = build_firmware(compiled, board, folder, channel, coding=model.coding)
+    model_hash = model.coding.firmware_hash(compiled.model_hash)
+    pool = Pool([Worker(start_emulator(board, firmware.elf, channel), model_hash)])
+    rows, head, code = [], [], []
+    try:
+        for condition, inputs in made:
+            bar.set_description(f"{settings.model} beta {model.beta:g} {condition['name']} {condition['eps']:.4g}")
+            measured = _measure(model, pool, reference.quantize_inputs(inputs, compiled.input), y, bar, stages)
+            head += measured.pop("head_ticks")
+            code += measured.pop("coder_ticks")
+            rows.append({"severity": None, **condition, **measured})
+    finally:
+        pool.close()
+    return rows, head, code, firmware
 
 
 def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
@@ -132,52 +188,53 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
     board = load_board(settings.board)
     if not board.emulated:
         raise UserError(f"split-evaluate runs on an emulated board for now; {board.name} is a real one")
-    channel = settings.channel or board.default_channel
+    settings.device_defense = device_stages.canonical(settings.device_defense)
     betas = settings.betas or spec["split"]["betas"]
     started = time.monotonic()
     settings.out.mkdir(parents=True, exist_ok=True)
     unknown = sorted(set(settings.corruptions) - set(CORRUPTIONS))
     if unknown:
         raise UserError(f"unknown corruption {', '.join(unknown)}; choose from: {', '.join(CORRUPTIONS)}")
+    entropy = "entropy" in settings.attacks
     per_beta = 1 + len(settings.eps) * len(settings.attacks) + len(settings.corruptions) * len(SEVERITIES)
     if settings.defense:
-        per_beta += 1 + len(settings.eps) * ("entropy" in settings.attacks)
+        per_beta += 1 + len(settings.eps) * entropy * (1 + settings.adaptive)
+    if settings.device_defense:
+        per_beta += 1 + len(settings.eps) * entropy * (1 + settings.adaptive)
     bar = progress_bar(len(betas) * per_beta * settings.samples, "inference", progress)
     conditions, coders = [], []
     try:
         for beta in betas:
             bar.set_description(f"{settings.model} beta {beta:g}: training or loading")
             model = load_split(settings.model, beta, Path(settings.data) if settings.data else None)
-            compiled = compile_model(model.head_tflite)
-            folder = settings.out / "firmware" / f"beta{beta:g}"
-            firmware = build_firmware(compiled, board, folder, channel, coding=model.coding)
             rng = np.random.default_rng(settings.seed)
             chosen = np.sort(rng.permutation(len(model.x_test))[: settings.samples])
             x, y = model.x_test[chosen], model.y_test[chosen]
-            model_hash = model.coding.firmware_hash(compiled.model_hash)
-            pool = Pool([Worker(start_emulator(board, firmware.elf, channel), model_hash)])
-            try:
-                clean_mean, head, code = None, [], []
-                for condition, inputs in _inputs(model, settings, compiled.input, x, y):
-                    bar.set_description(f"{settings.model} beta {beta:g} {condition['name']} {condition['eps']:.4g}")
-                    measured = _measure(model, pool, reference.quantize_inputs(inputs, compiled.input), y, bar)
-                    head += measured.pop("head_ticks")
-                    code += measured.pop("coder_ticks")
-                    mean = measured["bytes"]["mean"]
-                    if condition["kind"] == "clean":
-                        clean_mean = mean
-                    overhead = None if mean is None or not clean_mean else mean / clean_mean - 1
-                    conditions.append({"severity": None, **condition, "beta": beta,
-                                       "entropy_model": spec["split"].get("entropy_model", "factorized"),
-                                       **measured, "overhead_vs_clean": overhead})  # fmt: skip
-            finally:
-                pool.close()
+            tensor = compile_model(model.head_tflite).input
+            made = _inputs(model, settings, tensor, x, y)
+            folder = settings.out / "firmware" / f"beta{beta:g}"
+            rows, head, code, firmware = _on_device(model, settings, board, folder, made, y, bar, [])
+            defended_head = None
+            if settings.device_defense:
+                device_made = _device_defense_inputs(model, settings, tensor, x, y, made)
+                more, defended_ticks, _, _ = _on_device(model, settings, board, folder / "device-defense",
+                                                        device_made, y, bar, settings.device_defense)  # fmt: skip
+                rows += more
+                defended_head = latency(board, defended_ticks)["per_inference"]["median"]
+            clean_mean = next(r["bytes"]["mean"] for r in rows if r["kind"] == "clean")
+            for r in rows:
+                mean = r["bytes"]["mean"]
+                overhead = None if mean is None or not clean_mean else mean / clean_mean - 1
+                conditions.append({**r, "beta": beta, "entropy_model": spec["split"].get("entropy_model", "factorized"),
+                                   "overhead_vs_clean": overhead})  # fmt: skip
             symbols = sum(int(np.prod(shape)) for shape in model.output_shapes[: model.coding.symbol_outputs])
             head_instructions, coder_instructions = (latency(board, t)["per_inference"]["median"] for t in (head, code))
             coders.append({"beta": beta, "symbols_per_inference": symbols,
                            "head_instructions": head_instructions, "coder_instructions": coder_instructions,
                            "instructions_per_symbol": coder_instructions / symbols,
                            "coder_share_of_head": coder_instructions / head_instructions,
+                           # The head's instructions behind the device defense: its stages' cost is the difference.
+                           "device_defended_head_instructions": defended_head,
                            "table_flash_bytes": firmware.memory.coding_bytes,
                            "flash_bytes": firmware.memory.flash_bytes})  # fmt: skip
     finally:
@@ -187,6 +244,7 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
         "data_set": settings.data or spec["dataset"],
         "board": board.name,
         "unit": "instructions (emulated)",
+        "device_defense": settings.device_defense,
         "settings": {**asdict(settings), "out": str(settings.out)},
         "conditions": conditions,
         "coder": coders,
