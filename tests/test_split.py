@@ -123,14 +123,14 @@ def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_dig
 
 @pytest.mark.emulator
 def test_the_hyperprior_runs_on_the_device_and_sends_fewer_bytes_than_the_factorized_prior(split_digits, tmp_path):
-    """split-digits-hyperprior: the device runs the head, the hyper-encoder and the hyper-decoder and sends z's
+    """split-digits with the hyperprior: the device runs the head, the hyper-encoder and the hyper-decoder and sends z's
     stream and y's; the host decodes z, runs the hyper-decoder on it and decodes y to the device's symbols. Its
     latent costs less than the factorized prior's at the same beta, as the hyperprior's means and scales fit
     each input."""
     out = tmp_path / "run"
-    result = tinyrobust("split-evaluate", "split-digits-hyperprior", "--beta", FIRST_BETA, "--samples", 10, "--eps",
-                        "8/255", "--attacks", "entropy", "--iterations", 3, "--eot", 2, "--corruptions", "snow",
-                        "--no-defense", "--out", out)  # fmt: skip
+    result = tinyrobust("split-evaluate", "--entropy-model", "hyperprior", "--beta", FIRST_BETA, "--samples", 10,
+                        "--eps", "8/255", "--attacks", "entropy", "--iterations", 3, "--eot", 2, "--corruptions",
+                        "snow", "--no-defense", "--out", out)  # fmt: skip
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
     assert {r["entropy_model"] for r in results["conditions"]} == {"hyperprior"}

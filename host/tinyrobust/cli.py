@@ -240,6 +240,8 @@ def _stages(text: str) -> list[dict]:
 @click.option("--data", type=click.Path(), help="A data set to train the split model on, as flash-and-evaluate's "
               "--data for a built-in model  [default: the model's own]")  # fmt: skip
 @click.option("--beta", "betas", type=float, multiple=True, help="Rate weights to run  [default: the model's]")
+@click.option("--entropy-model", type=click.Choice(["factorized", "hyperprior"]),
+              help="The latent's entropy model  [default: the model's]")
 @click.option("--samples", default=100, show_default=True, help="Test samples per condition.")
 @click.option("--eps", "eps", default="2/255,4/255,8/255,16/255,32/255", show_default=True,
               help="Comma-separated L-inf budgets, numbers or fractions.")  # fmt: skip
@@ -259,8 +261,8 @@ def _stages(text: str) -> list[dict]:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results-split"), show_default=True)
 @_log_options
-def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations, eot, corruptions, defense,
-                   device_defense, adaptive, seed, out, verbose) -> None:  # fmt: skip
+def split_evaluate(model, board, data, betas, entropy_model, samples, eps, attacks, iterations, eot, corruptions,
+                   defense, device_defense, adaptive, seed, out, verbose) -> None:  # fmt: skip
     """Run a split network's head on the board, its latent entropy-coded there; measure the bytes it sends."""
     from tinyrobust.split.corruptions import CORRUPTIONS
     from tinyrobust.split.evaluate import SplitSettings
@@ -273,7 +275,8 @@ def split_evaluate(model, board, data, betas, samples, eps, attacks, iterations,
         except ValueError:
             raise click.BadParameter(f"'{text}' is not a number or a fraction such as 8/255") from None
 
-    settings = SplitSettings(model=model, board=board, betas=list(betas) or None, samples=samples,
+    settings = SplitSettings(model=model, entropy_model=entropy_model, board=board, betas=list(betas) or None,
+                             samples=samples,
                              eps=[budget(e.strip()) for e in eps.split(",") if e.strip()],
                              attacks=[a.strip() for a in attacks.split(",") if a.strip()], iterations=iterations,
                              eot=eot, defense=defense, device_defense=_stages(device_defense),

@@ -41,6 +41,7 @@ SEVERITIES = (1, 2, 3, 4, 5)  # ImageNet-C's
 @dataclass
 class SplitSettings:
     model: str = "split-digits"
+    entropy_model: str | None = None  # factorized or hyperprior; None: the model's own
     board: str = DEFAULT_BOARD
     betas: list[float] | None = None  # None: every beta of the model's spec
     samples: int = 100
@@ -184,7 +185,8 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
     unknown = sorted(set(settings.attacks) - set(attacks.KINDS))
     if unknown:
         raise UserError(f"unknown split attack {', '.join(unknown)}; choose from: {', '.join(attacks.KINDS)}")
-    spec = split_spec(settings.model)
+    spec = split_spec(settings.model, settings.entropy_model)
+    settings.entropy_model = spec["split"]["entropy_model"]
     board = load_board(settings.board)
     if not board.emulated:
         raise UserError(f"split-evaluate runs on an emulated board for now; {board.name} is a real one")
@@ -206,7 +208,8 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
     try:
         for beta in betas:
             bar.set_description(f"{settings.model} beta {beta:g}: training or loading")
-            model = load_split(settings.model, beta, Path(settings.data) if settings.data else None)
+            data = Path(settings.data) if settings.data else None
+            model = load_split(settings.model, beta, data, settings.entropy_model)
             rng = np.random.default_rng(settings.seed)
             chosen = np.sort(rng.permutation(len(model.x_test))[: settings.samples])
             x, y = model.x_test[chosen], model.y_test[chosen]
@@ -225,7 +228,7 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
             for r in rows:
                 mean = r["bytes"]["mean"]
                 overhead = None if mean is None or not clean_mean else mean / clean_mean - 1
-                conditions.append({**r, "beta": beta, "entropy_model": spec["split"].get("entropy_model", "factorized"),
+                conditions.append({**r, "beta": beta, "entropy_model": settings.entropy_model,
                                    "overhead_vs_clean": overhead})  # fmt: skip
             symbols = sum(int(np.prod(shape)) for shape in model.output_shapes[: model.coding.symbol_outputs])
             head_instructions, coder_instructions = (latency(board, t)["per_inference"]["median"] for t in (head, code))

@@ -6,7 +6,8 @@ A spec is a models/*.toml with a [split] table, `head` and `tail` layer lists (a
 the betas to train. The head is quantized to int8 with its output at scale 1 and zero point 0, so the int8
 values the device computes are the latent's symbols: round(y) as the entropy model was trained to code them.
 
-With a hyperprior ([split] entropy_model = "hyperprior", its sizes in [split.hyperprior]) the device model is the
+With a hyperprior ([split] entropy_model = "hyperprior", or asked for by the caller; its sizes in
+[split.hyperprior]) the device model is the
 head followed by the hyper-encoder and the hyper-decoder, one int8 graph with three outputs: y, the side latent
 z (both at scale 1) and the hyper-decoder's means and scales, from which the coder's lookup tables pick y's
 Gaussian tables."""
@@ -72,14 +73,15 @@ class SplitModel:
         return run
 
 
-def split_spec(name: str) -> dict:
+def split_spec(name: str, entropy_model: str | None = None) -> dict:
+    """The split model's spec, its entropy model the given one (default: the spec's own, else factorized)."""
     if name not in zoo.split_names():
         raise UserError(f"there is no split model '{name}'; choose one of: {', '.join(zoo.split_names())}")
     spec = zoo.builtin_spec(name)
-    model = spec["split"].get("entropy_model", "factorized")
+    model = entropy_model or spec["split"].get("entropy_model", "factorized")
     if model not in ENTROPY_MODELS:
-        raise UserError(f"split model {name} asks for entropy model '{model}'; the device codes "
-                        f"{', '.join(ENTROPY_MODELS)}")  # fmt: skip
+        raise UserError(f"there is no entropy model '{model}'; the device codes {', '.join(ENTROPY_MODELS)}")
+    spec["split"]["entropy_model"] = model
     return spec
 
 
@@ -87,7 +89,7 @@ def _prior(spec: dict, latent: tuple[int, ...]):
     """The entropy model of the spec over a latent of this shape (batch dropped), built."""
     from tinyrobust.split.entropy import FactorizedPrior, Hyperprior
 
-    if spec["split"].get("entropy_model", "factorized") == "factorized":
+    if spec["split"]["entropy_model"] == "factorized":
         return FactorizedPrior(latent[-1], seed=spec["seed"])
     sizes = spec["split"].get("hyperprior", {})
     prior = Hyperprior(latent[-1], **{k: tuple(v) if k == "strides" else v for k, v in sizes.items()},
@@ -183,14 +185,18 @@ def device_model(head, prior):
     return keras.Model(x, [y, z, h])
 
 
-def load_split(name: str, beta: float | None = None, data: Path | None = None) -> SplitModel:
-    """A split model trained (once, cached) at beta (default: the spec's first) on its data set or the user's
-    (as for a built-in classifier, see zoo.load_data), its head quantized with the latent's symbols as output."""
+def load_split(
+    name: str, beta: float | None = None, data: Path | None = None, entropy_model: str | None = None
+) -> SplitModel:
+    """A split model with the given entropy model (default: the spec's), trained (once, cached) at beta (default:
+    the spec's first) on its data set or the user's (as for a built-in classifier, see zoo.load_data), its head
+    quantized with the latent's symbols as output."""
     import keras
 
     from tinyrobust.split.head import hyper_decoder_part, with_symbol_output
 
-    spec = split_spec(name)
+    spec = split_spec(name, entropy_model)
+    entropy_model = spec["split"]["entropy_model"]
     beta = spec["split"]["betas"][0] if beta is None else float(beta)
     if data is not None:
         x_train, y_train, x_test, y_test = zoo.load_data(Path(data), spec)
@@ -202,7 +208,7 @@ def load_split(name: str, beta: float | None = None, data: Path | None = None) -
         raise UserError(f"split model {name} needs its data set {spec['dataset']}, which is not on this machine; "
                         "pass one with --data")  # fmt: skip
     spec_hash = hashlib.sha256((zoo.MODELS / f"{name}.toml").read_bytes()).hexdigest()[:12]
-    folder = zoo.cache_dir() / "split" / f"{name}-{spec_hash}{tag}-beta{beta:g}"
+    folder = zoo.cache_dir() / "split" / f"{name}-{entropy_model}-{spec_hash}{tag}-beta{beta:g}"
     paths = {part: folder / f"{part}.keras" for part in ("head", "tail")}
     prior_path, tflite_path = folder / "prior.npz", folder / "head-int8.tflite"
     if all(p.is_file() for p in (*paths.values(), prior_path)):
@@ -221,6 +227,6 @@ def load_split(name: str, beta: float | None = None, data: Path | None = None) -
         symbol_outputs = 2 if len(device.outputs) == 3 else 1  # y, and a hyperprior's z
         tflite_path.write_bytes(with_symbol_output(quantize(device, x_train, "int8"), symbol_outputs))
     head_tflite = tflite_path.read_bytes()
-    hyper_decoder = hyper_decoder_part(head_tflite) if spec["split"].get("entropy_model") == "hyperprior" else None
+    hyper_decoder = hyper_decoder_part(head_tflite) if entropy_model == "hyperprior" else None
     return SplitModel(name, beta, head, tail, prior, head_tflite, coding_for(prior, head_tflite), x_train, y_train,
                       x_test, y_test, hyper_decoder)  # fmt: skip
