@@ -1,6 +1,7 @@
 """Split networks end to end: a head trained with a rate term, its latent coded on the device, the bytes decoded
 on the host to the head's symbols in TFLM, and attacks that change how many bytes the device sends."""
 
+import csv
 import json
 
 import numpy as np
@@ -116,6 +117,11 @@ def test_split_evaluate_decodes_the_devices_bytes_to_the_heads_symbols(split_dig
     assert coder_cost["device_defended_head_instructions"] > coder_cost["head_instructions"]
     assert "behind the device defense (median k=3)" in result.stdout
     assert "clean" in (out / "conditions.csv").read_text()
+    summary_rows = list(csv.DictReader((out / "summary.csv").open()))
+    clean_bytes = rows[("clean", 0.0, None)]["bytes"]["mean"]
+    assert len(summary_rows) == 1 and float(summary_rows[0]["clean_bytes"]) == clean_bytes
+    coder_rows = list(csv.DictReader((out / "coder.csv").open()))
+    assert float(coder_rows[0]["instructions_per_symbol"]) == pytest.approx(coder_cost["instructions_per_symbol"])
     html = (out / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 4 and f"<code>{results['data_set']}</code>" in html
     assert f"report: {out / 'report.html'}" in result.stdout

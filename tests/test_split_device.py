@@ -160,6 +160,16 @@ def test_a_split_build_refuses_an_output_that_is_not_symbols_or_a_coding_of_othe
         build_firmware(compile_model(head), board, tmp_path, coding=fewer)
 
 
+
+def test_a_split_build_too_large_for_the_board_is_refused_with_both_numbers(head, tmp_path):
+    """Tables of 65,534 symbols per channel (256 KB each) overflow the LM3S6965's 256 KB of flash: the refusal
+    names what the firmware needs and what the board has."""
+    wide = coder.table_from_pmf(np.full(65535, 1.0), -32767)
+    coding = coder.Coding([wide], [0] * CHANNELS)
+    board = load_board("qemu-lm3s6965evb")
+    with pytest.raises(UserError, match=r"the firmware needs \d+ bytes of flash but qemu-lm3s6965evb has 262144"):
+        build_firmware(compile_model(head), board, tmp_path, "semihosting", coding=coding)
+
 # --- The host's side of ENCODE and FETCH, against a fake device that follows the protocol ----------------------
 
 

@@ -239,3 +239,34 @@ def write_split_report(results: dict, path: Path) -> None:
         number=_number,
     )
     path.write_text(html)
+
+
+def write_split_csv(results: dict, out: Path) -> None:
+    """The report's tables as CSV beside results.json: summary.csv (one row per beta, as the report's summary)
+    and coder.csv (the coder's cost per beta); conditions.csv is written with the results."""
+    import csv
+
+    table = summary(results)
+    rows = []
+    for row in table["rows"]:
+        flat = {k: row[k] for k in ("beta", "clean_bytes", "clean_accuracy", "round_trip_exact")}
+        for name, c in row["attacks"].items():
+            key = name.replace(" ", "_")
+            flat |= {f"{key}_max_overhead": c and c["overhead_vs_clean"], f"{key}_eps": c and c["eps"],
+                     f"{key}_accuracy": c and c["accuracy"]}  # fmt: skip
+        c = row["corruption"]
+        flat |= {"corruption_max_overhead": c and c["overhead_vs_clean"], "corruption": c and c["name"],
+                 "corruption_severity": c and c["severity"]}  # fmt: skip
+        for name, d in row["defended"].items():
+            key = name.replace(" ", "_")
+            top = d and d["defended"]
+            flat |= {f"{key}_overhead": top and top["overhead_vs_clean"], f"{key}_eps": top and top["eps"],
+                     f"{key}_accuracy": top and top["accuracy"]}  # fmt: skip
+        rows.append(flat)
+    for name, table_rows in (("summary", rows), ("coder", results["coder"])):
+        if not table_rows:
+            continue
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, list(table_rows[0]))
+            writer.writeheader()
+            writer.writerows(table_rows)

@@ -28,7 +28,7 @@ from tinyrobust.device.pool import Pool, Worker
 from tinyrobust.device.targets import start_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model import reference
-from tinyrobust.report.split import write_split_report
+from tinyrobust.report.split import write_split_csv, write_split_report
 from tinyrobust.split import attacks, coder
 from tinyrobust.split.corruptions import CORRUPTIONS, corrupt
 from tinyrobust.split.defense import defend
@@ -255,6 +255,7 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
     }
     (settings.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     _write_csv(conditions, settings.out / "conditions.csv")
+    write_split_csv(results, settings.out)
     # Last: should a plot fail, the measurements are already saved.
     write_split_report(results, settings.out / "report.html")
     return results
