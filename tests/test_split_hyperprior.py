@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tinyrobust.build.firmware import build_firmware
+from tinyrobust.build.firmware import build_decoder, build_firmware
 from tinyrobust.compile.graph import read_tflite
 from tinyrobust.compile.model import compile_model
 from tinyrobust.device.boards import load_board
@@ -103,6 +103,36 @@ def test_hyperprior_coding_round_trips_through_the_receivers_hyper_decoder(netwo
     assert escapes > 0  # random weights predict poor means: the escape path is exercised
     with pytest.raises(coder.MalformedStream):
         coding.decode(stream[:-1], [y.shape[1:], z.shape[1:]], hyper_decoder)
+
+
+def test_the_native_decoder_decodes_the_same_latents_and_refuses_what_python_refuses(network, tmp_path):
+    _, _, tflite, coding = network
+    y, z, h = tflm_every_output(tflite, inputs(6))
+    part = hyper_decoder_part(tflite)
+
+    def hyper_decoder(z_one):
+        return tflm_outputs(part, z_one[None]).reshape(h.shape[1:])
+
+    native = coder.NativeDecoder(build_decoder(tmp_path))
+    streams = [coding.encode(list(outputs)) for outputs in zip(y, z, h, strict=True)]
+    cut = streams[0][:-1]  # y's stream cut short
+    bad = bytearray(streams[1])
+    bad[2] ^= 0x40  # z's state damaged
+    shapes = [y.shape[1:], z.shape[1:]]
+    decoded = coding.decode_native(native, [*streams, cut, bytes(bad)], shapes, hyper_decoder)
+    for (y_got, z_got), y_one, z_one in zip(decoded[:6], y, z, strict=True):
+        np.testing.assert_array_equal(y_got, y_one)
+        np.testing.assert_array_equal(z_got, z_one)
+    assert decoded[6] is None
+    with pytest.raises(coder.MalformedStream):
+        coding.decode(cut, shapes, hyper_decoder)
+    try:
+        python_bad = coding.decode(bytes(bad), shapes, hyper_decoder)
+    except coder.MalformedStream:
+        python_bad = None
+    assert (decoded[7] is None) == (python_bad is None)  # both refuse it, or both decode it alike
+    if python_bad is not None:
+        assert all(np.array_equal(a, b) for a, b in zip(decoded[7], python_bad, strict=True))
 
 
 def test_the_lookup_tables_are_the_float_hyperpriors_means_and_scales_of_h(network):

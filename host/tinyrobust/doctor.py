@@ -40,7 +40,7 @@ def checks() -> list[tuple[str, bool, str]]:
          f"{APT} gcc-arm-none-eabi"),
         ("newlib for arm-none-eabi (C library)", _newlib_present(), f"{APT} libnewlib-arm-none-eabi"),
         ("qemu-system-arm (emulated boards)", shutil.which("qemu-system-arm") is not None, f"{APT} qemu-system-arm"),
-        ("gcc (native kernel tests)", shutil.which("gcc") is not None, f"{APT} gcc"),
+        ("gcc (native kernel tests, split-evaluate's native decoder)", shutil.which("gcc") is not None, f"{APT} gcc"),
         ("clang with libFuzzer (frame parser fuzz test)", shutil.which("clang") is not None,
          f"{APT} clang libclang-rt-dev"),
     ]  # fmt: skip

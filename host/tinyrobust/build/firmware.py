@@ -268,6 +268,20 @@ def build_native(model: CompiledModel, out_dir: Path, sanitize: bool = True) -> 
     return exe
 
 
+def build_decoder(out_dir: Path) -> Path:
+    """The rANS decoder compiled for this machine (firmware/native/rans_decoder.c), which split-evaluate decodes
+    every stream with besides the Python reference."""
+    if shutil.which("gcc") is None:
+        raise UserError("gcc is not installed, and split-evaluate decodes with the native coder too; run: "
+                        "apt-get install -y gcc")  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exe = out_dir / "rans-decoder"
+    sources = [FIRMWARE / "entropy" / "tr_rans.c", FIRMWARE / "native" / "rans_decoder.c"]
+    _compile(["gcc", "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{FIRMWARE / 'entropy'}",
+              *map(str, sources), "-o", str(exe)])  # fmt: skip
+    return exe
+
+
 def run_native(exe: Path, inputs) -> bytes:
     result = subprocess.run([str(exe)], input=inputs.tobytes(), capture_output=True, check=True)
     return result.stdout

@@ -6,7 +6,10 @@ import bisect
 import hashlib
 import heapq
 import math
+import struct
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -221,6 +224,30 @@ def decode_prefix(data: bytes, tables: list[Table], indexes) -> tuple[np.ndarray
     return np.array(symbols, dtype=np.int16).reshape(shape), decoder.pos
 
 
+class NativeDecoder:
+    """tr_rans_decode compiled for this machine (build.firmware.build_decoder): the device's own C decoder, run on
+    the host as a second, independent decoding of every stream, many streams to one process."""
+
+    def __init__(self, exe: Path):
+        self.exe = exe
+
+    def decode_many(self, tables: list[Table], streams: list[tuple[np.ndarray, bytes]]) -> list[np.ndarray | None]:
+        """The symbols of each (indexes, stream), in the indexes' shape, or None where tr_rans_decode refuses it."""
+        head = [struct.pack("<I", len(tables))]
+        head += [struct.pack("<iI", t.offset, t.size) + t.cdf.astype("<u4").tobytes() for t in tables]
+        records = [struct.pack("<I", np.size(ix)) + np.asarray(ix, np.uint8).tobytes() + struct.pack("<I", len(d)) + d
+                   for ix, d in streams]  # fmt: skip
+        out = subprocess.run([str(self.exe)], input=b"".join(head + records), capture_output=True, check=True).stdout
+        decoded, pos = [], 0
+        for indexes, _ in streams:
+            count = int(np.size(indexes))
+            status = struct.unpack_from("<i", out, pos)[0]
+            symbols = np.frombuffer(out, "<i2", count, pos + 4).reshape(np.shape(indexes))
+            decoded.append(None if status else symbols.astype(np.int16))
+            pos += 4 + 2 * count
+        return decoded
+
+
 def ideal_bits(symbols, tables: list[Table], indexes) -> float:
     """The code length the quantized tables give: sum of -log2 p over the symbols, for an escaped symbol the escape's
     plus its bypass bits (4 for the chunk count, 4 per chunk). encode's bytes * 8 exceed it by the coder's cost."""
@@ -333,6 +360,11 @@ class Coding:
     def ideal_bits(self, outputs: list[np.ndarray]) -> float:
         return ideal_bits(outputs[0], self.tables, self.indexes(outputs[0].shape))
 
+    def decode_native(self, native: NativeDecoder, streams: list[bytes], shapes: list[tuple], hyper_decoder=None):
+        """decode's result for each stream, by the native decoder; None for a stream it refuses."""
+        indexes = self.indexes(shapes[0])
+        return [None if y is None else [y] for y in native.decode_many(self.tables, [(indexes, s) for s in streams])]
+
 
 @dataclass(frozen=True, eq=False)
 class HyperpriorCoding:
@@ -385,6 +417,33 @@ class HyperpriorCoding:
         if y.min(initial=0) < -128 or y.max(initial=0) > 127:
             raise MalformedStream("the stream decodes to a latent outside the int8 range.")
         return [y.astype(np.int16), z]
+
+    def decode_native(self, native: NativeDecoder, streams: list[bytes], shapes: list[tuple], hyper_decoder):
+        """decode's result for each stream, by the native decoder; None for a stream it refuses. z's stream ends
+        where the Python decoder's state is back to its start; the native decoder then checks that it is exactly
+        the encoding of z, and decodes y with the means and scales the hyper-decoder gives for the z it decoded."""
+        z_indexes = self.z.indexes(shapes[1])
+        ends = []
+        for stream in streams:
+            try:
+                ends.append(decode_prefix(stream, self.z.tables, z_indexes)[1])
+            except MalformedStream:
+                ends.append(None)
+        zs = self.z.decode_native(native, [s[:e or 0] for s, e in zip(streams, ends, strict=True)], [shapes[1]])
+        jobs, means = [], []
+        for stream, end, z in zip(streams, ends, zs, strict=True):
+            if end is None or z is None:
+                jobs.append((np.zeros(0, np.uint8), b""))
+                means.append(None)
+                continue
+            mean, scale = np.split(np.asarray(hyper_decoder(z[0].astype(np.int8))).astype(np.int16) + 128, 2, axis=-1)
+            jobs.append((self.scales[scale].reshape(shapes[0]), stream[end:]))
+            means.append(self.means[mean].reshape(shapes[0]))
+        decoded = []
+        for z, mean, symbols in zip(zs, means, native.decode_many(self.gaussian, jobs), strict=True):
+            ok = mean is not None and symbols is not None
+            decoded.append([(symbols.astype(np.int32) + mean).astype(np.int16), z[0]] if ok else None)
+        return decoded
 
     def ideal_bits(self, outputs: list[np.ndarray]) -> float:
         y, z, h = outputs

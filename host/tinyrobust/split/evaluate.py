@@ -5,8 +5,9 @@ corruptions at severities 1 to 5, and clean and entropy-attacked inputs through 
 total-variation defense (on the host) and through a device defense (pre-processing stages the firmware runs
 before the head), each also against an entropy attack adapted to it (BPDA through the defense).
 
-Bytes and accuracy are over the samples whose stream decodes to TFLM's symbols; any other sample is a failure,
-counted in round_trip_exact and never averaged in."""
+Every stream is decoded twice, by the Python reference and by the device's C decoder compiled for the host.
+Bytes and accuracy are over the samples whose stream both decode to TFLM's symbols; any other sample is a
+failure, counted in round_trip_exact and never averaged in."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyrobust.build.firmware import build_firmware
+from tinyrobust.build.firmware import build_decoder, build_firmware
 from tinyrobust.compile import stages as device_stages
 from tinyrobust.compile.model import compile_model
 from tinyrobust.console import progress_bar
@@ -67,8 +68,10 @@ def _summary(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "median": float(np.median(values)), "max": float(np.max(values))}
 
 
-def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar, stages: list[dict]) -> dict:
-    """Each input's stream from the device, decoded and checked against TFLM's symbols (for the head behind the
+def _measure(model: SplitModel, pool: Pool, native: coder.NativeDecoder, xq: np.ndarray, y: np.ndarray, bar,
+             stages: list[dict]) -> dict:  # fmt: skip
+    """Each input's stream from the device, decoded (in Python and natively) and checked against TFLM's symbols
+    (for the head behind the
     device's pre-processing stages, if any); bytes (their summary and each exactly decoded stream's size, for the
     report's distributions), ideal bytes, accuracy of the tail on the decoded symbols, and the head's and coder's
     ticks."""
@@ -78,15 +81,17 @@ def _measure(model: SplitModel, pool: Pool, xq: np.ndarray, y: np.ndarray, bar, 
 
     answers = pool.infer_all([q.tobytes() for q in xq], Worker.encode)
     bar.update(len(xq))
+    natively = coding.decode_native(native, [a[0] for a in answers], shapes, hyper_decoder)
     sizes, ideal, exact, decoded, same_bytes = [], [], [], [], []
-    for i, (stream, _, _) in enumerate(answers):
+    for i, ((stream, _, _), got_natively) in enumerate(zip(answers, natively, strict=True)):
         outputs = [e[i] for e in expected]
         same_bytes.append(stream == coding.encode(outputs))
         try:
             got = coding.decode(stream, shapes, hyper_decoder)
         except coder.MalformedStream:
             got = None
-        exact.append(got is not None and all(np.array_equal(g, o) for g, o in zip(got, outputs, strict=False)))
+        exact.append(all(g is not None and all(np.array_equal(a, o) for a, o in zip(g, outputs, strict=False))
+                         for g in (got, got_natively)))  # fmt: skip
         if exact[-1]:
             sizes.append(len(stream))
             ideal.append(coding.ideal_bits(outputs) / 8)
@@ -158,7 +163,7 @@ def _device_defense_inputs(model, settings, tensor, x, y, made) -> list[tuple[di
             for c, inputs in sent]  # fmt: skip
 
 
-def _on_device(model: SplitModel, settings: SplitSettings, board, folder: Path, made, y, bar, stages) -> tuple:
+def _on_device(model: SplitModel, settings: SplitSettings, board, folder: Path, native, made, y, bar, stages):
     """Each condition's inputs sent to a build of the head (behind the device defense's stages, if any): the
     measured rows, the head's and coder's ticks, and the firmware."""
     channel = settings.channel or board.default_channel
@@ -170,7 +175,7 @@ def _on_device(model: SplitModel, settings: SplitSettings, board, folder: Path, 
     try:
         for condition, inputs in made:
             bar.set_description(f"{settings.model} beta {model.beta:g} {condition['name']} {condition['eps']:.4g}")
-            measured = _measure(model, pool, reference.quantize_inputs(inputs, compiled.input), y, bar, stages)
+            measured = _measure(model, pool, native, reference.quantize_inputs(inputs, compiled.input), y, bar, stages)
             head += measured.pop("head_ticks")
             code += measured.pop("coder_ticks")
             rows.append({"severity": None, **condition, **measured})
@@ -203,6 +208,7 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
         per_beta += 1 + len(settings.eps) * entropy * (1 + settings.adaptive)
     if settings.device_defense:
         per_beta += 1 + len(settings.eps) * entropy * (1 + settings.adaptive)
+    native = coder.NativeDecoder(build_decoder(settings.out / "firmware"))
     bar = progress_bar(len(betas) * per_beta * settings.samples, "inference", progress)
     conditions, coders = [], []
     try:
@@ -216,11 +222,11 @@ def split_evaluate(settings: SplitSettings, progress: bool = True) -> dict:
             tensor = compile_model(model.head_tflite).input
             made = _inputs(model, settings, tensor, x, y)
             folder = settings.out / "firmware" / f"beta{beta:g}"
-            rows, head, code, firmware = _on_device(model, settings, board, folder, made, y, bar, [])
+            rows, head, code, firmware = _on_device(model, settings, board, folder, native, made, y, bar, [])
             defended_head = None
             if settings.device_defense:
                 device_made = _device_defense_inputs(model, settings, tensor, x, y, made)
-                more, defended_ticks, _, _ = _on_device(model, settings, board, folder / "device-defense",
+                more, defended_ticks, _, _ = _on_device(model, settings, board, folder / "device-defense", native,
                                                         device_made, y, bar, settings.device_defense)  # fmt: skip
                 rows += more
                 defended_head = latency(board, defended_ticks)["per_inference"]["median"]
