@@ -22,7 +22,7 @@ for model in digits-cnn resnet8-cifar10; do
 done
 for entropy_model in factorized hyperprior; do
     split="$(mktemp -d)"
-    .venv/bin/tinyrobust split-evaluate --entropy-model "$entropy_model" --samples 50 --device-defense median:k=3 \
+    .venv/bin/tinyrobust split-evaluate --entropy-model "$entropy_model" --samples 30 --device-defense median:k=3 \
         --out "$split" | tee "$out/split-digits-$entropy_model.md"
     cp "$split/results.json" "$out/split-digits-$entropy_model.json"
     cp "$split/conditions.csv" "$out/split-digits-$entropy_model.csv"
