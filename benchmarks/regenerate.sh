@@ -26,6 +26,5 @@ for entropy_model in factorized hyperprior; do
         --out "$split" | tee "$out/split-digits-$entropy_model.md"
     cp "$split/results.json" "$out/split-digits-$entropy_model.json"
     cp "$split/conditions.csv" "$out/split-digits-$entropy_model.csv"
-    cp "$split/report.html" "$out/split-digits-$entropy_model.html"
     rm -rf "$split"
 done

@@ -17,6 +17,7 @@
 #define MSG_ENCODE 0x05
 #define MSG_FETCH 0x06
 #define MSG_PROFILE 0x07
+#define MSG_TENSOR 0x08
 #define MSG_REPLY 0x80
 #define MSG_ERROR 0x7F
 
@@ -35,6 +36,16 @@ _Static_assert(INFER_REPLY_BYTES <= 0xFFFF, "the model's output does not fit one
 static uint8_t rx[RX_BYTES];
 static uint8_t tx[TX_BYTES];
 
+/* A board whose file names an energy pin has it held high while the model runs, outside the counted ticks, so that a
+ * meter integrates the supply current over each inference alone; other builds have none of that code. */
+#ifdef TR_ENERGY_PIN
+#define ENERGY_PIN_INIT() tr_energy_pin_init()
+#define ENERGY_PIN(high) tr_energy_pin(high)
+#else
+#define ENERGY_PIN_INIT() ((void)0)
+#define ENERGY_PIN(high) ((void)0)
+#endif
+
 #ifdef TR_SPLIT
 /* The stream goes to the host STREAM_CHUNK_BYTES at a time: the first part in the ENCODE reply, after its
  * header, the rest in FETCH replies. Both are sent straight from the stream buffer, the ENCODE reply's header
@@ -51,6 +62,14 @@ static uint32_t stream_length; /* 0 until the first ENCODE, and after a reset */
 #define PROFILE_REPLY_BYTES (4 + 4 + 8 * TR_STEPS)
 _Static_assert(PROFILE_REPLY_BYTES <= 0xFFFF, "the schedule's step ticks do not fit one reply frame");
 static uint8_t profile_reply[PROFILE_REPLY_BYTES];
+
+/* TENSOR walks the schedule one step per request, and the host reads each step's output before asking for the next
+ * step: the planned arena reuses a buffer as soon as its tensor is dead, so a step's output is whole only until a later
+ * step runs. Its replies are sent straight from the arena, so the walk needs no RAM beyond the normal build's: no
+ * copy of a tensor, and no copy of the input to run the schedule again from (a prefix of the schedule run again per
+ * step would need one, as the input's bytes are reused too). */
+#define TENSOR_CHUNK_BYTES 1024
+static uint32_t steps_walked; /* steps run since the walk began; 0 until a TENSOR of step 0, and after a reset */
 #endif
 
 /* The last reply sent, kept so that a repeated request (the host did not get the reply) is answered again
@@ -128,9 +147,11 @@ static int run(const tr_parser *p, uint64_t *ticks)
         return 0;
     }
     memcpy(tr_model_input(), rx, p->length);
+    ENERGY_PIN(1);
     tr_counter_restart();
     tr_model_invoke();
     *ticks = tr_counter_read();
+    ENERGY_PIN(0);
     return 1;
 }
 
@@ -230,6 +251,24 @@ static void handle(const tr_parser *p)
         reply_from(p, profile_reply, PROFILE_REPLY_BYTES);
         break;
     }
+    case MSG_TENSOR: {
+        /* Step k's output from a byte offset. Offset 0 of step 0 begins a walk on the input LOAD put in place, and
+         * offset 0 of the step after the last one run runs it; any other step than the last one run is refused. */
+        uint32_t step = p->length == 8 ? get_u32(rx) : TR_STEPS, offset = p->length == 8 ? get_u32(rx + 4) : 0;
+        if (step < TR_STEPS && offset == 0 && (step == 0 || step == steps_walked)) {
+            tr_model_step(step);
+            steps_walked = step + 1;
+        }
+        uint32_t bytes = 0;
+        const uint8_t *tensor = step < TR_STEPS ? tr_model_step_output(step, &bytes) : 0;
+        if (step + 1 != steps_walked || offset >= bytes) {
+            send_error(p->seq, ERR_BAD_LENGTH);
+            break;
+        }
+        uint32_t rest = bytes - offset;
+        reply_from(p, tensor + offset, (uint16_t)(rest < TENSOR_CHUNK_BYTES ? rest : TENSOR_CHUNK_BYTES));
+        break;
+    }
 #endif
     default:
         send_error(p->seq, ERR_UNKNOWN_TYPE);
@@ -242,6 +281,7 @@ int main(void)
     static uint8_t incoming[512]; /* what one channel read may bring: a block on fast channels, a byte on a UART */
     tr_channel_open();
     tr_counter_init();
+    ENERGY_PIN_INIT();
     tr_parser_init(&parser, rx, sizeof rx);
     for (;;) {
         uint32_t n = tr_channel_read(incoming, sizeof incoming);

@@ -111,12 +111,12 @@ def test_pickled_data_file_is_refused(tmp_path):
     assert_one_sentence_error(result, "data.npz is not an .npz with numeric arrays x and y")
 
 
-def test_float_model_is_refused_as_not_int8():
+def test_float_model_is_refused_as_computing_in_float():
     import tensorflow as tf
 
     float_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     tflite = tf.lite.TFLiteConverter.from_keras_model(float_model).convert()
-    with pytest.raises(UserError, match="the model's input is float32, not int8"):
+    with pytest.raises(UserError, match="the model computes in float at FULLY_CONNECTED at position 0 .float32."):
         compile_model(tflite)
 
 

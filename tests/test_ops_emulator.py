@@ -140,6 +140,13 @@ SWEEPS = {
          L.DepthwiseConv2D(3, depth_multiplier=2), L.DepthwiseConv2D((2, 3), padding="same", depth_multiplier=3)],
         (12, 11, 7),
     ),
+    # tr_depthwise_conv_s8_opt's interior read in place, borders over patches (columns taller than one), stride 2,
+    # 5x5 and dilated windows, and six channels: a last group overlapping the one before
+    "depthwise-interior-borders": (
+        [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(3, strides=2, padding="same"),
+         L.DepthwiseConv2D(5, padding="same"), L.DepthwiseConv2D(3, dilation_rate=2, padding="same")],
+        (88, 10, 6),
+    ),
     "dilated-conv-depthwise": (
         [L.Conv2D(5, 3, dilation_rate=2, padding="same"), L.DepthwiseConv2D(3, dilation_rate=(2, 3), padding="same"),
          L.Conv2D(4, (2, 3), dilation_rate=(3, 2))],

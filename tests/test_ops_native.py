@@ -79,6 +79,18 @@ CASES = {
     "conv-large-filter": ([L.Conv2D(3, 5, strides=(2, 1), padding="same")], (7, 6, 48)),  # 5x5x48 read in place
     "depthwise3x3-same": ([L.DepthwiseConv2D(3, padding="same", activation="relu")], (8, 8, 6)),
     "depthwise-multiplier2-stride2": ([L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)], (11, 9, 3)),
+    # tr_depthwise_conv_s8_opt on maps too large for one patch: the interior read in place, the border over patches,
+    # with a last group of channels overlapping the one before, a window of 5x5 or dilated 7x7, columns taller than
+    # a patch, and an activation range narrower than int8
+    "depthwise3x3-stride2-odd-channels": ([L.DepthwiseConv2D(3, strides=2, padding="same")], (22, 20, 7)),
+    "depthwise3x3-valid-relu6": ([L.DepthwiseConv2D(3, activation="relu6")], (20, 20, 8)),
+    "depthwise5x5-tall": ([L.DepthwiseConv2D(5, padding="same")], (90, 9, 4)),
+    "depthwise7x7-dilated": ([L.DepthwiseConv2D(7, dilation_rate=2, padding="same")], (20, 20, 4), STATIC_BATCH),
+    "depthwise-relu-same-quantization": (
+        [L.DepthwiseConv2D(3, padding="same", activation="relu")],
+        (8, 8, 8),
+        SAME_QUANTIZATION,
+    ),
     "dense": ([L.Flatten(), L.Dense(12)], (4, 4, 3)),
     "dense-relu-chain": ([L.Flatten(), L.Dense(20, activation="relu"), L.Dense(7)], (30,)),
     "maxpool2": ([L.MaxPooling2D(2)], (8, 8, 4)),
@@ -381,6 +393,13 @@ def test_native_int16x8_bit_exact_with_tflm(case, tmp_path):
     graph = read_tflite(tflite)
     assert {graph.tensors[t].type_name for t in graph.inputs + graph.outputs} == {"int16"}
     assert_native_bit_exact(tflite, full_range_inputs(tflite, 40), tmp_path)
+
+
+def test_depthwise_layers_of_depth_multiplier_one_take_the_optimized_kernel():
+    layers = [L.DepthwiseConv2D(3, padding="same"), L.DepthwiseConv2D(3, depth_multiplier=2), L.DepthwiseConv2D(3)]
+    compiled = compile_model(quantized_model(layers, (9, 9, 4)))
+    functions = [s.function for s in compiled.steps]
+    assert functions == ["tr_depthwise_conv_s8_opt", "tr_depthwise_conv_s8", "tr_depthwise_conv_s8_opt"]
 
 
 def test_int16x8_padv2_with_a_float_pad_value_is_refused():

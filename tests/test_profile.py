@@ -1,6 +1,7 @@
 """`profile`: per-layer counts from a profile build of the firmware, checked against a normal build's inference, with
 MACs from the compiled schedule and memory from the ELF; and a normal build that profiling leaves as it was."""
 
+import csv
 import json
 import re
 import subprocess
@@ -17,23 +18,39 @@ from tinyrobust.compile.model import compile_model
 from tinyrobust.compile.render import render
 from tinyrobust.device.boards import DEFAULT_BOARD, load_board
 from tinyrobust.device.counter import count_unit
+from tinyrobust.device.energy import estimate_uj
 from tinyrobust.device.pool import run_on_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model.reference import random_inputs
-from tinyrobust.profile import INFERENCES, layer_macs
+from tinyrobust.profile import INFERENCES, arena_occupancy, layer_macs
 
 LAYER_KEYS = {"index", "op", "output_shape", "macs", "count", "share"}
 
 
 @pytest.fixture(scope="module")
-def profiled(tmp_path_factory):
+def profile_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("profile")
+
+
+@pytest.fixture(scope="module")
+def profiled(profile_dir):
     """digits-cnn profiled on the default board through the command line, with its JSON, page and output."""
-    out = tmp_path_factory.mktemp("profile")
-    result = tinyrobust(
-        "profile", "digits-cnn", "--json", out / "profile.json", "--html", out / "profile.html", cwd=out
-    )
+    out = profile_dir
+    result = tinyrobust("profile", "digits-cnn", "--json", out / "profile.json", "--csv", out / "profile.csv",
+                        "--html", out / "profile.html", cwd=out)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return result.stdout, json.loads((out / "profile.json").read_text()), (out / "profile.html").read_text()
+
+
+@pytest.mark.emulator
+def test_the_csv_has_the_jsons_layers(profiled, profile_dir):
+    _, results, _ = profiled
+    rows = list(csv.DictReader((profile_dir / "profile.csv").open()))
+    assert [(int(r["index"]), r["op"]) for r in rows] == [(layer["index"], layer["op"]) for layer in results["layers"]]
+    for row, layer in zip(rows, results["layers"], strict=True):
+        assert float(row["count"]) == layer["count"] and int(row["macs"]) == layer["macs"]
+        assert row["board"] == results["board"] and row["unit"] == results["unit"]
+        assert float(row["energy_uj_estimate"]) == pytest.approx(layer["energy_estimate_uj"])
 
 
 @pytest.mark.emulator
@@ -75,9 +92,39 @@ def test_memory_and_stack_high_water_are_reported(profiled, digits):
         and memory["ram"]["arena"] == compile_model(digits.tflite).arena_bytes
     )
     assert 256 < memory["stack_high_water_bytes"] < memory["stack_reserved_bytes"] == memory["ram"]["stack_reserved"]
+    assert memory["stack_high_water_bytes"] < memory["stack_recommended_bytes"] < memory["stack_reserved_bytes"]
     assert len(memory["largest_functions"]) == LARGEST_FUNCTIONS
     assert "stack used at most" in stdout and "largest functions" in stdout
-    assert html.count("data:image/png;base64,") == 1 and "Sum check" in html
+    assert f"--stack {memory['stack_recommended_bytes']}" in stdout
+    assert html.count("data:image/png;base64,") == 2 and "Sum check" in html and "<h2>Arena</h2>" in html
+
+
+@pytest.mark.emulator
+def test_the_arena_per_step_is_in_the_json_and_the_text(profiled, digits):
+    stdout, results, _ = profiled
+    arena = results["arena"]
+    assert arena == json.loads(json.dumps(arena_occupancy(compile_model(digits.tflite))))
+    peak = arena["peak"]
+    assert f"arena {arena['bytes']:,} B as planned: at most {peak['bytes']:,} B live" in stdout
+    for step in arena["steps"]:
+        row = rf"^\s*{step['index']}\s+{step['op']}\s.*\s{step['bytes']:,}( +\S+)?$"  # then the energy, if any
+        assert re.search(row, stdout, re.M), step["index"]
+
+
+def test_the_arena_occupancy_follows_the_planned_lifetimes(digits):
+    """At every step the buffers live hold the step's arena operands, and no two of them share a byte."""
+    compiled = compile_model(digits.tflite)
+    arena = arena_occupancy(compiled)
+    assert arena["bytes"] == compiled.arena_bytes and len(arena["steps"]) == len(compiled.steps)
+    for step, at in zip(compiled.steps, arena["steps"], strict=True):
+        offsets = {b["offset"] for b in at["live"]}
+        assert all(compiled.offsets[t] in offsets for t in [*step.inputs, step.output] if t in compiled.offsets)
+        spans = sorted((b["offset"], b["offset"] + b["bytes"]) for b in at["live"])
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)) and spans[-1][1] <= arena["bytes"]
+        assert at["bytes"] == sum(b["bytes"] for b in at["live"])
+    assert arena["peak"]["bytes"] == max(at["bytes"] for at in arena["steps"]) <= arena["bytes"]
+    writers = [b["written_by"] for b in arena["buffers"]]
+    assert writers.count(None) == 1 and sorted(w for w in writers if w is not None) == list(range(len(compiled.steps)))
 
 
 @pytest.mark.emulator
@@ -187,3 +234,24 @@ def test_a_wrong_board_is_one_clear_sentence(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: there is no board 'qemu-mps2-an999'; choose one of:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.emulator
+def test_the_energy_estimate_is_shown_per_inference_and_per_layer_and_labelled(profiled):
+    """The default board's file gives datasheet figures (an STM32F407 standing in for the AN386), so the profile
+    estimates the energy of the whole inference and of each layer from their counts, and says it is an estimate."""
+    stdout, results, html = profiled
+    board = load_board(DEFAULT_BOARD)
+    energy = results["energy"]
+    assert set(energy) == {"estimate_uj", "basis", "source"}
+    assert energy["estimate_uj"] == pytest.approx(estimate_uj(board, results["total"])) and energy["estimate_uj"] > 0
+    assert energy["basis"].startswith("estimate: executed instructions") and "lower bound" in energy["basis"]
+    assert energy["source"].startswith("datasheet figures for the STM32F407")
+    for layer in results["layers"]:
+        assert layer["energy_estimate_uj"] == pytest.approx(estimate_uj(board, layer["count"]))
+    layers_sum = sum(layer["energy_estimate_uj"] for layer in results["layers"])
+    assert layers_sum == pytest.approx(energy["estimate_uj"], rel=0.02)  # as the counts add up to the inference
+    header = next(line for line in stdout.splitlines() if line.lstrip().startswith("#"))
+    assert header.endswith("uJ (estimate)")
+    assert f"energy (estimate): {energy['estimate_uj']:,.3f} uJ per inference; estimate: " in stdout
+    assert "µJ (estimate)" in html and "Energy per inference (estimate)" in html

@@ -13,6 +13,8 @@ from tinyrobust.campaign import metrics
 from tinyrobust.campaign.config import AttackSpec, Campaign, DefenseSpec, parse, to_toml
 from tinyrobust.campaign.runner import Runner
 from tinyrobust.compile.graph import Tensor
+from tinyrobust.device.boards import load_board
+from tinyrobust.device.counter import latency
 from tinyrobust.report import html as report
 
 MEDIAN = {"name": "median", "where": "host", "params": {}}
@@ -308,3 +310,13 @@ def test_a_split_report_of_results_without_per_sample_bytes_says_why_a_figure_is
     split.write_split_report(results, tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 3 and "no per-sample byte counts" in html
+
+
+def test_the_report_shows_the_energy_estimate_beside_the_latency(tmp_path):
+    results = results_with([run("none", 0.0, device=0.9)])
+    results["latency"] = latency(load_board("qemu-mps2-an386"), [6930] * 10)
+    report.write_report(results, tmp_path / "report.html")
+    section = (tmp_path / "report.html").read_text().split("<h2>Latency</h2>")[1].split("<h2>")[0]
+    energy = results["latency"]["energy"]
+    assert f"Energy per inference (estimate): {energy['estimate_uj']:,.1f} µJ at the median count." in section
+    assert energy["basis"] in section and "DS8626 Rev 12, Table 20" in section

@@ -44,6 +44,13 @@ void tr_counter_init(void);
 void tr_counter_restart(void);  /* start counting from zero */
 uint64_t tr_counter_read(void); /* ticks of the core clock since the last restart */
 
+#ifdef TR_ENERGY_PIN
+/* The pin a meter watches (<family>/energy.c), from the board file's [energy] pin: TR_ENERGY_PIN {port base, pin, 0}
+ * and TR_ENERGY_ENABLE, the clock bits to set first. main.c holds it high while the model runs. */
+void tr_energy_pin_init(void); /* an output, low */
+void tr_energy_pin(uint32_t high);
+#endif
+
 #ifdef TR_PROFILE
 /* A profile build paints the stack at reset (cortex-m/startup.c): the deepest stack use since, in bytes. */
 uint32_t tr_stack_high_water(void);

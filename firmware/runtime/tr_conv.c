@@ -11,6 +11,7 @@
  * of the tests) the same loops run with scalar products. Accumulating the same int32 products in another order
  * gives the same sums, and the requantization is TFLM's: outputs are bit-exact with it.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "tr_kernels.h"
@@ -23,9 +24,9 @@
 #define TR_DSP 0
 #endif
 
-/* Paths that few output values take (depthwise borders, depth multipliers above 1): compiled for size, to keep
+/* Work done once per call, group of channels or patch of input, not per output value: compiled for size, to keep
  * the runtime's flash small. */
-#define TR_COLD __attribute__((noinline, cold, optimize("Os")))
+#define TR_SETUP __attribute__((noinline, optimize("Os")))
 
 /* An int8 kernel's output stage, copied out of its parameters: the int8 stores to the output may alias the
  * parameters as far as C knows, which made GCC reload them for every value. */
@@ -46,7 +47,6 @@ static inline int8_t requantize_s8(const output_s8 *o, int32_t acc, int c)
     return (int8_t)tr_clamp(tr_requantize(acc, o->multiplier[c], o->shift[c]) + o->out_offset, o->lo, o->hi);
 }
 
-#if TR_DSP
 /* Four int8 values from any address (the core allows unaligned word loads). */
 static inline int32_t load4(const int8_t *p)
 {
@@ -55,6 +55,7 @@ static inline int32_t load4(const int8_t *p)
     return v;
 }
 
+#if TR_DSP
 /* Bytes 1 and 3 of x sign-extended into two halfwords (__sxtb16 takes bytes 0 and 2); GCC's ACLE lacks __ror. */
 static inline int32_t sxtb16_ror8(int32_t x)
 {
@@ -279,129 +280,350 @@ void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
     }
 }
 
-/* acc[i] += w[i] * x[i] for four consecutive channels of one tap (depthwise: every channel its own filter). */
-static inline void mac4_s8(const int8_t *x, const int8_t *w, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
+/* --- DEPTHWISE_CONV_2D ------------------------------------------------------------------------------------ */
+
+/* Any depth multiplier, one value at a time: from the folded bias, taps outside the input adding weight * zero point
+ * (see the top). The compiler takes the others to tr_depthwise_conv_s8_opt (see lower_depthwise_conv_2d), so this
+ * is compiled for size. */
+__attribute__((optimize("Os"))) void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
+{
+    const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
+    for (int oy = 0; oy < p->out_h; oy++) {
+        for (int ox = 0; ox < p->out_w; ox++, out += p->out_c) {
+            for (int oc = 0; oc < p->out_c; oc++) {
+                int32_t acc = p->bias ? p->bias[oc] : 0;
+                for (int ky = 0; ky < p->k_h; ky++) {
+                    const int iy = oy * p->stride_h - p->pad_h + ky * p->dilation_h;
+                    for (int kx = 0; kx < p->k_w; kx++) {
+                        const int ix = ox * p->stride_w - p->pad_w + kx * p->dilation_w;
+                        const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+                        const int32_t x = inside ? in[(iy * p->in_w + ix) * p->in_c + oc / p->depth_multiplier]
+                                                 : -p->in_offset;
+                        acc += p->weights[(ky * p->k_w + kx) * p->out_c + oc] * x;
+                    }
+                }
+                out[oc] = requantize_s8(&stage, acc, oc);
+            }
+        }
+    }
+}
+
+/* Depth multiplier 1, four channels a pass, the channel groups in the outer loop. Each group is prepared once per
+ * call on the stack: its weights widened to 16 bits and doubled, in SXTB16's lane order (channels 0, 2, 1, 3), so
+ * that a tap takes one SRAM word per SMLABB/SMLATT pair rather than a flash load and two SXTB16 per pixel; its
+ * biases; and its requantization constants. A pixel then takes one 4-byte input load per tap.
+ *
+ * Every window is summed whole, from the folded bias, over raw inputs. Windows inside the input (found once per
+ * call) read it in place, with no checks per tap; the others read a patch of the group's input copied to the
+ * stack, the zero point where the input ends (see the top of the file). So does every window of a map whose input
+ * fits one patch.
+ *
+ * Requantization from the doubled accumulator a2 = 2 * acc: TFLM's first rounding, floor((acc * m + 2^30) / 2^31),
+ * is SMMLAR's (a2 * m + 2^31) >> 32, exact while |a2| < 2^31. SMMLAR also adds the nudge 2^(r - 1) of the second
+ * rounding, the shift right by r = -shift, and the output's zero point times 2^r, which the shift turns into the
+ * zero point added. The shift rounds half away from zero: one less before it for a negative value. Its sign is
+ * acc's, but for a value 0 from a negative acc, where one less changes nothing (r >= 1: 2^(r - 1) is no multiple of
+ * 2^r). The compiler checks that a2 and the sum SMMLAR returns fit in 32 bits, and r >= 1, for every channel. */
+typedef struct {
+    int16_t w[TR_DEPTHWISE_TAPS][4];
+    int32_t bias[4]; /* 2 * the folded bias */
+    struct {
+        int32_t multiplier, nudge, right;
+    } requant[4];
+    int32_t pixel_step, out_step; /* of the line line3x3_s8 walks, where its registers have no room for them */
+} depthwise_group;
+
+static TR_SETUP void prepare_group(const tr_conv_params *p, int c, depthwise_group *g)
+{
+    const int8_t *w = p->weights + c;
+    for (int t = 0; t < p->k_h * p->k_w; t++, w += p->out_c) {
+#if TR_DSP
+        const int32_t v = load4(w), w02 = __sxtb16(v), w13 = sxtb16_ror8(v);
+        const int32_t doubled[2] = {__sadd16(w02, w02), __sadd16(w13, w13)};
+        memcpy(g->w[t], doubled, sizeof doubled);
+#else
+        const int16_t doubled[4] = {(int16_t)(2 * w[0]), (int16_t)(2 * w[2]), (int16_t)(2 * w[1]), (int16_t)(2 * w[3])};
+        memcpy(g->w[t], doubled, sizeof doubled);
+#endif
+    }
+    for (int i = 0; i < 4; i++) {
+        const uint32_t right = (uint32_t)-p->requant.shift[c + i];
+        g->bias[i] = 2 * (p->bias ? p->bias[c + i] : 0);
+        g->requant[i].multiplier = p->requant.multiplier[c + i];
+        g->requant[i].nudge = (int32_t)((1u << (right - 1)) + ((uint32_t)p->out_offset << right));
+        g->requant[i].right = (int32_t)right;
+    }
+}
+
+/* The four accumulators += w * x over a window row of n >= 1 taps, tap_step bytes apart: x the four input bytes of
+ * a tap, w its doubled weights. In assembly with the DSP extension: GCC kept this loop's accumulators on the stack. */
+static inline __attribute__((always_inline)) void row_taps4(const int8_t *x, const int16_t (*w)[4], int n,
+                                                            int tap_step, int32_t *a0, int32_t *a1, int32_t *a2,
+                                                            int32_t *a3)
 {
 #if TR_DSP
-    const int32_t xv = load4(x), wv = load4(w);
-    const int32_t x02 = __sxtb16(xv), w02 = __sxtb16(wv), x13 = sxtb16_ror8(xv), w13 = sxtb16_ror8(wv);
-    *a0 = __smlabb(x02, w02, *a0);
-    *a1 = __smlabb(x13, w13, *a1);
-    *a2 = __smlatt(x02, w02, *a2);
-    *a3 = __smlatt(x13, w13, *a3);
+    int32_t xv, x02, w02, w13;
+    __asm__("1:\n\t"
+            "ldr %[xv], [%[x]]\n\t"
+            "add %[x], %[x], %[step]\n\t"
+            "ldrd %[w02], %[w13], [%[w]], #8\n\t"
+            "sxtb16 %[x02], %[xv]\n\t"
+            "sxtb16 %[xv], %[xv], ror #8\n\t"
+            "smlabb %[a0], %[x02], %[w02], %[a0]\n\t"
+            "smlatt %[a2], %[x02], %[w02], %[a2]\n\t"
+            "smlabb %[a1], %[xv], %[w13], %[a1]\n\t"
+            "smlatt %[a3], %[xv], %[w13], %[a3]\n\t"
+            "subs %[n], %[n], #1\n\t"
+            "bne 1b"
+            : [a0] "+r"(*a0), [a1] "+r"(*a1), [a2] "+r"(*a2), [a3] "+r"(*a3), [x] "+r"(x), [w] "+r"(w), [n] "+r"(n),
+              [xv] "=&r"(xv), [x02] "=&r"(x02), [w02] "=&r"(w02), [w13] "=&r"(w13)
+            : [step] "r"(tap_step)
+            : "cc", "memory");
 #else
-    *a0 += w[0] * x[0];
-    *a1 += w[1] * x[1];
-    *a2 += w[2] * x[2];
-    *a3 += w[3] * x[3];
+    for (; n > 0; n--, x += tap_step, w++) {
+        *a0 += (*w)[0] * x[0];
+        *a2 += (*w)[1] * x[2];
+        *a1 += (*w)[2] * x[1];
+        *a3 += (*w)[3] * x[3];
+    }
 #endif
 }
 
-/* depthwise4_s8 for a pixel whose filter reaches outside the input: taps outside add weight * zero point (see
- * the top of the file). */
-static TR_COLD void depthwise4_border_s8(const tr_conv_params *p, const int8_t *in, int c, int iy0, int ix0,
-                                         int ky_lo, int ky_hi, int kx_lo, int kx_hi, int32_t acc[4])
+#if TR_DSP
+/* One tap of line3x3_s8: the four input bytes at address, the weights at byte offset woff of w. */
+#define TAP3X3(address, woff)                                                                                       \
+    "ldr %[xv], " address "\n\t"                                                                                    \
+    "ldrd %[w02], %[w13], [%[w], #" woff "]\n\t"                                                                    \
+    "sxtb16 %[x02], %[xv]\n\t"                                                                                      \
+    "sxtb16 %[xv], %[xv], ror #8\n\t"                                                                               \
+    "smlabb %[a0], %[x02], %[w02], %[a0]\n\t"                                                                       \
+    "smlatt %[a2], %[x02], %[w02], %[a2]\n\t"                                                                       \
+    "smlabb %[a1], %[xv], %[w13], %[a1]\n\t"                                                                        \
+    "smlatt %[a3], %[xv], %[w13], %[a3]\n\t"
+#define ROW3X3(w0, w1, w2) TAP3X3("[%[x]]", w0) TAP3X3("[%[x], %[step]]", w1) TAP3X3("[%[x], %[step], lsl #1]", w2)
+#endif
+
+/* Output channel i of the group from its doubled accumulator a2 (see above), before the clamp. */
+static inline __attribute__((always_inline)) int32_t requantize_doubled(const depthwise_group *g, int i, int32_t a2)
 {
-    const int32_t zero_point = -p->in_offset;
-    const int8_t *w = p->weights + c;
-    for (int ky = 0; ky < p->k_h; ky++) {
-        const int inside_row = ky >= ky_lo && ky < ky_hi;
-        const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * p->in_c + c;
-        for (int kx = 0; kx < p->k_w; kx++, w += p->out_c) {
-            if (inside_row && kx >= kx_lo && kx < kx_hi) {
-                mac4_s8(x, w, &acc[0], &acc[1], &acc[2], &acc[3]);
-                x += p->dilation_w * p->in_c;
-            } else {
-                for (int i = 0; i < 4; i++) {
-                    acc[i] += w[i] * zero_point;
-                }
+    const int32_t multiplier = g->requant[i].multiplier, nudge = g->requant[i].nudge;
+#if TR_DSP
+    int32_t q;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(q) : "r"(a2), "r"(multiplier), "r"(nudge));
+#else
+    const int32_t q = (int32_t)(((int64_t)a2 * multiplier + (int64_t)nudge * ((int64_t)1 << 32) + (1u << 31)) >> 32);
+#endif
+    return (q + (a2 >> 31)) >> g->requant[i].right;
+}
+
+/* g, which GCC no longer knows to be the same for every pixel: it then loads the group's weights and constants
+ * where each pixel uses them, rather than keeping them across the loop, with too few registers for them. */
+static inline const depthwise_group *reloaded(const depthwise_group *g)
+{
+    __asm__ volatile("" : "+r"(g));
+    return g;
+}
+
+/* The pixels pixels_s8 computes: lines of pixels, each pixel's window tap_step bytes between taps and row_step
+ * between rows, the windows of a line pixel_step apart, the lines line_step; outputs likewise. */
+typedef struct {
+    const int8_t *x; /* the first window's first tap */
+    int tap_step, row_step, pixel_step, line_step;
+    int pixels, lines;
+    int8_t *out;
+    int out_pixel_step, out_line_step;
+} depthwise_walk;
+
+#if TR_DSP
+/* One output channel of line3x3_s8's pixel: the accumulator acc requantized (see above), clamped to int8 and stored
+ * at byte `byte` of out, with xv and x02 as scratch; w is the group. */
+#define REQUANTIZE3X3(acc, i, byte)                                                                                 \
+    "ldrd %[xv], %[x02], [%[w], %[m" #i "]]\n\t"                                                                   \
+    "smmlar %[xv], %[" #acc "], %[xv], %[x02]\n\t"                                                                 \
+    "add %[xv], %[xv], %[" #acc "], asr #31\n\t"                                                                   \
+    "ldr %[x02], [%[w], %[s" #i "]]\n\t"                                                                           \
+    "asr %[xv], %[xv], %[x02]\n\t"                                                                                 \
+    "ssat %[xv], #8, %[xv]\n\t"                                                                                    \
+    "strb %[xv], [%[out], #" #byte "]\n\t"
+
+/* pixels_s8's loop over the n pixels of a line for a 3x3 window and the activation range all of int8, in assembly:
+ * with the window's pointers and its own it takes all fourteen registers, where GCC kept the loop's state on the
+ * stack. The group's steps g->pixel_step and g->out_step advance the pixels. */
+static __attribute__((noinline)) void line3x3_s8(const depthwise_group *g, const int8_t *x, int tap_step,
+                                                  int row_step, int n, int8_t *out)
+{
+    int32_t a0, a1, a2, a3, xv, x02, w02, w13;
+    __asm__ volatile("1:\n\t"
+                     "ldrd %[a0], %[a1], [%[w], %[bias]]\n\t"
+                     "ldrd %[a2], %[a3], [%[w], %[bias2]]\n\t"
+                     ROW3X3("0", "8", "16") "add %[x], %[x], %[rs]\n\t"
+                     ROW3X3("24", "32", "40") "add %[x], %[x], %[rs]\n\t"
+                     ROW3X3("48", "56", "64") "sub %[x], %[x], %[rs], lsl #1\n\t"
+                     REQUANTIZE3X3(a0, 0, 0) REQUANTIZE3X3(a1, 1, 1) REQUANTIZE3X3(a2, 2, 2) REQUANTIZE3X3(a3, 3, 3)
+                     "ldr %[xv], [%[w], %[ps]]\n\t"
+                     "add %[x], %[x], %[xv]\n\t"
+                     "ldr %[xv], [%[w], %[os]]\n\t"
+                     "add %[out], %[out], %[xv]\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b"
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [xv] "=&r"(xv),
+                       [x02] "=&r"(x02), [w02] "=&r"(w02), [w13] "=&r"(w13), [x] "+r"(x), [out] "+r"(out), [n] "+r"(n)
+                     : [w] "r"(g), [step] "r"(tap_step), [rs] "r"(row_step),
+                       [bias] "i"(offsetof(depthwise_group, bias)), [bias2] "i"(offsetof(depthwise_group, bias[2])),
+                       [m0] "i"(offsetof(depthwise_group, requant[0].multiplier)),
+                       [m1] "i"(offsetof(depthwise_group, requant[1].multiplier)),
+                       [m2] "i"(offsetof(depthwise_group, requant[2].multiplier)),
+                       [m3] "i"(offsetof(depthwise_group, requant[3].multiplier)),
+                       [s0] "i"(offsetof(depthwise_group, requant[0].right)),
+                       [s1] "i"(offsetof(depthwise_group, requant[1].right)),
+                       [s2] "i"(offsetof(depthwise_group, requant[2].right)),
+                       [s3] "i"(offsetof(depthwise_group, requant[3].right)),
+                       [ps] "i"(offsetof(depthwise_group, pixel_step)), [os] "i"(offsetof(depthwise_group, out_step))
+                     : "cc", "memory");
+}
+#endif
+
+/* The group's four outputs of the pixels of walk. */
+static __attribute__((noinline)) void pixels_s8(const tr_conv_params *p, depthwise_group *g,
+                                                const depthwise_walk *walk)
+{
+    const int k_h = p->k_h, k_w = p->k_w, tap_step = walk->tap_step, row_step = walk->row_step;
+    const int32_t lo = p->act_min, hi = p->act_max;
+    for (int line = 0; line < walk->lines; line++) {
+        const int8_t *x = walk->x + line * walk->line_step;
+        int8_t *out = walk->out + line * walk->out_line_step;
+#if TR_DSP
+        if (k_h == 3 && k_w == 3 && lo == INT8_MIN && hi == INT8_MAX && walk->pixels > 0) {
+            g->pixel_step = walk->pixel_step;
+            g->out_step = walk->out_pixel_step;
+            line3x3_s8(g, x, tap_step, row_step, walk->pixels, out);
+            continue;
+        }
+#endif
+        for (int n = walk->pixels; n > 0; n--, x += walk->pixel_step, out += walk->out_pixel_step) {
+            const depthwise_group *h = reloaded(g);
+            int32_t a0 = h->bias[0], a1 = h->bias[1], a2 = h->bias[2], a3 = h->bias[3];
+            const int8_t *r = x;
+            for (int ky = 0; ky < k_h; ky++, r += row_step) {
+                row_taps4(r, h->w + ky * k_w, k_w, tap_step, &a0, &a1, &a2, &a3);
+            }
+            h = reloaded(g);
+            out[0] = (int8_t)tr_clamp(requantize_doubled(h, 0, a0), lo, hi);
+            out[1] = (int8_t)tr_clamp(requantize_doubled(h, 1, a1), lo, hi);
+            out[2] = (int8_t)tr_clamp(requantize_doubled(h, 2, a2), lo, hi);
+            out[3] = (int8_t)tr_clamp(requantize_doubled(h, 3, a3), lo, hi);
+        }
+    }
+}
+
+/* The group's outputs [oy, oy + lines) x [ox, ox + pixels) over a patch of the input their windows cover, copied
+ * to patch one word per input position, the zero point outside the input (see the top of the file): for the
+ * windows that cross the border of the input. */
+static __attribute__((noinline)) void patched_s8(const tr_conv_params *p, depthwise_group *g, const int8_t *in,
+                                                 int oy, int lines, int ox, int pixels, int8_t *out, int32_t *patch)
+{
+    const int32_t zero_points = (int32_t)((uint32_t)(uint8_t)-p->in_offset * 0x01010101u);
+    const int rows = (lines - 1) * p->stride_h + (p->k_h - 1) * p->dilation_h + 1;
+    const int columns = (pixels - 1) * p->stride_w + (p->k_w - 1) * p->dilation_w + 1;
+    const int iy0 = oy * p->stride_h - p->pad_h, ix0 = ox * p->stride_w - p->pad_w;
+    /* the rows [top, bottom) and columns [left, right) of the patch that lie inside the input */
+    const int top = tr_min(tr_max(-iy0, 0), rows), bottom = tr_max(tr_min(p->in_h - iy0, rows), top);
+    const int left = tr_min(tr_max(-ix0, 0), columns), right = tr_max(tr_min(p->in_w - ix0, columns), left);
+    const int in_c = p->in_c, row_bytes = p->in_w * in_c;
+    int32_t *word = patch, *end = patch + top * columns;
+    while (word < end) {
+        *word++ = zero_points;
+    }
+    if (right > left && bottom > top) {
+        const int8_t *x = in + ((iy0 + top) * p->in_w + ix0 + left) * in_c;
+        for (int r = top; r < bottom; r++, x += row_bytes) {
+            const int8_t *v = x;
+            for (end = word + left; word < end;) {
+                *word++ = zero_points;
+            }
+            for (end = word + (right - left); word < end; v += in_c) {
+                *word++ = load4(v);
+            }
+            for (end = word + (columns - right); word < end;) {
+                *word++ = zero_points;
+            }
+        }
+    }
+    for (end = patch + rows * columns; word < end;) {
+        *word++ = zero_points;
+    }
+    const depthwise_walk walk = {
+        (const int8_t *)patch, 4 * p->dilation_w, 4 * columns * p->dilation_h, 4 * p->stride_w,
+        4 * columns * p->stride_h, pixels, lines, out + (oy * p->out_w + ox) * p->out_c, p->out_c,
+        p->out_w * p->out_c,
+    };
+    pixels_s8(p, g, &walk);
+}
+
+/* The group's outputs outside the interior [y0, y1) x [x0, x1): the rows above it, left and right of it and below
+ * it, each area over as few patches as fit TR_DEPTHWISE_PATCH: blocks of whole columns or, for columns taller than
+ * a patch, runs of pixels down one column (the compiler checks that one window fits). */
+static TR_SETUP void border_s8(const tr_conv_params *p, depthwise_group *g, const int8_t *in, int8_t *out,
+                               int32_t *patch, int y0, int y1, int x0, int x1)
+{
+    const int span_h = (p->k_h - 1) * p->dilation_h + 1, span_w = (p->k_w - 1) * p->dilation_w + 1;
+    const int out_h = p->out_h, out_w = p->out_w;
+    const int areas[4][4] = {{0, y0, 0, out_w}, {y0, y1, 0, x0}, {y0, y1, x1, out_w}, {y1, out_h, 0, out_w}};
+    for (int a = 0; a < 4; a++) {
+        const int oy = areas[a][0], oy_end = areas[a][1], ox_end = areas[a][3], lines = oy_end - oy;
+        if (lines <= 0) {
+            continue;
+        }
+        const int columns = TR_DEPTHWISE_PATCH / ((lines - 1) * p->stride_h + span_h); /* of the whole height */
+        for (int ox = areas[a][2], n; ox < ox_end; ox += n) {
+            if (columns >= span_w) {
+                n = tr_min(ox_end - ox, (columns - span_w) / p->stride_w + 1);
+                patched_s8(p, g, in, oy, lines, ox, n, out, patch);
+                continue;
+            }
+            n = 1;
+            for (int y = oy, run; y < oy_end; y += run) {
+                run = tr_min(oy_end - y, (TR_DEPTHWISE_PATCH / span_w - span_h) / p->stride_h + 1);
+                patched_s8(p, g, in, y, run, ox, 1, out, patch);
             }
         }
     }
 }
 
-/* One depthwise output pixel whose taps all lie inside the input (all but the border pixels), channels
- * [c, c + 4) of a depth-multiplier-1 layer. The accumulators are locals, not acc[]: GCC then keeps them in
- * registers across the taps. */
-static inline void depthwise4_s8(const tr_conv_params *p, const int8_t *in, int c, int iy0, int ix0, int32_t acc[4])
+/* The outputs [*lo, *hi) along one dimension whose window lies inside the input. */
+static inline void inner_outputs(int in, int out, int k, int stride, int dilation, int pad, int *lo, int *hi)
 {
-    const int tap_step = p->dilation_w * p->in_c, row_step = p->dilation_h * p->in_w * p->in_c;
-    const int8_t *w = p->weights + c, *row = in + (iy0 * p->in_w + ix0) * p->in_c + c;
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int ky = 0; ky < p->k_h; ky++, row += row_step) {
-        const int8_t *x = row;
-        for (int kx = 0; kx < p->k_w; kx++, x += tap_step, w += p->out_c) {
-            mac4_s8(x, w, &a0, &a1, &a2, &a3);
-        }
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    const int last = in - 1 - (k - 1) * dilation + pad; /* the last window start inside, times stride */
+    *hi = last < 0 ? 0 : tr_min(last / stride + 1, out);
+    *lo = tr_min((pad + stride - 1) / stride, *hi);
 }
 
-/* One depthwise output value, channel oc of input channel ic: any depth multiplier. */
-static TR_COLD int32_t depthwise1_s8(const tr_conv_params *p, const int8_t *in, int oc, int ic, int iy0, int ix0,
-                                    int ky_lo, int ky_hi, int kx_lo, int kx_hi, int32_t acc)
+TR_SETUP void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
-    const int32_t zero_point = -p->in_offset;
-    const int tap_step = p->dilation_w * p->in_c;
-    for (int ky = 0; ky < p->k_h; ky++) {
-        const int8_t *w = p->weights + ky * p->k_w * p->out_c + oc;
-        const int inside_row = ky >= ky_lo && ky < ky_hi;
-        const int lo = inside_row ? kx_lo : p->k_w, hi = inside_row ? kx_hi : p->k_w;
-        for (int kx = 0; kx < lo; kx++, w += p->out_c) {
-            acc += *w * zero_point;
-        }
-        const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + lo * p->dilation_w) * p->in_c + ic;
-        for (int kx = lo; kx < hi; kx++, w += p->out_c, x += tap_step) {
-            acc += *w * *x;
-        }
-        for (int kx = hi; kx < p->k_w; kx++, w += p->out_c) {
-            acc += *w * zero_point;
-        }
+    const int in_c = p->in_c, out_c = p->out_c, out_w = p->out_w, out_h = p->out_h;
+    int y0 = 0, y1 = 0, x0 = 0, x1 = 0; /* the interior: none where the whole input fits one patch */
+    const int rows = (out_h - 1) * p->stride_h + (p->k_h - 1) * p->dilation_h + 1;
+    if (rows * ((out_w - 1) * p->stride_w + (p->k_w - 1) * p->dilation_w + 1) > TR_DEPTHWISE_PATCH) {
+        inner_outputs(p->in_h, out_h, p->k_h, p->stride_h, p->dilation_h, p->pad_h, &y0, &y1);
+        inner_outputs(p->in_w, out_w, p->k_w, p->stride_w, p->dilation_w, p->pad_w, &x0, &x1);
     }
-    return acc;
-}
-
-void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
-{
-    const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
-    const int out_c = p->out_c, m = p->depth_multiplier;
-    /* Four channels at a time where input and output channels coincide; the rest one at a time. */
-    const int blocked = m == 1 ? out_c & ~3 : 0;
-    for (int oy = 0; oy < p->out_h; oy++) {
-        const int iy0 = oy * p->stride_h - p->pad_h;
-        int ky_lo, ky_hi;
-        inside_taps(iy0, p->k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
-        for (int ox = 0; ox < p->out_w; ox++) {
-            const int ix0 = ox * p->stride_w - p->pad_w;
-            int kx_lo, kx_hi;
-            inside_taps(ix0, p->k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
-            const int border = ky_lo > 0 || ky_hi < p->k_h || kx_lo > 0 || kx_hi < p->k_w;
-            for (int c = 0; c < blocked; c += 4) {
-                int32_t acc[4] = {0, 0, 0, 0};
-                if (p->bias) {
-                    for (int i = 0; i < 4; i++) {
-                        acc[i] = p->bias[c + i];
-                    }
-                }
-                if (border) {
-                    depthwise4_border_s8(p, in, c, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, acc);
-                } else {
-                    depthwise4_s8(p, in, c, iy0, ix0, acc);
-                }
-                for (int i = 0; i < 4; i++) {
-                    out[c + i] = requantize_s8(&stage, acc[i], c + i);
-                }
-            }
-            for (int oc = blocked; oc < out_c; oc++) {
-                const int32_t acc = depthwise1_s8(p, in, oc, oc / m, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi,
-                                                  p->bias ? p->bias[oc] : 0);
-                out[oc] = requantize_s8(&stage, acc, oc);
-            }
-            out += out_c;
+    depthwise_group g;
+    int32_t patch[TR_DEPTHWISE_PATCH];
+    for (int group = 0; group < out_c; group += 4) {
+        /* the last group, of fewer than four new channels, ends at out_c: it recomputes (and rewrites the same
+         * values of) some of the one before */
+        const int c = tr_min(group, out_c - 4);
+        prepare_group(p, c, &g);
+        if (x1 > x0 && y1 > y0) { /* the interior, read in place */
+            const int8_t *x = in + ((y0 * p->stride_h - p->pad_h) * p->in_w + x0 * p->stride_w - p->pad_w) * in_c;
+            const depthwise_walk walk = {
+                x + c, p->dilation_w * in_c, p->dilation_h * p->in_w * in_c, p->stride_w * in_c,
+                p->stride_h * p->in_w * in_c, x1 - x0, y1 - y0, out + (y0 * out_w + x0) * out_c + c, out_c,
+                out_w * out_c,
+            };
+            pixels_s8(p, &g, &walk);
         }
+        border_s8(p, &g, in + c, out + c, patch, y0, y1, x0, x1);
     }
 }
 

@@ -65,6 +65,11 @@ typedef struct {
  * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. */
 #define TR_COLUMN_BYTES 1152
 
+/* tr_depthwise_conv_s8_opt keeps a group of four channels' widened weights on the stack (windows up to 7x7), and
+ * copies there the input of the windows that cross the border, one word per input position. */
+#define TR_DEPTHWISE_TAPS 49
+#define TR_DEPTHWISE_PATCH 256
+
 /* Up to this many dimensions in broadcasting, copies and reductions, after the compiler merged the
  * dimensions it could (TFLM supports broadcasting up to 6-D). */
 #define TR_MAX_DIMS 6
@@ -214,8 +219,12 @@ typedef struct {
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* CONV_2D, any groups or receptive field: reads the input in place, one output pixel at a time. */
 void tr_conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out);
-/* DEPTHWISE_CONV_2D, any depth multiplier: four channels at a time when it is 1. */
+/* DEPTHWISE_CONV_2D, any depth multiplier: one value at a time. */
 void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
+/* DEPTHWISE_CONV_2D, depth multiplier 1, four channels or more, k_h * k_w <= TR_DEPTHWISE_TAPS, a window's input
+ * within TR_DEPTHWISE_PATCH words, every shift <= -1 and sums small enough for its shorter requantization (the
+ * compiler checks, see lower_depthwise_conv_2d): four channels per load, the interior without bounds checks. */
+void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* FULLY_CONNECTED: out[rows][out_n] from in[rows][in_n] and weights[out_n][in_n]. */
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out);
 /* MAX_POOL_2D: the largest value of each window clipped to the input, clamped. */

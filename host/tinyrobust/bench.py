@@ -16,6 +16,7 @@ from tinyrobust.device.boards import load_board
 from tinyrobust.device.counter import latency
 from tinyrobust.device.link import check_output_fits
 from tinyrobust.device.pool import run_on_emulator
+from tinyrobust.device.stack import stack_for
 from tinyrobust.errors import UserError
 from tinyrobust.model import zoo
 from tinyrobust.model.quantize import check_precision
@@ -53,21 +54,25 @@ def tflm_arena(tflite: bytes) -> dict[str, int]:
     return sizes
 
 
-def bench_model(model: str, board_name: str, precision: str = "int8", inferences: int = INFERENCES) -> dict:
+def bench_model(
+    model: str, board_name: str, precision: str = "int8", inferences: int = INFERENCES, stack: int | None = None
+) -> dict:
+    """One model's row; stack: the firmware's stack reserve, checked against a measurement (device.stack.stack_for)."""
     board = load_board(board_name)
     tflite = zoo.load_tflite(model, precision)
     compiled = compile_model(tflite)
     check_precision(compiled.input.type_name, precision)
     tflm = tflm_arena(tflite)
     instructions, code, weights, quant_params, note = None, None, None, None, None
+    inputs = [x.tobytes() for x in random_inputs(compiled.input, inferences)]
     with tempfile.TemporaryDirectory(prefix="tinyrobust-bench-") as work:
-        try:
-            firmware = build_firmware(compiled, board, Path(work))  # refuses a model the board cannot hold
+        try:  # a model the board cannot hold, or a stack below what it uses, is refused: a note under the table
             check_output_fits(compiled.output.nbytes)
+            stack_bytes = stack_for(compiled, board, "uart", stack, inputs, Path(work) / "stack")
+            firmware = build_firmware(compiled, board, Path(work), stack_bytes=stack_bytes)
         except UserError as exc:
             note = str(exc)
         else:
-            inputs = [x.tobytes() for x in random_inputs(compiled.input, inferences)]
             answers = run_on_emulator(board, firmware.elf, firmware.channel, compiled.model_hash, inputs)
             instructions = latency(board, [ticks for _, ticks in answers])["per_inference"]["median"]
             memory = firmware.memory
@@ -89,14 +94,16 @@ def bench_model(model: str, board_name: str, precision: str = "int8", inferences
     }
 
 
-def bench(models: list[str] | None, board_name: str, precision: str = "int8", progress=None) -> dict:
+def bench(
+    models: list[str] | None, board_name: str, precision: str = "int8", progress=None, stack: int | None = None
+) -> dict:
     """Every model's figures on the board; models are built-in names or .tflite paths (default: all built-in)."""
     board = load_board(board_name)
     rows = []
     for model in models or zoo.builtin_names():
         if progress:
             progress(f"bench {model} on {board.name}")
-        rows.append(bench_model(model, board.name, precision))
+        rows.append(bench_model(model, board.name, precision, stack=stack))
     unit = "instructions (emulated)" if board.emulated else "cycles"
     return {"board": board.name, "unit": unit, "models": rows}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from tinyrobust.device.boards import DEFAULT_BOARD
+from tinyrobust.device.meter import METERS
 from tinyrobust.errors import UserError
 from tinyrobust.model.quantize import PRECISIONS
 
@@ -56,6 +57,15 @@ def _device_options(command):
     return command
 
 
+def _stack_option(command):
+    """--stack: the firmware's stack reserve, for the commands that build a model's firmware."""
+    return click.option(
+        "--stack", type=int, metavar="BYTES", help="Reserve this much stack in the firmware, e.g. what `tinyrobust "
+        "profile` recommends; refused when below the stack's high-water mark, measured first by a profile build in "
+        "the emulator  [default: 8192]"
+    )(command)
+
+
 def _log_options(command):
     """--verbose: the libraries' own logging on screen instead of in the run's log file."""
     return click.option(
@@ -72,6 +82,17 @@ def _log(out: Path | None, verbose: bool):
     return libraries_to_log(None if verbose else (out or cache_dir()) / "tinyrobust.log")
 
 
+PRECISION_HELP = "int8, or int16x8 (16-bit activations, 8-bit weights). Default: a .tflite's own, int8 for the others."
+
+
+def _precision(precision: str | None, models: list[str]) -> str:
+    """--precision when given, else the models' own: a .tflite file's, int8 for built-in models."""
+    from tinyrobust.model.zoo import default_precision
+
+    found = {default_precision(m) for m in models} if precision is None else {precision}
+    return found.pop() if len(found) == 1 else "int8"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tinyrobust")
 def cli() -> None:
@@ -79,15 +100,18 @@ def cli() -> None:
 
 
 @cli.command("flash-and-evaluate")
-@click.option("--model", default="digits-cnn", show_default=True, help="Built-in model name or a quantized .tflite.")
+@click.option(
+    "--model",
+    default="digits-cnn",
+    show_default=True,
+    help="Built-in model name, a quantized .tflite, or a float .keras/.h5 model to quantize on --data.",
+)
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    default="int8",
-    show_default=True,
-    help="int8, or int16x8 (16-bit activations, 8-bit weights).",
+    help=PRECISION_HELP,
 )
-@click.option("--float-model", type=click.Path(), help="The float .keras/.h5 model (needed by white-box attacks).")
+@click.option("--float-model", type=click.Path(), help="The float .keras/.h5 model of a .tflite (white-box attacks).")
 @click.option(
     "--data",
     type=click.Path(),
@@ -110,10 +134,11 @@ def cli() -> None:
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the interrupted run in this directory.")
 @_device_options
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
+@_stack_option
 @_log_options
 def flash_and_evaluate(
     model, precision, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with,
-    jobs, verbose,
+    jobs, stack, verbose,
 ) -> None:  # fmt: skip
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
     from tinyrobust.evaluate import Settings, resume_settings
@@ -122,6 +147,7 @@ def flash_and_evaluate(
     if resume is not None:
         settings = resume_settings(resume)
         settings.channel, settings.port, settings.flash_with, settings.jobs = channel, port, flash_with, jobs
+        settings.stack = stack
     else:
         settings = Settings(
             model=model,
@@ -138,6 +164,7 @@ def flash_and_evaluate(
             port=port,
             flash_with=flash_with,
             jobs=jobs,
+            stack=stack,
         )
     try:
         with _log(settings.out, verbose):
@@ -175,6 +202,9 @@ def _print_summary(results: dict, out: Path) -> None:
         f"latency: {lat['per_inference']['median']:,.0f} {lat['unit']} per inference (median); "
         f"flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B, arena {mem['arena_bytes']:,} B"
     )
+    if lat.get("energy"):
+        click.echo(f"energy (estimate): {lat['energy']['estimate_uj']:,.1f} uJ per inference at the median count, from "
+                   "the board file's datasheet figures (results.json: latency.energy)")  # fmt: skip
     click.echo(f"wall time {results['wall_seconds']:.1f} s; report: {out / 'report.html'}")
 
 
@@ -195,16 +225,18 @@ def campaign() -> None:
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @_device_options
+@_stack_option
 @_log_options
-def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) -> None:
-    """Run the campaign in CONFIG (TOML): models, precisions, board, samples, seeds, attacks, defenses."""
+def campaign_run(config, out, jobs, resume, channel, port, flash_with, stack, verbose) -> None:
+    """Run the campaign in CONFIG (TOML): models, precisions, board, samples, seeds, attacks, defenses, and a
+    [split] section (split-evaluate's settings, per entropy model)."""
     from tinyrobust.campaign.config import load_config
     from tinyrobust.campaign.runner import STORE_NAME, run_campaign
 
     plan = load_config(config)
     if (out / STORE_NAME).is_file() and not resume:
         raise UserError(f"{out} already holds a run; continue it with --resume or choose another --out")
-    options = {"jobs": jobs, "channel": channel, "port": port, "flash_with": flash_with}
+    options = {"jobs": jobs, "channel": channel, "port": port, "flash_with": flash_with, "stack": stack}
     try:
         with _log(out, verbose):
             results = run_campaign(plan, out, progress=True, **options)
@@ -215,7 +247,10 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, verbose) 
             err=True,
         )
         sys.exit(130)
-    _print_summary(results, out)
+    if results["builds"]:
+        _print_summary(results, out)
+    for entropy_model, split in results.get("split", {}).items():
+        _print_split(split, out / f"split-{entropy_model}")
 
 
 def _stages(text: str) -> list[dict]:
@@ -260,9 +295,11 @@ def _stages(text: str) -> list[dict]:
               help="Also attack each defense with the entropy attack through it (BPDA).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results-split"), show_default=True)
+@click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out, given the same settings.")
 @_log_options
 def split_evaluate(model, board, data, betas, entropy_model, samples, eps, attacks, iterations, eot, corruptions,
-                   defense, device_defense, adaptive, seed, out, verbose) -> None:  # fmt: skip
+                   defense, device_defense, adaptive, seed, out, jobs, resume, verbose) -> None:  # fmt: skip
     """Run a split network's head on the board, its latent entropy-coded there; measure the bytes it sends."""
     from tinyrobust.split.corruptions import CORRUPTIONS
     from tinyrobust.split.evaluate import SplitSettings
@@ -280,11 +317,20 @@ def split_evaluate(model, board, data, betas, entropy_model, samples, eps, attac
                              eps=[budget(e.strip()) for e in eps.split(",") if e.strip()],
                              attacks=[a.strip() for a in attacks.split(",") if a.strip()], iterations=iterations,
                              eot=eot, defense=defense, device_defense=_stages(device_defense),
-                             adaptive=adaptive, seed=seed, data=data, out=out,
+                             adaptive=adaptive, seed=seed, data=data, out=out, jobs=jobs,
                              corruptions=list(CORRUPTIONS) if corruptions == "all" else
                              [c.strip() for c in corruptions.split(",") if c.strip()])  # fmt: skip
-    with _log(out, verbose):
-        results = run(settings, progress=True)
+    try:
+        with _log(out, verbose):
+            results = run(settings, progress=True, resume=resume)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; the emulators were stopped and every finished condition is saved: continue with "
+                   "the same command and --resume", err=True)  # fmt: skip
+        sys.exit(130)
+    _print_split(results, out)
+
+
+def _print_split(results: dict, out: Path) -> None:
     click.echo(f"{results['model']} on {results['board']} ({results['data_set']}); bytes the device sent")
     click.echo(f"{'beta':>8} {'condition':<32} {'level':>5} {'bytes':>8} {'ideal':>8} {'vs clean':>9} {'acc':>6} exact")
     for r in results["conditions"]:
@@ -374,7 +420,8 @@ def detect() -> None:
 @click.argument("model")
 @click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Emulated board (see `tinyrobust boards`).")
 @click.option("--port-tcp", type=int, required=True, help="TCP port on 127.0.0.1 that serves the board's UART.")
-def emulate(model, board, port_tcp) -> None:
+@_stack_option
+def emulate(model, board, port_tcp, stack) -> None:
     """Build MODEL's firmware (built-in name or .tflite) and run it in QEMU, its UART on a TCP port, until
     Ctrl-C; evaluate against it with flash-and-evaluate --port socket://127.0.0.1:PORT."""
     from tinyrobust.emulate import serve
@@ -384,16 +431,25 @@ def emulate(model, board, port_tcp) -> None:
         click.echo(url)  # the one line a script needs
 
     try:
-        serve(model, board, port_tcp, ready)
+        serve(model, board, port_tcp, ready, stack)
     except KeyboardInterrupt:
         click.echo("the emulator was stopped", err=True)
 
 
 @cli.command()
-def models() -> None:
-    """List the built-in models."""
+@click.option("--retrain", metavar="NAME",
+              help="Train NAME again from its file and replace the trained files that ship with the package.")
+def models(retrain: str | None) -> None:
+    """List the built-in models, or train one again into the trained files that ship with the package."""
     from tinyrobust.model.zoo import builtin_names, builtin_spec
 
+    if retrain:
+        from tinyrobust.model import shipped
+
+        with _log(None, False):
+            folder = shipped.retrain(retrain)
+        click.echo(f"{retrain}'s trained files and manifest are in {folder}")
+        return
     rows = []
     for name in builtin_names():
         spec = builtin_spec(name)
@@ -467,9 +523,12 @@ def defenses_command() -> None:
 @click.option("--inputs", type=click.Path(path_type=Path), help="An .npy of quantized inputs (default: random ones).")
 @click.option("--samples", type=int, help="How many inputs to run  [default: 10 random, or every given input]")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
+@click.option("--per-layer", is_flag=True, help="Also compare every layer's output tensor with TFLM's, walking the "
+              "schedule step by step in a profile build, and name the first layer that differs.")  # fmt: skip
+@_stack_option
 @_log_options
-def validate(model, board, inputs, samples, json_path, precision, verbose) -> None:
+def validate(model, board, inputs, samples, json_path, precision, per_layer, stack, verbose) -> None:
     """Run MODEL (built-in name or .tflite) on the board; compare its outputs with TFLM and TFLite."""
     import json
 
@@ -477,7 +536,8 @@ def validate(model, board, inputs, samples, json_path, precision, verbose) -> No
     from tinyrobust.validate import validate as run
 
     with _log(None, verbose):
-        results = run(model, board, inputs, samples, precision)
+        results = run(model, board, inputs, samples, _precision(precision, [model]), per_layer=per_layer,
+                      stack=stack)
     click.echo(format_table(results))
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -487,9 +547,10 @@ def validate(model, board, inputs, samples, json_path, precision, verbose) -> No
 @click.option("--models", help="Comma-separated built-in names or .tflite files  [default: every built-in model]")
 @click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `tinyrobust boards`).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
+@_stack_option
 @_log_options
-def bench(models, board, json_path, precision, verbose) -> None:
+def bench(models, board, json_path, precision, stack, verbose) -> None:
     """Instructions per inference, our arena against TFLM's, and flash code and weights, per model."""
     import json
 
@@ -499,7 +560,7 @@ def bench(models, board, json_path, precision, verbose) -> None:
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     with _log(None, verbose):
-        results = run(names, board, precision, progress=status)
+        results = run(names, board, _precision(precision, names or []), progress=status, stack=stack)
     click.echo(markdown(results))
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -515,24 +576,46 @@ def bench(models, board, json_path, precision, verbose) -> None:
     show_default=True,
     help="Emulated board (see `tinyrobust boards`); give it several times for a cross-board table.",
 )
-@click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results to this file.")
-@click.option("--html", "html_path", type=click.Path(path_type=Path), help="Also write a page with latency bars.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Also write the layers to this CSV file.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
+              help="Also write a page with latency bars and the arena's buffers over the schedule.")  # fmt: skip
+@_stack_option
+@click.option("--meter", type=click.Choice(METERS),
+              help="Measure the energy of whole inferences on a real --board at --port with this meter, which watches "
+              "the board's energy pin (needs tinyrobust[energy]); the layers need the emulator.")  # fmt: skip
+@click.option("--port", help="With --meter: the real board's serial port (/dev/ttyACM0).")
+@click.option("--flash-with", type=click.Choice(["pyocd", "mbed", "none"]), default="pyocd", show_default=True,
+              help="With --meter: how the board at --port is flashed first.")  # fmt: skip
 @_log_options
-def profile(model, boards, precision, json_path, html_path, verbose) -> None:
+def profile(model, boards, precision, json_path, csv_path, html_path, stack, meter, port, flash_with, verbose) -> None:
     """Per layer of MODEL (built-in name or .tflite): MACs, instructions (cycles on hardware) and share of the
-    inference, checked to add up to it, and where flash and RAM go."""
+    inference, checked to add up to it, the arena's buffers live at each step, where flash and RAM go, and the
+    stack's high-water mark with the reserve it recommends (--stack)."""
     import json
 
     from tinyrobust.console import status
     from tinyrobust.profile import format_results
     from tinyrobust.profile import profile as run
 
+    if port and not meter:
+        raise UserError("--port reaches a real board for --meter; profile's layers run in the emulator, so give "
+                        "--meter with it or leave it out")  # fmt: skip
+    if meter and html_path:
+        raise UserError("--html draws the layers, which --meter does not measure (they need the emulator); leave out "
+                        "--html or --meter")  # fmt: skip
     with _log(None, verbose):
-        results = run(model, list(dict.fromkeys(boards)), precision, progress=status)
+        precision = _precision(precision, [model])
+        results = run(model, list(dict.fromkeys(boards)), precision, progress=status, stack=stack, meter=meter,
+                      port=port, flash_with=flash_with)  # fmt: skip
     click.echo(format_results(results))
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
+    if csv_path and "layers" in results.get("boards", [results])[0]:
+        from tinyrobust.profile import write_csv
+
+        write_csv(results, csv_path)
     if html_path:
         from tinyrobust.report.profile import write_profile_page
 

@@ -53,7 +53,10 @@ def checks() -> list[tuple[str, bool, str]]:
 def optional() -> list[tuple[str, bool, str]]:
     """(what, present, how to get it) for what only some boards need; missing, it is not a failure."""
     from tinyrobust.device.emulator import INSTALL
+    from tinyrobust.device.meter import INSTALL as INSTALL_METERS
 
     return [
         ("renode (optional: the renode-* emulated boards)", shutil.which("renode") is not None, INSTALL["renode"]),
+        ("joulescope (optional: profile --meter joulescope)", _installed("joulescope"), INSTALL_METERS),
+        ("ppk2-api (optional: profile --meter ppk2)", _installed("ppk2-api"), INSTALL_METERS),
     ]

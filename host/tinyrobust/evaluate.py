@@ -15,8 +15,9 @@ from tinyrobust.errors import UserError
 
 @dataclass
 class Settings:
-    model: str = "digits-cnn"  # a built-in name or a .tflite path
-    precision: str = "int8"  # "int8" or "int16x8" (16-bit activations, 8-bit weights)
+    model: str = "digits-cnn"  # a built-in name, a .tflite path or a float .keras/.h5 path
+    # "int8" or "int16x8" (16-bit activations, 8-bit weights); None: a .tflite's own, int8 for the others
+    precision: str | None = None
     float_model: str | None = None
     data: str | None = None
     board: str = DEFAULT_BOARD
@@ -29,11 +30,12 @@ class Settings:
     port: str | None = None  # a pyserial URL of a device already running; None: start an emulator
     flash_with: str = "pyocd"  # how a real board is flashed before evaluating: "pyocd", "mbed" or "none"
     jobs: int = 1  # emulators side by side
+    stack: int | None = None  # the firmware's stack reserve in bytes, checked against a measurement; None: the default
 
     def recorded(self) -> dict:
         """What defines the run's results (not where they are written, nor how the device is reached)."""
         values = dataclasses.asdict(self)
-        for how in ("out", "channel", "port", "flash_with", "jobs"):
+        for how in ("out", "channel", "port", "flash_with", "jobs", "stack"):
             del values[how]
         return values
 
@@ -44,7 +46,7 @@ class Settings:
         check_names(self.attacks)
         return Campaign(
             models=[self.model],
-            precisions=[self.precision],
+            precisions=None if self.precision is None else [self.precision],
             board=self.board,
             samples=self.samples,
             seeds=[self.seed],
@@ -79,5 +81,6 @@ def flash_and_evaluate(settings: Settings, progress: bool = True, connect=None) 
         flash_with=settings.flash_with,
         connect=connect,
         settings=settings.recorded(),
+        stack=settings.stack,
     )
     return runner.run(progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -16,7 +17,13 @@ from tinyrobust.errors import UserError
 from tinyrobust.split.coder import Coding, HyperpriorCoding
 from tinyrobust.templates import render_template
 
-STACK_BYTES = 8192
+STACK_BYTES = 8192  # the stack reserved when none is given (--stack): several times what the built-in models use
+# The margin a measured stack reserve gets over the high-water mark: 25% of it or 512 bytes, whichever is larger. The
+# mark covers what ran while it was measured, in the profile build; the margin is for what did not: an interrupt
+# landing on the deepest call (an exception frame is 104 bytes with the FPU's registers), replies and paths the
+# measurement did not take, and the normal build's frames, which may differ by a few words from the profile build's.
+STACK_MARGIN = (0.25, 512)
+STACK_ALIGNMENT = 8  # the AAPCS keeps the stack pointer 8-byte aligned at every call
 ARM_GCC = "arm-none-eabi-gcc"
 # Host channels: the board's UART, or in the emulator semihosting file I/O on two FIFOs (much faster).
 CHANNELS = ("uart", "semihosting")
@@ -93,6 +100,24 @@ def _uart_defines(board: Board) -> list[str]:
     return defines
 
 
+def _energy_defines(board: Board) -> list[str]:
+    """The board file's energy pin as C macros, for its family's driver (<family>/energy.c): the pin a meter watches,
+    which main.c holds high while the model runs. A board without one gets no macro and so no pin code."""
+    energy = board.energy
+    if energy.pin is None:
+        return []
+    driver = FIRMWARE / "boards" / board.family / "energy.c"
+    if not driver.is_file():
+        raise UserError(f"board {board.name} names an [energy] pin, but family '{board.family}' has no pin driver "
+                        f"({driver}); remove the pin or write the driver")  # fmt: skip
+    pin = energy.pin
+    defines = [f"-DTR_ENERGY_PIN={{{pin.port:#x}u,{pin.pin}u,0u}}"]
+    if energy.enable:
+        bits = ",".join(f"{{{register:#x}u,{bit}u}}" for register, bit in energy.enable)
+        defines.append(f"-DTR_ENERGY_ENABLE={bits}")
+    return defines
+
+
 def _link_for_board(
     board: Board,
     sources: list[Path],
@@ -101,6 +126,7 @@ def _link_for_board(
     name: str,
     channel: str = "uart",
     defines: list[str] | None = None,
+    stack_bytes: int = STACK_BYTES,
 ) -> Path:
     """Compile and link sources into out_dir/<name>.elf with the board's CPU flags, defines and memory map."""
     if shutil.which(ARM_GCC) is None:
@@ -109,12 +135,12 @@ def _link_for_board(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     linker_script = out_dir / f"{name}.ld"
-    linker_script.write_text(render_template("link.ld.j2", board=board, stack_bytes=STACK_BYTES))
+    linker_script.write_text(render_template("link.ld.j2", board=board, stack_bytes=stack_bytes))
     elf = out_dir / f"{name}.elf"
     command = [
         ARM_GCC, *cpu_flags(board), "-O2", "-g", "-std=c11", "-Wall", "-Wextra",
         "-ffunction-sections", "-fdata-sections",
-        *_uart_defines(board), f"-DTR_CLOCK_HZ={board.clock_hz}u", *(defines or []),
+        *_uart_defines(board), *_energy_defines(board), f"-DTR_CLOCK_HZ={board.clock_hz}u", *(defines or []),
         *(f"-I{d}" for d in [FIRMWARE / "boards", *includes]),
         *map(str, sources), *map(str, _board_sources(board, channel)),
         "--specs=nano.specs", "-nostartfiles", f"-T{linker_script}", "-Wl,--gc-sections",
@@ -142,6 +168,7 @@ def build_firmware(
     channel: str = "uart",
     coding: Coding | None = None,
     profile: bool = False,
+    stack_bytes: int = STACK_BYTES,
 ) -> Firmware:
     """Render the model and the linker script, compile everything, and report memory from the ELF.
     channel: how the firmware talks to the host, "uart" or (emulated boards only) "semihosting".
@@ -149,9 +176,12 @@ def build_firmware(
     it also answers ENCODE, coding the output with these tables (docs/protocol.md), and reports the hash
     coding.firmware_hash(model.model_hash), which the host hands to the handshake.
     profile: makes a profile build (TR_PROFILE), which records every step's counter ticks and answers PROFILE
-    with them and the stack's high-water mark; a normal build has none of that code."""
+    with them and the stack's high-water mark, and TENSOR with each step's output; a normal build has none of that
+    code. stack_bytes: the stack reserved in RAM (device.stack.stack_for checks one the user gives against a
+    measurement)."""
     check_channel(board, channel)
-    _check_fits(model, board)
+    check_stack_alignment(stack_bytes)
+    _check_fits(model, board, stack_bytes)
     gen = out_dir / "generated"
     for stale in gen.glob("coding.*"):
         stale.unlink()
@@ -168,7 +198,7 @@ def build_firmware(
     if profile:
         defines.append("-DTR_PROFILE=1")
     render(model, gen)
-    elf = _link_for_board(board, sources, includes, out_dir, "firmware", channel, defines)
+    elf = _link_for_board(board, sources, includes, out_dir, "firmware", channel, defines, stack_bytes)
     return Firmware(elf, memory_report(elf, model.arena_bytes), channel)
 
 
@@ -220,16 +250,31 @@ def build_calibration(board: Board, out_dir: Path) -> Path:
     return _link_for_board(board, [FIRMWARE / "boards" / "calibrate.c"], [], out_dir, "calibrate")
 
 
-def _check_fits(model: CompiledModel, board: Board) -> None:
+def recommended_stack(high_water: int) -> int:
+    """The stack to reserve for a measured high-water mark: the mark plus STACK_MARGIN, rounded up to the stack's
+    alignment."""
+    share, least = STACK_MARGIN
+    margin = max(math.ceil(high_water * share), least)
+    return -(-(high_water + margin) // STACK_ALIGNMENT) * STACK_ALIGNMENT
+
+
+def check_stack_alignment(stack_bytes: int) -> None:
+    if stack_bytes <= 0 or stack_bytes % STACK_ALIGNMENT:
+        rounded = max(STACK_ALIGNMENT, -(-stack_bytes // STACK_ALIGNMENT) * STACK_ALIGNMENT)
+        raise UserError(f"a {stack_bytes}-byte stack is not a positive multiple of {STACK_ALIGNMENT} (the stack "
+                        f"pointer's alignment); give --stack {rounded}")  # fmt: skip
+
+
+def _check_fits(model: CompiledModel, board: Board, stack_bytes: int = STACK_BYTES) -> None:
     """Refuse, before building, a model whose constants or arena alone exceed the board's memory."""
     weights = sum(c.nbytes for c in model.constants)
     if weights > board.flash.size:
         raise UserError(
             f"the model's {weights} bytes of weights do not fit {board.name}'s {board.flash.size} bytes of flash"
         )
-    if model.arena_bytes + STACK_BYTES > board.ram.size:
+    if model.arena_bytes + stack_bytes > board.ram.size:
         raise UserError(
-            f"the model's {model.arena_bytes}-byte arena plus a {STACK_BYTES}-byte stack do not fit "
+            f"the model's {model.arena_bytes}-byte arena plus a {stack_bytes}-byte stack do not fit "
             f"{board.name}'s {board.ram.size} bytes of RAM"
         )
 

@@ -11,8 +11,10 @@ from tinyrobust.build.firmware import Firmware, build_firmware
 from tinyrobust.campaign.config import Campaign, DefenseSpec
 from tinyrobust.compile.model import CompiledModel, compile_model
 from tinyrobust.device.boards import Board
+from tinyrobust.device.stack import MEASURED_INPUTS, stack_for
 from tinyrobust.model import zoo
 from tinyrobust.model.quantize import check_precision, quantize
+from tinyrobust.model.reference import random_inputs
 
 
 @dataclass
@@ -73,9 +75,11 @@ def compile_for(model: zoo.Model, precision: str, defense: DefenseSpec | None) -
 
 
 def make_build(name: str, precision: str, model: zoo.Model, compiled: CompiledModel, defense: DefenseSpec | None,
-               slug: str, board: Board, folder: Path, channel: str) -> Build:  # fmt: skip
-    """The build with its firmware."""
-    firmware = build_firmware(compiled, board, folder, channel)
+               slug: str, board: Board, folder: Path, channel: str, stack: int | None = None) -> Build:  # fmt: skip
+    """The build with its firmware; a stack reserve given is first checked against a profile build's measurement."""
+    inputs = [x.tobytes() for x in random_inputs(compiled.input, MEASURED_INPUTS)]
+    stack_bytes = stack_for(compiled, board, channel, stack, inputs, folder / "stack")
+    firmware = build_firmware(compiled, board, folder, channel, stack_bytes=stack_bytes)
     return Build(zoo.model_name(name), precision, model, compiled, firmware, board.counter, defense=defense, slug=slug)
 
 

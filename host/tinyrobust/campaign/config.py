@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinyrobust.campaign import attacks
-from tinyrobust.device.boards import DEFAULT_BOARD, board_names
+from tinyrobust.device.boards import DEFAULT_BOARD, board_names, load_board
 from tinyrobust.errors import UserError
 from tinyrobust.model import zoo
 from tinyrobust.model.quantize import PRECISIONS
+
+if TYPE_CHECKING:
+    from tinyrobust.split.evaluate import SplitSettings
 
 MODES = ("transfer", "on-device")
 DEFENSE_PLACES = ("host", "device")
@@ -63,31 +67,72 @@ class DefenseSpec:
 
 
 @dataclass
+class SplitSpec:
+    """A campaign's [split] section: split-evaluate's settings (None: split-evaluate's default), run on the
+    campaign's board once per entropy model, into the campaign's folder as split-<entropy model>/."""
+
+    model: str = "split-digits"
+    entropy_models: list[str] | None = None  # None: the model's own
+    betas: list[float] | None = None
+    samples: int | None = None
+    eps: list[float] | None = None
+    attacks: list[str] | None = None
+    iterations: int | None = None
+    eot: int | None = None
+    corruptions: list[str] | None = None
+    defense: bool | None = None
+    device_defense: list[dict] | None = None
+    adaptive: bool | None = None
+    seed: int | None = None
+    data: str | None = None
+
+    def entropy_model_names(self) -> list[str]:
+        from tinyrobust.split.model import split_spec
+
+        return self.entropy_models or [split_spec(self.model)["split"]["entropy_model"]]
+
+    def settings(self, entropy_model: str, board: str, out: Path, channel: str | None, jobs: int) -> SplitSettings:
+        """split-evaluate's settings for one entropy model."""
+        from tinyrobust.split.evaluate import SplitSettings
+
+        given = {k: v for k, v in asdict(self).items() if v is not None and k != "entropy_models"}
+        return SplitSettings(**given, entropy_model=entropy_model, board=board, out=out, channel=channel, jobs=jobs)
+
+
+@dataclass
 class Campaign:
-    models: list[str] = field(default_factory=lambda: ["digits-cnn"])  # built-in names or .tflite paths
-    precisions: list[str] = field(default_factory=lambda: ["int8"])
+    models: list[str] = field(default_factory=lambda: ["digits-cnn"])  # built-in names, .tflite or float model paths
+    precisions: list[str] | None = None  # None: each model's own (precisions_for)
     board: str = DEFAULT_BOARD
     samples: int = 200
     seeds: list[int] = field(default_factory=lambda: [0])
     attacks: list[AttackSpec] = field(default_factory=list)
     defenses: list[DefenseSpec] = field(default_factory=list)
-    data: str | None = None  # test data of a .tflite model, or a data set to train a built-in model on (zoo.load_data)
-    float_model: str | None = None  # .keras for a .tflite model
+    data: str | None = None  # a model file's test data (and a float one's to quantize on), or a built-in's to train on
+    float_model: str | None = None  # .keras or .h5 for a .tflite model
+    split: SplitSpec | None = None  # a config with only a [split] section has no models
 
     def recorded(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        if self.split is None:
+            del values["split"]  # a campaign without one records what it always did, so that its runs resume
+        return values
 
     @classmethod
     def from_recorded(cls, values: dict) -> Campaign:
         values = dict(values)
         values["attacks"] = [AttackSpec(**a) for a in values.get("attacks", [])]
         values["defenses"] = [DefenseSpec(**d) for d in values.get("defenses", [])]
+        if values.get("split") is not None:
+            values["split"] = SplitSpec(**values["split"])
         return cls(**values)
 
 
 # ---- the config file --------------------------------------------------------------------------------------
 
-TOP_KEYS = {"models", "precisions", "board", "samples", "seeds", "attacks", "defenses", "data", "float_model"}
+TOP_KEYS = {"models", "precisions", "board", "samples", "seeds", "attacks", "defenses", "data", "float_model",
+            "split"}  # fmt: skip
+SPLIT_KEYS = {f.name for f in fields(SplitSpec)}
 ATTACK_KEYS = {"name", "eps", "mode", "params", "max_queries"}
 DEFENSE_KEYS = {"name", "where", "params"}
 
@@ -113,11 +158,15 @@ def parse(config: dict) -> Campaign:
     """A campaign from a parsed config; every error names the key and what it allows."""
     _unknown(config, TOP_KEYS, "")
     c = Campaign()
-    if "models" in config:
-        c.models = _list_of(config["models"], str, "models", "a list of built-in model names or .tflite paths")
+    if "split" in config:
+        c.split = _parse_split(config["split"])
+        c.models = []  # a split section runs the classifiers only when it names them
+    if "models" in config and not (config["models"] == [] and c.split is not None):
+        c.models = _list_of(config["models"], str, "models", "a list of built-in model names or model files")
     for name in c.models:
         if not zoo.is_file(name) and name not in zoo.builtin_names():
-            _fail("models", f"names unknown model '{name}'; allowed: {', '.join(zoo.builtin_names())} or a .tflite")
+            _fail("models", f"names unknown model '{name}'; allowed: {', '.join(zoo.builtin_names())}, a .tflite, "
+                            "or a float .keras or .h5 model")  # fmt: skip
     if "precisions" in config:
         c.precisions = _list_of(config["precisions"], str, "precisions", f"a list of {' or '.join(PRECISIONS)}")
         for p in c.precisions:
@@ -148,7 +197,72 @@ def parse(config: dict) -> Campaign:
         _fail("defenses", "must be a list of tables ([[defenses]] with name, where, params)")
     for i, table in enumerate(raw_defenses):
         c.defenses.append(_parse_defense(table, f"defenses[{i}]."))
+    if not c.models and (c.attacks or c.defenses):
+        _fail("models", "is empty, so the attacks and defenses have no model to run on; name the models")
     return c
+
+
+def _parse_split(table) -> SplitSpec:
+    """The [split] section: split-evaluate's settings, each checked as the command line checks it."""
+    from tinyrobust.compile.stages import canonical
+    from tinyrobust.split import attacks as split_attacks
+    from tinyrobust.split.corruptions import CORRUPTIONS
+    from tinyrobust.split.model import ENTROPY_MODELS
+
+    if not isinstance(table, dict):
+        _fail("split", "must be a table ([split] with model, entropy_models, betas, samples, eps, attacks, ...)")
+    _unknown(table, SPLIT_KEYS, "split.")
+    s = SplitSpec()
+    if "model" in table:
+        if table["model"] not in zoo.split_names():
+            _fail("split.model", f"is {table['model']!r}; allowed: {', '.join(zoo.split_names())}")
+        s.model = table["model"]
+    for key, allowed in (("entropy_models", ENTROPY_MODELS), ("attacks", split_attacks.KINDS),
+                         ("corruptions", CORRUPTIONS)):  # fmt: skip
+        if key in table:
+            names = table[key]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                _fail(f"split.{key}", f"must be a list of names, not {names!r}")
+            for name in names:
+                if name not in allowed:
+                    _fail(f"split.{key}", f"has {name!r}; allowed: {', '.join(allowed)}")
+            if len(set(names)) < len(names):
+                _fail(f"split.{key}", f"names {next(n for n in names if names.count(n) > 1)!r} twice; name it once")
+            if key == "entropy_models" and not names:
+                _fail(f"split.{key}", f"is empty; name at least one of {', '.join(allowed)}")
+            setattr(s, key, list(names))
+    for key in ("betas", "eps"):
+        if key in table:
+            values = table[key]
+            numbers = isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       and v > 0 for v in values)  # fmt: skip
+            if not numbers or (key == "betas" and not values):
+                _fail(f"split.{key}", f"must be a list of positive numbers, not {values!r}")
+            setattr(s, key, [float(v) for v in values])
+    for key, low in (("samples", 1), ("iterations", 1), ("eot", 1), ("seed", 0)):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                _fail(f"split.{key}", f"must be a whole number of at least {low}, not {value!r}")
+            setattr(s, key, value)
+    for key in ("defense", "adaptive"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                _fail(f"split.{key}", f"must be true or false, not {table[key]!r}")
+            setattr(s, key, table[key])
+    if "data" in table:
+        if not isinstance(table["data"], str):
+            _fail("split.data", f"must be a file path, not {table['data']!r}")
+        s.data = table["data"]
+    if "device_defense" in table:
+        stages = table["device_defense"]
+        if not isinstance(stages, list) or not all(isinstance(st, dict) for st in stages):
+            _fail("split.device_defense", 'must be a list of stages such as [{stage = "median", k = 3}]')
+        try:
+            s.device_defense = canonical(stages)
+        except UserError as exc:
+            _fail("split.device_defense", f"has a stage the device cannot run: {exc}")
+    return s
 
 
 def _parse_attack(table, prefix: str) -> AttackSpec:
@@ -210,6 +324,12 @@ def load_config(path: Path) -> Campaign:
     return parse(config)
 
 
+def precisions_for(c: Campaign, model: str) -> list[str]:
+    """The precisions a model runs at: the campaign's, or when it names none, the model's own (a .tflite file's
+    from the file, int8 for the others)."""
+    return c.precisions if c.precisions is not None else [zoo.default_precision(model)]
+
+
 def check(c: Campaign) -> None:
     """Refuse, before anything runs, an attack or a defense that cannot run as configured (a campaign made in
     code has not been through the parser)."""
@@ -227,9 +347,11 @@ def check(c: Campaign) -> None:
             raise UserError(f'defense {spec.name} trains a new model, so it has no place on the device; remove '
                             'where = "device"')  # fmt: skip
         configured.device_stages()  # refuses a defense the firmware cannot run
-        if "int16x8" in c.precisions:
+        if any("int16x8" in precisions_for(c, m) for m in c.models):
             raise UserError(f"defense {spec.name} runs on the device's int8 input, so it cannot go with int16x8; "
                             'run it in a campaign with precisions = ["int8"]')  # fmt: skip
+    if c.split is not None and not load_board(c.board).emulated:
+        raise UserError(f"a campaign's split section runs on an emulated board for now; {c.board} is a real one")
 
 
 # ---- the inverse: a recorded campaign as the config file that runs it again ----------------------------
@@ -257,11 +379,13 @@ def _toml_key(key: str) -> str:
 
 def to_toml(recorded: dict) -> str:
     """A campaign (Campaign.recorded()) as the TOML config file that runs it again: tinyrobust campaign run."""
-    lines, tables = [], []
+    lines, tables, sections = [], [], []
     for key, value in recorded.items():
         if value is None:
             continue
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if isinstance(value, dict):  # [split]
+            sections.append((key, value))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             tables.append((key, value))
         elif not (isinstance(value, list) and not value and key in ("attacks", "defenses")):
             lines.append(f"{_toml_key(key)} = {toml_value(value)}")
@@ -269,4 +393,7 @@ def to_toml(recorded: dict) -> str:
         for entry in entries:
             lines += ["", f"[[{key}]]"]
             lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in entry.items() if v is not None]
+    for key, table in sections:
+        lines += ["", f"[{key}]"]
+        lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
     return "\n".join(lines) + "\n"

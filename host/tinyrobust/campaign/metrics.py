@@ -147,7 +147,7 @@ def boundary_points(clean: np.ndarray, adversarial: np.ndarray, tensor, tflite: 
     shape = (len(clean), *tensor.shape[1:])  # the store keeps inputs flat
     x0 = reference.dequantize(np.reshape(clean, shape), tensor)
     delta = reference.dequantize(np.reshape(adversarial, shape), tensor) - x0
-    top1 = {"quantized": lambda x: reference.tflm_outputs(tflite, reference.quantize_inputs(x, tensor)).argmax(1)}
+    top1 = {"quantized": lambda x: reference.tflm_outputs(tflite, reference.quantize_inputs(x, tensor), x).argmax(1)}
     if keras_model is not None:
         top1 = {"float": lambda x: reference.float_outputs(keras_model, x).argmax(1), **top1}
     return {"x0": x0, "delta": delta, "top1": top1, "t": {name: first_flip(f, x0, delta) for name, f in top1.items()}}

@@ -3,7 +3,9 @@
 A campaign is described once (a TOML config file, or flash-and-evaluate's options) and run by one runner. Every
 measured sample goes to the run's SQLite store as it arrives, so an interrupted run resumes where it stopped and
 the results are always computed from what the store holds. With jobs > 1, that many emulators share the
-samples; only this process writes the store, so the results are the same for any number of jobs."""
+samples; only this process writes the store, so the results are the same for any number of jobs. A [split]
+section runs after the models, as split-evaluate does (split.evaluate.SplitRun), in the same store, each of its
+conditions stored as it completes."""
 
 from __future__ import annotations
 
@@ -15,17 +17,15 @@ import numpy as np
 from tinyrobust.campaign import attacks, builds
 from tinyrobust.campaign.adversarial import Adversary, probe_key
 from tinyrobust.campaign.builds import Build, Condition
-from tinyrobust.campaign.config import Campaign, check
+from tinyrobust.campaign.config import Campaign, check, precisions_for
 from tinyrobust.campaign.results import Results, save_results
-from tinyrobust.campaign.store import Store
+from tinyrobust.campaign.store import STORE_NAME, Store
 from tinyrobust.console import progress_bar
 from tinyrobust.device.boards import Board, load_board
 from tinyrobust.device.pool import LinkStats, Pool, Worker
 from tinyrobust.device.targets import SerialTarget, start_emulator
 from tinyrobust.errors import UserError
 from tinyrobust.model import reference, zoo
-
-STORE_NAME = "results.sqlite"
 
 
 class Runner:
@@ -39,11 +39,13 @@ class Runner:
         flash_with: str = "pyocd",
         connect=None,
         settings: dict | None = None,
+        stack: int | None = None,
     ):
         self.campaign, self.out, self.jobs = campaign, Path(out), jobs
         self.channel_choice, self.port, self.flash_with = channel, port, flash_with
         self.connect = connect or self._start_target  # connect(board, elf) -> a started target
         self.settings = settings  # flash-and-evaluate's own options, reported as they were given
+        self.stack = stack  # the firmware's stack reserve, checked against a measurement; None: the default
         self.started = time.monotonic()
         self.link = LinkStats()
         self.pool: Pool | None = None
@@ -59,6 +61,10 @@ class Runner:
         if self.jobs > 1 and self.port is not None:
             raise UserError("--port reaches one device, so it runs with --jobs 1")
         check(c)
+        if c.split is not None and self.port is not None:
+            raise UserError("--port reaches one device, while a campaign's split section starts its own emulators; "
+                            "run it without --port")  # fmt: skip
+        splits = self._split_runs()
         self.board = load_board(c.board)
         self.channel = channel_for(self.board, self.channel_choice, self.port)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -66,9 +72,23 @@ class Runner:
         self.results = Results(self.store, c, self.board, self.settings, self.jobs)
         try:
             self._claim_store()
-            return self._run(progress)
+            results = self._run(progress) if c.models else self.assemble()
+            if splits:
+                results["split"] = {run.settings.entropy_model: run.run(self.store, progress) for run in splits}
+            return results
         finally:
             self.store.close()
+
+    def _split_runs(self) -> list:
+        """The split section's runs (split.evaluate.SplitRun), one per entropy model into out/split-<entropy model>/
+        and named so in the store, their settings checked before anything runs."""
+        from tinyrobust.split.evaluate import SplitRun
+
+        c = self.campaign
+        if c.split is None:
+            return []
+        return [SplitRun(c.split.settings(name, c.board, self.out / f"split-{name}", self.channel_choice, self.jobs),
+                         f"split-{name}") for name in c.split.entropy_model_names()]  # fmt: skip
 
     def _claim_store(self) -> None:
         """Refuse an output folder that holds another run; record this one's campaign and settings."""
@@ -85,7 +105,7 @@ class Runner:
 
     def _run(self, progress: bool) -> dict:
         c = self.campaign
-        units = [(m, p) for m in c.models for p in c.precisions]
+        units = [(m, p) for m in c.models for p in precisions_for(c, m)]
         apart = [d for d in c.defenses if d.builds_apart]
         per_unit = len(c.seeds) * (1 + len(c.defenses)) * (1 + sum(len(a.eps) for a in c.attacks))
         self.bar = progress_bar(len(units) * per_unit * c.samples, "inference", progress,
@@ -105,7 +125,7 @@ class Runner:
                     compiled = builds.compile_for(model, precision, defense)
                     self._check_model(zoo.model_name(name), precision, slug, compiled.model_hash)
                     self._measure(builds.make_build(name, precision, model, compiled, defense, slug, self.board,
-                                                    folder, self.channel))  # fmt: skip
+                                                    folder, self.channel, self.stack))  # fmt: skip
         finally:
             self.bar.close()
             if self.results.builds and self.store.ticks():  # not when refused before a build: keep the last save
@@ -179,13 +199,17 @@ class Runner:
                 f"{build.name} {build.precision} {condition.attack} eps {condition.eps:g}: {unattacked} samples "
                 f"kept their clean inputs, their group having spent its {condition.max_queries} queries per sample"
             )
-        xq = reference.quantize_inputs(self.adversary.defense(condition.defense, model)(x_adv), tensor)
+        sent = self.adversary.defense(condition.defense, model)(x_adv)
+        xq = reference.quantize_inputs(sent, tensor)
         seen = apply_stages_q(xq, build.compiled.preprocess)
         floats = None
         if model.keras is not None:
             floats = reference.float_outputs(model.keras, reference.dequantize(seen, tensor))
-        tflite = reference.tflite_outputs(model.tflite, seen)
-        tflm = reference.tflm_outputs(model.tflite, seen)
+        # A model with float input runs whole in the references, on the float inputs the host quantized for the
+        # device, so that its own QUANTIZE is checked against the host's (after device stages, on what they read).
+        x_float = None if build.compiled.preprocess else sent
+        tflite = reference.tflite_outputs(model.tflite, seen, x=x_float)
+        tflm = reference.tflm_outputs(model.tflite, seen, x_float)
         self.store.add_samples(cid, y, xq, tflite, tflm, floats)
 
     def _start_target(self, board: Board, elf: Path):

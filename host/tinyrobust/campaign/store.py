@@ -10,6 +10,8 @@ import numpy as np
 
 from tinyrobust.errors import UserError
 
+STORE_NAME = "results.sqlite"  # the store's file in a run's folder
+
 KEY = ("model", "precision", "mode", "params", "defense", "seed")  # what identifies a condition besides attack, eps
 
 SCHEMA = """
@@ -30,6 +32,12 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS device (
     condition INTEGER NOT NULL, sample INTEGER NOT NULL, output BLOB NOT NULL, ticks INTEGER NOT NULL,
     PRIMARY KEY (condition, sample), FOREIGN KEY (condition, sample) REFERENCES samples (condition, sample));
+-- A split network's measured condition (split.evaluate), stored whole as it completes: run names the split run in
+-- the store ("split-evaluate", or a campaign's "split-<entropy model>"), condition is its kind, name, eps and
+-- severity, and measured what split.evaluate.measure returned for it (both JSON).
+CREATE TABLE IF NOT EXISTS split_conditions (
+    run TEXT NOT NULL, beta REAL NOT NULL, condition TEXT NOT NULL, measured TEXT NOT NULL,
+    PRIMARY KEY (run, beta, condition));
 """
 
 
@@ -128,6 +136,17 @@ class Store:
         if rows[0][4] is not None:
             result["float"] = np.stack([np.frombuffer(r[4], np.float32) for r in rows])
         return result
+
+    def split_measured(self, run: str, beta: float) -> dict[str, dict]:
+        """What a split run measured at beta: each stored condition's measurement."""
+        rows = self.db.execute("SELECT condition, measured FROM split_conditions WHERE run = ? AND beta = ?",
+                               (run, beta)).fetchall()  # fmt: skip
+        return {condition: json.loads(measured) for condition, measured in rows}
+
+    def add_split_measured(self, run: str, beta: float, condition: str, measured: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO split_conditions VALUES (?, ?, ?, ?)",
+                            (run, beta, condition, json.dumps(measured)))  # fmt: skip
 
     def ticks(self, conditions: list[int] | None = None) -> list[int]:
         """The device's counts, of the given conditions or of all."""

@@ -169,6 +169,39 @@ def remove_dead_ops(graph: Graph) -> None:
     reindex(graph)
 
 
+def fold_float_io(graph: Graph) -> bool:
+    """Make a model with float input and outputs (the converter's default: QUANTIZE first, DEQUANTIZE last) the
+    integer model between them: its input becomes the QUANTIZE's output and each output the DEQUANTIZE's input.
+    The host then does their arithmetic (model.reference.quantize_inputs and dequantize), bit-exact with TFLM's:
+    QUANTIZE is round(x / scale) + zero point in float32, halves away from zero, clamped; DEQUANTIZE is one
+    product (q - zero point) * scale rounded to float32. Returns whether anything was folded; what does not match
+    (a float input read by other ops too, per-channel parameters) stays and is refused by compile_model."""
+    folded = False
+    x = graph.tensors[graph.inputs[0]] if len(graph.inputs) == 1 else None
+    readers = graph.consumers.get(x.index, []) if x is not None else []
+    if x is not None and x.type_name == "float32" and len(readers) == 1:
+        quantize = graph.ops[readers[0]]
+        if quantize.kind == "QUANTIZE" and _per_tensor_integer(graph.tensors[quantize.outputs[0]]):
+            graph.inputs = [quantize.outputs[0]]
+            graph.ops.remove(quantize)
+            folded = True
+    producers = {t: op for op in graph.ops for t in op.outputs}
+    for i, t in enumerate(graph.outputs):
+        op = producers.get(t)
+        if graph.tensors[t].type_name != "float32" or op is None or op.kind != "DEQUANTIZE":
+            continue
+        if _per_tensor_integer(graph.tensors[op.inputs[0]]) and op.inputs[0] not in graph.inputs:
+            graph.outputs[i] = op.inputs[0]
+            folded = True
+    if folded:
+        remove_dead_ops(graph)  # the DEQUANTIZEs, now read by nothing
+    return folded
+
+
+def _per_tensor_integer(t: Tensor) -> bool:
+    return t.type_name in ("int8", "int16") and t.scale is not None and len(t.scale) == 1
+
+
 def live_inputs(graph: Graph, op: Op) -> list[int]:
     """The inputs an op really reads: RESHAPE with a static output shape ignores its shape operand."""
     if op.kind in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):

@@ -184,14 +184,48 @@ def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     return Kernel(function, "tr_conv_params", fields, constants)
 
 
+# TR_DEPTHWISE_TAPS and TR_DEPTHWISE_PATCH in tr_kernels.h: the largest window (k_h * k_w) tr_depthwise_conv_s8_opt
+# takes, and the words of its patch of input for the windows that cross the border (one word per input position).
+DEPTHWISE_TAPS, DEPTHWISE_PATCH = 49, 256
+
+
 def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
-    """TFLM's 16x8 depthwise convolution has only the int64-bias kernel: it always accumulates in 64 bits."""
+    """TFLM's 16x8 depthwise convolution has only the int64-bias kernel: it always accumulates in 64 bits. int8
+    layers go to tr_depthwise_conv_s8_opt where it takes them (see _fits_depthwise_opt)."""
     fields, constants, activations = _conv_common(
         graph, op, name, depthwise=True, bias_types={"int8": ("int32",), "int16": ("int64",)}
     )
     if activations == "int16":
         fields["acc64"] = 1
-    return Kernel(f"tr_depthwise_conv_{SUFFIXES[activations]}", "tr_conv_params", fields, constants)
+        return Kernel("tr_depthwise_conv_s16", "tr_conv_params", fields, constants)
+    opt = _fits_depthwise_opt(graph, op, name, fields, constants)
+    return Kernel("tr_depthwise_conv_s8_opt" if opt else "tr_depthwise_conv_s8", "tr_conv_params", fields, constants)
+
+
+def _fits_depthwise_opt(graph: Graph, op: Op, name: str, fields: dict, constants: list[Constant]) -> bool:
+    """Whether tr_depthwise_conv_s8_opt takes the layer: depth multiplier 1 and four channels or more, a window of
+    at most DEPTHWISE_TAPS taps whose input fits DEPTHWISE_PATCH, every shift right r = -shift >= 1, and sums that
+    keep its requantization exact (see tr_conv.c): twice the accumulator, and SMMLAR's rounded a2 * multiplier / 2^32
+    + 2^(r - 1) + the output zero point * 2^r, below 2^31 in magnitude. |acc| is at most |bias| + 256 *
+    sum(|weights|) per channel: the kernel multiplies raw inputs (|x| <= 128) from the folded bias
+    (|in_offset| <= 128)."""
+    f = fields
+    window = ((f["k_h"] - 1) * f["dilation_h"] + 1) * ((f["k_w"] - 1) * f["dilation_w"] + 1)  # input positions
+    if f["depth_multiplier"] != 1 or f["out_c"] < 4 or f["k_h"] * f["k_w"] > DEPTHWISE_TAPS or window > DEPTHWISE_PATCH:
+        return False
+    values = {c.name: c.values.astype(np.int64) for c in constants}
+    multipliers = values[f"{QUANT_PARAMS_PREFIX}{name}_multiplier"]
+    right = -values[f"{QUANT_PARAMS_PREFIX}{name}_shift"]
+    if np.any(right < 1):
+        return False
+    weight_sums = np.abs(graph.tensors[op.inputs[1]].data.astype(np.int64)).sum(axis=(0, 1, 2))
+    bias = np.zeros_like(weight_sums)
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        bias = graph.tensors[op.inputs[2]].data.astype(np.int64).reshape(-1)
+    acc = np.abs(bias) + 256 * weight_sums
+    rounded = (acc * multipliers >> 31) + 1
+    smmlar = rounded + (1 << (right - 1)) + abs(f["out_offset"]) * (1 << right)
+    return bool(np.all(2 * acc < 2**31) and np.all(smmlar < 2**31))
 
 
 def lower_fully_connected(graph: Graph, op: Op, name: str) -> Kernel:

@@ -19,6 +19,7 @@ from tinyrobust.compile.graph import (
     Op,
     Tensor,
     describe,
+    fold_float_io,
     fold_shape_arithmetic,
     fuse_dilated_convolutions,
     live_inputs,
@@ -59,6 +60,7 @@ class CompiledModel:
     op_counts: dict[str, int] = field(default_factory=dict)
     element_types: dict[int, str] = field(default_factory=dict)  # tensor index -> C type, for arena tensors
     preprocess: list[dict] = field(default_factory=list)  # device pre-processing stages before the network
+    buffers: list[Buffer] = field(default_factory=list)  # the arena's buffers with their lifetimes, as planned
 
     @property
     def output(self) -> Tensor:
@@ -76,7 +78,9 @@ def model_hash(tflite: bytes, preprocess: list[dict] | None = None) -> bytes:
 
 def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> CompiledModel:
     """Lower every op, or fail listing every op the runtime does not support. preprocess: device pre-processing
-    stages run on the quantized input before the network, e.g. [{"stage": "median", "k": 3}]."""
+    stages run on the quantized input before the network, e.g. [{"stage": "median", "k": 3}]. A model with float
+    input and outputs compiles to the integer model between its QUANTIZE and DEQUANTIZEs (graph.fold_float_io):
+    input and outputs are then those integer tensors, which the host quantizes and dequantizes."""
     preprocess = device_stages.canonical(preprocess or [])
     graph = read_tflite(tflite)
     if len(graph.inputs) != 1 or not graph.outputs:
@@ -84,15 +88,18 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
             f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; one input and at least "
             "one output are supported"
         )
+    fold_shape_arithmetic(graph)
+    remove_dead_ops(graph)
+    fold_float_io(graph)
+    _refuse_float_and_per_channel_activations(graph)
     x, ys = graph.tensors[graph.inputs[0]], [graph.tensors[t] for t in graph.outputs]
     for role, t in (("input", x), *(("output", y) for y in ys)):
         if t.type_name not in ("int8", "int16"):
+            through = "a per-tensor QUANTIZE reads first" if role == "input" else "a per-tensor DEQUANTIZE writes last"
             raise UserError(
-                f"the model's {role} is {t.type_name}, not int8 or int16; quantize it with inference_input_type "
-                "and inference_output_type set to tf.int8 (tf.int16 for 16-bit activations)"
+                f"the model's {role} is {t.type_name}, and the runtime takes int8 or int16, or float32 that {through}; "
+                "convert it with full-integer quantization and an int8, int16 or float32 inference type"
             )
-    fold_shape_arithmetic(graph)
-    remove_dead_ops(graph)
     fuse_dilated_convolutions(graph)
     lowered: list[tuple[Op, Kernel]] = device_stages.lower_stages(graph, preprocess) if preprocess else []
     problems = []
@@ -116,7 +123,8 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
         raise UserError("the model uses operators the runtime does not support: " + "; ".join(problems))
 
     steps, constants = _schedule(graph, lowered)
-    arena_bytes, buffer_offsets = plan_arena(_buffers(graph, steps, alias_of, x.index, [y.index for y in ys]))
+    buffers = _buffers(graph, steps, alias_of, x.index, [y.index for y in ys])
+    arena_bytes, buffer_offsets = plan_arena(buffers)
     offsets = {}
     for t in graph.tensors:
         owner = alias_of.get(t.index, t.index)
@@ -127,7 +135,26 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
         counts[op.kind] = counts.get(op.kind, 0) + 1
     types = {t: C_TYPES.get(graph.tensors[t].type_name, "int8_t") for t in offsets}
     digest = model_hash(tflite, preprocess)
-    return CompiledModel(steps, constants, arena_bytes, offsets, x, ys, digest, counts, types, preprocess)
+    return CompiledModel(steps, constants, arena_bytes, offsets, x, ys, digest, counts, types, preprocess, buffers)
+
+
+def _refuse_float_and_per_channel_activations(graph: Graph) -> None:
+    """The runtime computes in integers with one scale and zero point per activation tensor, as TFLM's kernels
+    read them: refuse float arithmetic inside the graph (a model quantized without a representative dataset, or
+    with float fallback) and activations quantized per channel, before any lowering would misread them."""
+    for op in graph.ops:
+        for t in (graph.tensors[i] for i in live_inputs(graph, op) + op.outputs if i >= 0):
+            if t.type_name == "float32" and not t.is_constant:
+                raise UserError(
+                    f"the model computes in float at {describe(graph, op)}, and the runtime runs integer arithmetic "
+                    "only; convert it with full-integer quantization (supported_ops TFLITE_BUILTINS_INT8, or the "
+                    "int16x8 ops set) so that no float op is left inside"
+                )
+            if not t.is_constant and t.scale is not None and len(t.scale) > 1:
+                raise UserError(
+                    f"tensor '{t.name}' of {describe(graph, op)} is an activation quantized per channel, and the "
+                    "runtime's kernels, as TFLite Micro's, take one scale and zero point per activation tensor"
+                )
 
 
 def _schedule(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> tuple[list[Step], list[Constant]]:

@@ -67,7 +67,14 @@ def render(model: CompiledModel, out_dir: Path) -> list[Path]:
         reads = ", ".join(operand(t) for t in step.inputs)
         return f"(const void *const[]){{{reads}}}" if step.variadic else reads
 
-    context = {"model": model, "c_array": c_array, "arguments": arguments, "pointer": pointer}
+    output_bytes = {b.key: b.size for b in model.buffers}  # a step's output always owns its buffer
+    context = {
+        "model": model,
+        "c_array": c_array,
+        "arguments": arguments,
+        "pointer": pointer,
+        "output_bytes": output_bytes,
+    }
     return _write(out_dir, ("model.h", "model.c"), context)
 
 

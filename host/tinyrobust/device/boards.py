@@ -23,7 +23,8 @@ class Region:
 
 @dataclass(frozen=True)
 class Pin:
-    """A UART pin: its GPIO port's base address (0 where the family has none), pin number and alternate function."""
+    """A UART or energy pin: its GPIO port's base address (0 where the family has none), pin number and alternate
+    function."""
 
     pin: int
     port: int = 0
@@ -53,6 +54,31 @@ class Uart:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class Energy:
+    """A board file's [energy] table: the datasheet's run-mode figures for an estimate (device/energy.py), and the pin
+    the firmware holds high while the model runs, for a meter (firmware/boards/<family>/energy.c drives it)."""
+
+    part: str | None = None  # the MCU the figures are for (for an FPGA image, the silicon part standing in for it)
+    supply_v: float | None = None  # VDD of the figures; also what a PPK2 in ampere-meter mode multiplies current by
+    run_ua_per_mhz: float | None = None  # run mode, code in flash, at the table's row nearest the core clock
+    source: str | None = None  # the datasheet, table and row the figures come from
+    pin: Pin | None = None
+    enable: tuple[tuple[int, int], ...] = ()  # (register, bit) to set for the pin's GPIO clock
+
+    @property
+    def estimates(self) -> bool:
+        return self.supply_v is not None and self.run_ua_per_mhz is not None
+
+    @classmethod
+    def from_toml(cls, table: dict) -> Energy:
+        values = dict(table)
+        values["enable"] = tuple(tuple(e) for e in values.get("enable", ()))
+        if "pin" in values:
+            values["pin"] = Pin(**values["pin"])
+        return cls(**values)
+
+
 @dataclass
 class Board:
     name: str
@@ -71,6 +97,7 @@ class Board:
     counter: str = "systick"  # firmware/boards/cortex-m/<counter>.c: "systick", or "dwt" (CYCCNT) on hardware
     flashing: dict = field(default_factory=dict)  # {"pyocd": target name, "mbed": Mbed board name} for real boards
     flash_config: dict | None = None  # {"offset"}: where the chip reads its flash configuration field (Kinetis)
+    energy: Energy = field(default_factory=Energy)  # datasheet figures for an estimate, the pin for a meter
 
     @property
     def emulated(self) -> bool:
@@ -131,4 +158,5 @@ def load_board(name: str) -> Board:
         counter=data.get("counter", "systick"),
         flashing=data.get("flashing", {}),
         flash_config=flash_config,
+        energy=Energy.from_toml(data.get("energy", {})),
     )

@@ -12,6 +12,7 @@ import numpy as np
 from tinyrobust.build.firmware import build_calibration
 from tinyrobust.device.boards import Board
 from tinyrobust.device.emulator import START_TIMEOUT_S, Emulator
+from tinyrobust.device.energy import energy_estimate
 from tinyrobust.errors import UserError
 
 
@@ -78,10 +79,12 @@ def count_unit(board: Board, counter: str = "systick") -> tuple[str, float, str]
 
 def latency(board: Board, ticks: list[int], counter: str = "systick") -> dict:
     """Per-inference counts in the unit of the counter the device reported: executed instructions in the
-    emulator (SysTick under -icount), core cycles on hardware (DWT CYCCNT, or SysTick), with milliseconds."""
+    emulator (SysTick under -icount), core cycles on hardware (DWT CYCCNT, or SysTick), with milliseconds, and the
+    energy the median count comes to by the board file's datasheet figures (an estimate; None without them)."""
     unit, per_tick, source = count_unit(board, counter)
     counts = np.array(ticks, dtype=np.float64)
     summary = {"unit": unit, "source": source, "per_inference": _summary(counts * per_tick)}
     if unit == "cycles":
         summary["milliseconds"] = _summary(counts * 1000.0 / board.clock_hz)
+    summary["energy"] = energy_estimate(board, summary["per_inference"]["median"], unit)
     return {**summary, "inferences": len(counts)}

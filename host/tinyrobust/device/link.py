@@ -17,6 +17,9 @@ MSG_INFO, MSG_INFER, MSG_SESSION, MSG_LOAD, MSG_REPLY, MSG_ERROR = 0x01, 0x02, 0
 MSG_ENCODE, MSG_FETCH = 0x05, 0x06  # a split build's: the head's output entropy-coded, and the rest of its stream
 MSG_PROFILE = 0x07  # a profile build's: each step's ticks of the last inference, and the stack's high-water mark
 PROFILE_REPLY = struct.Struct("<II")  # steps, deepest stack use since reset (bytes); then u64 ticks per step
+MSG_TENSOR = 0x08  # a profile build's: one step of the schedule run, and its output tensor from a byte offset
+TENSOR_REQUEST = struct.Struct("<II")  # step, byte offset into its output
+TENSOR_CHUNK_BYTES = 1024  # the most tensor bytes a device sends in one TENSOR reply
 LOAD_OFFSET = struct.Struct("<I")
 ENCODE_REPLY = struct.Struct("<QQI")  # head ticks, coder ticks, stream bytes; then the stream's first part
 STREAM_CHUNK_BYTES = 1024  # the most stream bytes a device sends in one ENCODE or FETCH reply
@@ -91,7 +94,7 @@ class Device:
 
     def timeout_s(self, msg_type: int, request_bytes: int, reply_bytes: int) -> float:
         wire = (request_bytes + reply_bytes + 2 * FRAME_OVERHEAD) / self.bytes_per_s
-        return 0.25 + 4 * (wire + (self.work_s if msg_type in (MSG_INFER, MSG_ENCODE) else 0.0))
+        return 0.25 + 4 * (wire + (self.work_s if msg_type in (MSG_INFER, MSG_ENCODE, MSG_TENSOR) else 0.0))
 
     def request(self, msg_type: int, payload: bytes = b"", reply_bytes: int = 0) -> bytes:
         self.seq = (self.seq + 1) & 0xFFFF
@@ -121,7 +124,7 @@ class Device:
                     raise UserError(
                         "the device's firmware does not encode: build it with a coding (build_firmware's coding)"
                     )
-                if code == ERR_UNKNOWN_TYPE and msg_type == MSG_PROFILE:
+                if code == ERR_UNKNOWN_TYPE and msg_type in (MSG_PROFILE, MSG_TENSOR):
                     raise UserError("the device's firmware does not profile: build it with build_firmware's profile")
                 problem = f"device error: {DEVICE_ERRORS.get(code, 'unknown')}"
                 continue
@@ -213,10 +216,10 @@ class Device:
         (ticks,) = struct.unpack_from("<Q", body)
         return body[8:], ticks
 
-    def _load(self, tensor: bytes) -> bytes:
+    def _load(self, tensor: bytes, always: bool = False) -> bytes:
         """The payload of an INFER or ENCODE request: the input, or nothing after sending it in LOAD chunks when
-        it is longer than the device's largest request."""
-        if len(tensor) <= self.max_request:
+        it is longer than the device's largest request (or always)."""
+        if len(tensor) <= self.max_request and not always:
             return tensor
         chunk = self.max_request - LOAD_OFFSET.size
         for offset in range(0, len(tensor), chunk):
@@ -233,6 +236,36 @@ class Device:
         if count != steps or len(body) != reply_bytes:  # restarting cannot help: another build answered
             raise UserError(f"the device's firmware profiles {count} steps, not the model's {steps}; rebuild it")
         return list(struct.unpack_from(f"<{steps}Q", body, PROFILE_REPLY.size)), stack_bytes
+
+    def walk(self, tensor: bytes, sizes: list[int]) -> list[bytes]:
+        """A profile build's output of every step of the schedule for the input, in schedule order, sizes[k] bytes
+        for step k: the input goes in LOAD chunks, then TENSOR asks for each step's output chunk by chunk, the first
+        chunk running the step. If the device was reset on the way (the walk lost with it), it starts again."""
+        while True:
+            resets = self.resets
+            outputs: list[bytes] = []
+            try:
+                self._load(tensor, always=True)
+                for step, size in enumerate(sizes):
+                    if self.resets != resets:
+                        break
+                    outputs.append(self._step_output(step, size))
+            except LinkError:
+                if self.resets == resets:
+                    raise  # a reset refuses the walk's next step (its arena is gone): start again below
+            if self.resets == resets:
+                return outputs
+
+    def _step_output(self, step: int, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            expected = min(TENSOR_CHUNK_BYTES, size - len(data))
+            part = self.request(MSG_TENSOR, TENSOR_REQUEST.pack(step, len(data)), reply_bytes=expected)
+            if len(part) != expected:  # restarting cannot help: another build answered
+                raise UserError(f"the device's firmware gives step {step} an output of another size than the model's "
+                                f"{size} bytes; rebuild it")  # fmt: skip
+            data += part
+        return bytes(data)
 
     def encode(self, tensor: bytes) -> tuple[bytes, int, int]:
         """Run a split build's head and code its output (ENCODE, then FETCH for a stream longer than one reply);

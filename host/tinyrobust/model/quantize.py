@@ -15,7 +15,17 @@ def check_precision(input_type: str, precision: str) -> None:
     """Refuse a model quantized to another precision than the one asked for (input_type: int8 or int16)."""
     found = PRECISION_OF_INPUT.get(input_type, input_type)
     if found != precision:
-        raise UserError(f"the model is quantized to {found}, not {precision}; pass --precision {found}")
+        raise UserError(f"the model is quantized to {found}, not {precision} as asked; leave the precision out to "
+                        f"take the file's, or ask for {found}")  # fmt: skip
+
+
+def precision_of(tflite: bytes) -> str:
+    """The precision a quantized model was converted to, read from the file: int16x8 when its activations (the
+    tensors it computes) are int16, int8 otherwise (a model that is neither is refused when it compiles)."""
+    from tinyrobust.compile.graph import read_tflite
+
+    graph = read_tflite(tflite)
+    return "int16x8" if any(t.type_name == "int16" and not t.is_constant for t in graph.tensors) else "int8"
 
 
 def quantize(keras_model, representative: np.ndarray, precision: str = "int8", samples: int = 200) -> bytes:

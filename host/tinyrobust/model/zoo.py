@@ -12,7 +12,7 @@ import numpy as np
 
 from tinyrobust.assets import MODELS
 from tinyrobust.errors import UserError
-from tinyrobust.model import datasets
+from tinyrobust.model import datasets, shipped
 
 
 @dataclass
@@ -210,11 +210,13 @@ def train_keras(spec: dict, x_train: np.ndarray, y_train: np.ndarray):
 SYNTHETIC_REPRESENTATIVE, SYNTHETIC_TEST = 100, 100
 
 
-def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -> Model:
+def load_builtin(
+    name: str, precision: str = "int8", data: Path | None = None, shipped_folder: Path = shipped.FOLDER
+) -> Model:
     """Train (once, cached) and quantize a built-in model, on its data set or the user's (data: see load_data).
     Without either, the model keeps seeded random weights and is quantized on random inputs in the data's range:
     enough for exactness, latency and memory, not for accuracy. Its labels are then the float model's own
-    classes."""
+    classes. A model that ships trained from this very spec (in shipped_folder, see shipped.py) is used as it is."""
     import keras
 
     from tinyrobust.model.quantize import quantize
@@ -227,6 +229,8 @@ def load_builtin(name: str, precision: str = "int8", data: Path | None = None) -
         splits = load_data(Path(data), spec)
         tag = data_tag(Path(data), spec)
     folder = cache_dir() / "models" / f"{name}-{spec_hash}{tag}"
+    if data is None:
+        folder = shipped.find(name, shipped_folder) or folder
     keras_path = folder / "float.keras"
     tflite_path = folder / f"{precision}.tflite"
     if trained:
@@ -271,17 +275,110 @@ def load_user(tflite: Path, float_model: Path | None, data: Path | None) -> Mode
                             "np.savez") from None  # fmt: skip
     if len(x) != len(y):
         raise UserError(f"{data} has {len(x)} inputs x but {len(y)} labels y; they must match")
-    keras_model = None
-    if float_model is not None:
-        if not float_model.is_file():
-            raise UserError(f"float model {float_model} does not exist; pass a .keras or .h5 file")
-        import keras
-
-        try:
-            keras_model = keras.models.load_model(float_model, compile=False, safe_mode=True)
-        except Exception as exc:  # Keras raises many kinds for a bad file
-            raise UserError(f"cannot load {float_model} as a Keras model ({exc})") from None
+    keras_model = load_keras(float_model) if float_model is not None else None
     return Model(tflite.stem, tflite.read_bytes(), keras_model, x, y)
+
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def load_keras(path: Path):
+    """A user's float Keras model, read as untrusted: no pickle (Keras files hold none), no Python code from the
+    file (a Lambda layer is refused before anything is loaded; Keras 3's safe_mode refuses it too, but tf-keras
+    ignores safe_mode for .h5 and would unmarshal the lambda's bytecode). Keras 3 reads the file where it can;
+    where it rejects a Keras 2 file's config (DepthwiseConv2D's `groups`, for example), tf-keras (Keras 2 on the
+    same TensorFlow) reads it, and the model stays a tf-keras model, which the converter, ART and predict take."""
+    if not path.is_file():
+        raise UserError(f"float model {path} does not exist; pass a .keras or .h5 file")
+    if path.suffix not in KERAS_SUFFIXES:
+        raise UserError(f"{path} is not a Keras model file; pass a .keras or .h5 (.hdf5) file saved with model.save")
+    lambdas = _lambda_layers(_keras_config(path))
+    if lambdas:
+        raise UserError(f"{path} has a Lambda layer ('{lambdas[0]}'), whose Python code tinyrobust does not run "
+                        "from a file; rebuild the model from Keras layers only")  # fmt: skip
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many kinds for a file it cannot read
+        keras3 = _short(exc)
+    import tf_keras
+
+    try:
+        return tf_keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise UserError(f"cannot load {path} as a Keras model (Keras 3: {keras3}; tf-keras: {_short(exc)}); save "
+                        "it with model.save as .keras or .h5") from None  # fmt: skip
+
+
+def _keras_config(path: Path) -> dict:
+    """The model's architecture as the file stores it: config.json in a .keras zip, the model_config attribute of
+    an .h5 file (read with h5py, which runs nothing)."""
+    import json
+    import zipfile
+
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                text = archive.read("config.json")
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                text = f.attrs.get("model_config")
+        if text is None:
+            raise UserError(f"{path} holds weights only, no model; save the whole model with model.save")
+        return json.loads(text.decode() if isinstance(text, bytes) else text)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a Keras model file ({_short(exc)}); save it with model.save") from None
+
+
+def _lambda_layers(config) -> list[str]:
+    """The names of the Lambda layers anywhere in a model config (nested models and wrappers included)."""
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") == "Lambda":
+            found.append(str((config.get("config") or {}).get("name", "lambda")))
+        for value in config.values():
+            found += _lambda_layers(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += _lambda_layers(value)
+    return found
+
+
+def _short(exc: Exception) -> str:
+    """An exception's first line, cut short: Keras puts whole layer configs in its messages."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def load_float(path: Path, precision: str, data: Path | None) -> Model:
+    """A user's float Keras model, quantized like a built-in one (cached by the file's and the data's contents):
+    on the training part of the data (an .npz's x_train; without one, on its test inputs themselves), and tested on
+    its test part (x_test, a test/ folder), or on everything when there is none."""
+    from tinyrobust.model.quantize import quantize
+
+    if data is None:
+        raise UserError(f"a float model needs data to be quantized on and tested with: pass --data with {path}")
+    keras_model = load_keras(path)
+    shape = tuple(int(d) for d in keras_model.input_shape[1:])
+    source = datasets.read(Path(data), shape, cache_dir() / "data")
+    x_train, y_train = source.x.astype(np.float32), source.y.astype(np.int64).reshape(-1)
+    x_test, y_test = (x_train, y_train) if source.x_test is None else (source.x_test.astype(np.float32),
+                                                                       source.y_test.astype(np.int64).reshape(-1))
+    for x, y in ((x_train, y_train), (x_test, y_test)):
+        if x.shape[1:] != shape or len(x) != len(y) or not len(x):
+            raise UserError(f"{data}: its inputs are {x.shape} with {len(y)} labels; {path} takes inputs of shape "
+                            f"(N, {', '.join(map(str, shape))}) with N labels")  # fmt: skip
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    tflite_path = cache_dir() / "models" / f"{path.stem}-{digest}-data-{source.key[:12]}" / f"{precision}.tflite"
+    if not tflite_path.is_file():
+        tflite_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = tflite_path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(quantize(keras_model, x_train, precision))
+        partial.replace(tflite_path)
+    return Model(path.stem, tflite_path.read_bytes(), keras_model, x_test, y_test, x_train, y_train)
 
 
 def _tflite_input_shape(tflite: Path) -> tuple[int, ...]:
@@ -295,8 +392,24 @@ def _tflite_input_shape(tflite: Path) -> tuple[int, ...]:
 
 
 def is_file(model: str) -> bool:
-    """Whether a model named on the command line or in a config is a user's .tflite file, not a built-in name."""
-    return model.endswith(".tflite")
+    """Whether a model named on the command line or in a config is a user's file (a quantized .tflite, or a float
+    Keras model to quantize), not a built-in name."""
+    return model.endswith((".tflite", *KERAS_SUFFIXES))
+
+
+def is_float_file(model: str) -> bool:
+    return model.endswith(KERAS_SUFFIXES)
+
+
+def default_precision(model: str) -> str:
+    """The precision a model runs at when none is asked for: a .tflite file's own, int8 for the others."""
+    from tinyrobust.model.quantize import precision_of
+
+    if not model.endswith(".tflite"):
+        return "int8"
+    if not Path(model).is_file():
+        raise UserError(f"model file {model} does not exist; pass a quantized .tflite file or a built-in name")
+    return precision_of(Path(model).read_bytes())
 
 
 def model_name(model: str) -> str:
@@ -305,11 +418,14 @@ def model_name(model: str) -> str:
 
 
 def load(model: str, precision: str = "int8", float_model: str | None = None, data: str | None = None) -> Model:
-    """A built-in model by name, or a user's .tflite file with its optional float model and test data."""
+    """A built-in model by name, a user's .tflite file with its optional float model and test data, or a user's
+    float Keras model with the data to quantize it on (load_float)."""
+    if float_model and not model.endswith(".tflite"):
+        raise UserError("--float-model goes with a .tflite file passed to --model, not a built-in or float model")
+    if is_float_file(model):
+        return load_float(Path(model), precision, Path(data) if data else None)
     if is_file(model):
         return load_user(Path(model), *(Path(p) if p else None for p in (float_model, data)))
-    if float_model:
-        raise UserError("--float-model goes with a .tflite file passed to --model, not a built-in model")
     return load_builtin(model, precision, Path(data) if data else None)
 
 
@@ -317,6 +433,9 @@ def load_tflite(model: str, precision: str = "int8") -> bytes:
     """Only the quantized model, for commands that need no data: a built-in name or a .tflite path."""
     if not is_file(model):
         return load_builtin(model, precision).tflite
+    if is_float_file(model):
+        raise UserError(f"{model} is a float model, and this command takes a quantized .tflite or a built-in name; "
+                        "quantize it first (flash-and-evaluate --model with --data does, into the cache)")  # fmt: skip
     if not Path(model).is_file():
         raise UserError(f"model file {model} does not exist; pass a quantized .tflite file or a built-in name")
     return Path(model).read_bytes()
