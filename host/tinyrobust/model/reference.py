@@ -86,22 +86,15 @@ def _integer_outputs(tflite: bytes, k: int, y: np.ndarray) -> np.ndarray:
 
 
 def tflm_outputs(tflite: bytes, xq: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
-    """Outputs of TFLite Micro's reference kernels (PyPI tflite-micro), one inference per sample. A model with float
-    input and outputs runs whole, on the float inputs x when given (_engine_inputs), and its outputs are given as
-    the integers its DEQUANTIZE read, as the device sends them (_integer_outputs)."""
-    from tflite_micro import runtime
-
-    interpreter = runtime.Interpreter.from_bytes(tflite)
-    outputs = []
-    for sample in _engine_inputs(tflite, xq, x):
-        interpreter.set_input(sample[None], 0)
-        interpreter.invoke()
-        outputs.append(interpreter.get_output(0).reshape(-1).copy())
-    return _integer_outputs(tflite, 0, np.stack(outputs))
+    """Outputs of TFLite Micro's reference kernels (PyPI tflite-micro), one inference per sample, flattened. A model
+    with float input and outputs runs whole, on the float inputs x when given (_engine_inputs), and its outputs are
+    given as the integers its DEQUANTIZE read, as the device sends them (_integer_outputs)."""
+    return tflm_every_output(tflite, xq, x)[0].reshape(len(xq), -1)
 
 
-def tflm_every_output(tflite: bytes, xq: np.ndarray) -> list[np.ndarray]:
-    """Every output of TFLite Micro's reference kernels, one array per output, samples first (batch dropped)."""
+def tflm_every_output(tflite: bytes, xq: np.ndarray, x: np.ndarray | None = None) -> list[np.ndarray]:
+    """Every output of TFLite Micro's reference kernels, one array per output, samples first (batch dropped), as
+    tflm_outputs gives the first."""
     from tflite_micro import runtime
 
     from tinyrobust.compile.graph import read_tflite
@@ -109,7 +102,7 @@ def tflm_every_output(tflite: bytes, xq: np.ndarray) -> list[np.ndarray]:
     interpreter = runtime.Interpreter.from_bytes(tflite)
     count = len(read_tflite(tflite).outputs)
     outputs = []
-    for sample in _engine_inputs(tflite, xq, None):
+    for sample in _engine_inputs(tflite, xq, x):
         interpreter.set_input(sample[None], 0)
         interpreter.invoke()
         outputs.append([interpreter.get_output(k)[0].copy() for k in range(count)])

@@ -395,12 +395,18 @@ class HyperpriorCoding:
         object.__setattr__(self, "means", means.astype(np.int16))
         object.__setattr__(self, "scales", scales.astype(np.uint8))
 
+    def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rounded mean and the Gaussian table index of each element of y, from the hyper-decoder's output h
+        (int8): its first half of channels looked up in means, its second in scales."""
+        mean, scale = np.split(np.asarray(h).astype(np.int16) + 128, 2, axis=-1)
+        return self.means[mean], self.scales[scale]
+
     def y_symbols(self, y: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """y's symbols and their Gaussian table indexes, from y and the hyper-decoder's output h (int8)."""
-        mean, scale = np.split(h.astype(np.int16) + 128, 2, axis=-1)
-        if mean.shape != y.shape:
+        means, indexes = self.lookup(h)
+        if means.shape != y.shape:
             raise ValueError(f"the hyper-decoder's output {h.shape} must give a mean and a scale per element of y.")
-        return y.astype(np.int16) - self.means[mean], self.scales[scale]
+        return y.astype(np.int16) - means, indexes
 
     def encode(self, outputs: list[np.ndarray]) -> bytes:
         y, z, h = outputs
@@ -410,10 +416,9 @@ class HyperpriorCoding:
     def decode(self, stream: bytes, shapes: list[tuple], hyper_decoder) -> list[np.ndarray]:
         """(y, z) from a stream, given their shapes and the hyper-decoder: z's int8 values -> h's."""
         z, used = decode_prefix(stream, self.z.tables, self.z.indexes(shapes[1]))
-        h = np.asarray(hyper_decoder(z.astype(np.int8)))
-        mean, scale = np.split(h.astype(np.int16) + 128, 2, axis=-1)
-        symbols = decode(stream[used:], self.gaussian, self.scales[scale].reshape(shapes[0]))
-        y = symbols.astype(np.int32) + self.means[mean].reshape(shapes[0])
+        means, indexes = self.lookup(hyper_decoder(z.astype(np.int8)))
+        symbols = decode(stream[used:], self.gaussian, indexes.reshape(shapes[0]))
+        y = symbols.astype(np.int32) + means.reshape(shapes[0])
         if y.min(initial=0) < -128 or y.max(initial=0) > 127:
             raise MalformedStream("the stream decodes to a latent outside the int8 range.")
         return [y.astype(np.int16), z]
@@ -436,9 +441,9 @@ class HyperpriorCoding:
                 jobs.append((np.zeros(0, np.uint8), b""))
                 means.append(None)
                 continue
-            mean, scale = np.split(np.asarray(hyper_decoder(z[0].astype(np.int8))).astype(np.int16) + 128, 2, axis=-1)
-            jobs.append((self.scales[scale].reshape(shapes[0]), stream[end:]))
-            means.append(self.means[mean].reshape(shapes[0]))
+            mean, indexes = self.lookup(hyper_decoder(z[0].astype(np.int8)))
+            jobs.append((indexes.reshape(shapes[0]), stream[end:]))
+            means.append(mean.reshape(shapes[0]))
         decoded = []
         for z, mean, symbols in zip(zs, means, native.decode_many(self.gaussian, jobs), strict=True):
             ok = mean is not None and symbols is not None
