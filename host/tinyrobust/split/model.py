@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ class SplitModel:
     def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.head.output_shape[1:])
 
-    @property
+    @cached_property  # read once from the flatbuffer: every condition asks
     def output_shapes(self) -> list[tuple[int, ...]]:
         """The shapes (batch dropped) of head_tflite's outputs, the ones the device computes per input."""
         from tinyrobust.compile.graph import read_tflite
