@@ -28,3 +28,4 @@ for entropy_model in factorized hyperprior; do
     cp "$split/conditions.csv" "$out/split-digits-$entropy_model.csv"
     rm -rf "$split"
 done
+$python benchmarks/cluster.py --json "$out/cluster.json" | tee "$out/cluster.md"

@@ -1,12 +1,23 @@
 /* Device side of the host-device protocol (docs/protocol.md): answer INFO and INFER requests forever, and in a
  * split build (TR_SPLIT, with the generated coding.h) ENCODE and FETCH: the model is a head whose output
- * integers are the latent's symbols, sent entropy-coded. */
+ * integers are the latent's symbols, sent entropy-coded. A smoothing build (TR_SMOOTHING, with the generated
+ * smoothing.h) answers INFER with the votes of noisy copies of the input instead of the network's output. */
 #include <string.h>
 #include "model.h"
 #include "tr_board.h"
 #include "tr_frame.h"
 #ifdef TR_SPLIT
 #include "coding.h"
+#endif
+#ifdef TR_SMOOTHING
+#include "smoothing.h"
+#define ANSWER_BYTES TR_SMOOTHING_VOTES_BYTES
+#define ANSWER() ((const uint8_t *)tr_smoothing_votes)
+#define INVOKE() tr_smoothing_vote()
+#else
+#define ANSWER_BYTES TR_OUTPUT_BYTES
+#define ANSWER() tr_model_output()
+#define INVOKE() tr_model_invoke()
 #endif
 
 #define PROTOCOL_VERSION 1
@@ -24,7 +35,7 @@
 enum { ERR_BAD_CRC = 1, ERR_TOO_LONG = 2, ERR_UNKNOWN_TYPE = 3, ERR_BAD_LENGTH = 4, ERR_STREAM_OVERFLOW = 5 };
 
 #define INFO_BYTES (1 + 1 + 2 + 5 * 4 + 32)
-#define INFER_REPLY_BYTES (8 + TR_OUTPUT_BYTES)
+#define INFER_REPLY_BYTES (8 + ANSWER_BYTES)
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 /* An input larger than one chunk arrives in LOAD requests of at most this many bytes, written straight into
  * the arena, so the receive buffer stays small whatever the model. */
@@ -149,7 +160,7 @@ static int run(const tr_parser *p, uint64_t *ticks)
     memcpy(tr_model_input(), rx, p->length);
     ENERGY_PIN(1);
     tr_counter_restart();
-    tr_model_invoke();
+    INVOKE();
     *ticks = tr_counter_read();
     ENERGY_PIN(0);
     return 1;
@@ -167,7 +178,7 @@ static void handle(const tr_parser *p)
         tx[1] = tr_counter_kind;
         put_u16(tx + 2, RX_BYTES);
         put_u32(tx + 4, TR_INPUT_BYTES);
-        put_u32(tx + 8, TR_OUTPUT_BYTES);
+        put_u32(tx + 8, ANSWER_BYTES);
         put_u32(tx + 12, TR_ARENA_BYTES);
         put_u32(tx + 16, TR_CLOCK_HZ);
         put_u32(tx + 20, session);
@@ -198,7 +209,7 @@ static void handle(const tr_parser *p)
             break;
         }
         put_u64(tx, ticks);
-        memcpy(tx + 8, tr_model_output(), TR_OUTPUT_BYTES);
+        memcpy(tx + 8, ANSWER(), ANSWER_BYTES);
         reply(p, INFER_REPLY_BYTES);
         break;
     }

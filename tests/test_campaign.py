@@ -3,13 +3,15 @@
 
 import csv
 import json
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import tinyrobust
 from tinyrobust.campaign import attacks
-from tinyrobust.campaign.config import AttackSpec, Campaign, load_config, parse
+from tinyrobust.campaign.config import AttackSpec, Campaign, check, load_config, parse, to_toml
 from tinyrobust.campaign.runner import Runner
 from tinyrobust.campaign.store import Store
 from tinyrobust.compile.model import compile_model
@@ -57,6 +59,9 @@ def test_config_errors_name_the_key_and_the_allowed_values():
         ({"attacks": [{"name": "pgd", "eps": [0.1], "mode": "live"}]}, "allowed: transfer, on-device"),
         ({"attacks": [{"name": "pgd", "eps": [0.1], "params": {"steps": 3}}]}, "its parameters are: eps_step_fraction"),
         ({"defenses": [{"name": "median", "where": "gpu"}]}, "'defenses[0].where' is 'gpu'; allowed: host, device"),
+        ({"defenses": [{"name": "trades", "model": "m.h5"}]}, "'defenses[0].model' must be the path of a .tflite file"),
+        ({"defenses": [{"name": "trades", "float_model": "{seed}.h5"}]}, "'defenses[0].float_model' has {seed} in"),
+        ({"data": {"digits": "d.npz"}}, "'data.digits' names no model of the campaign; allowed: digits-cnn"),
     ]
     for config, message in cases:
         with pytest.raises(UserError) as error:
@@ -283,11 +288,63 @@ def test_device_and_training_defenses_run_on_their_own_firmware(tmp_path, digits
     ({"defenses": [{"name": "trades", "where": "device"}]}, "trades trains a new model, so it has no place on"),
     ({"precisions": ["int16x8"], "defenses": [{"name": "median", "where": "device"}]}, "cannot go with int16x8"),
     ({"models": ["m.tflite"], "defenses": [{"name": "pixeldefend"}]}, "which m.tflite does not come with"),
+    ({"defenses": [{"name": "randomized-smoothing"}]}, 'runs on the device only; give it where = "device"'),
+    ({"defenses": [{"name": "randomized-smoothing", "where": "device", "params": {"sigma": 0}}]},
+     "randomized-smoothing's sigma must be a positive number"),
+    ({"defenses": [{"name": "randomized-smoothing", "where": "device", "params": {"n": 100000}}]},
+     "randomized-smoothing's n must be a whole number from 1 to 65535 .the votes are 16-bit counts., not 100000"),
 ])  # fmt: skip
 def test_defenses_are_checked_before_anything_runs(tmp_path, config, message):
     with pytest.raises(UserError, match=message):
         Runner(parse({"samples": 3, **config}), tmp_path).run(progress=False)
     assert not (tmp_path / "results.sqlite").exists()
+
+
+@pytest.mark.emulator
+def test_flash_and_evaluate_runs_randomized_smoothing_and_reports_votes_certificates_and_cost(tmp_path):
+    """The command line's --defense, as a campaign's [[defenses]] table: the smoothing build's votes equal TFLM's on
+    the same noisy copies (the bit-exactness check of this defense), and results.json, smoothing.csv and report.html
+    show the smoothed accuracy, the certified radii and the cost against the undefended build."""
+    out = tmp_path / "run"
+    result = tinyrobust("flash-and-evaluate", "--samples", 5, "--attacks", "fgsm", "--eps", "0.1", "--defense",
+                        "randomized-smoothing:where=device:sigma=0.25:n=24", "--out", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["defenses"] == [
+        {"name": "randomized-smoothing", "where": "device", "params": {"sigma": 0.25, "n": 24}}
+    ]
+    assert [b["defense"] for b in results["builds"]] == [None, "randomized-smoothing-device"]
+    smoothed = [r for r in results["runs"] if r["defense"]]
+    assert [r["attack"] for r in smoothed] == ["none", "fgsm"]
+    assert all(r["agreement"]["device_vs_tflm_bit_exact"] == 1.0 for r in results["runs"])
+    for r in smoothed:
+        s = r["smoothing"]
+        assert (s["sigma"], s["n"], s["alpha"]) == (0.25, 24, 0.001) and len(s["radius"]) == 5
+        assert 0 <= s["accuracy"] <= r["accuracy"]["device"] and 0 <= s["radius_mean"] <= s["radius_largest"]
+        assert set(s["certified_accuracy"]) == {"0.25", "0.5", "1"}
+        assert s["cost"]["unit"] == "instructions" and 20 < s["cost"]["ratio"] < 30  # 24 copies and their noise
+    store = Store(out / "results.sqlite")
+    cid = store.condition("none", 0.0, defense=json.dumps(smoothed[0]["defense"], sort_keys=True))
+    outputs = store.outputs(cid, np.uint16, np.int8)
+    store.close()
+    assert np.all(outputs["device"].sum(axis=1) == 24)  # the device answered with votes
+    rows = list(csv.DictReader((out / "smoothing.csv").open()))
+    assert [row["attack"] for row in rows] == ["none", "fgsm"] and rows[0]["votes = TFLM (bit-exact)"] == "1.0"
+    assert "Randomized smoothing" in (out / "report.html").read_text()
+    assert "smoothing sigma 0.25 n 24: smoothed accuracy" in result.stdout
+
+
+def test_a_defense_on_the_command_line_is_a_campaigns_defenses_table(tmp_path):
+    from tinyrobust.cli import _defense
+
+    assert _defense("randomized-smoothing:where=device:sigma=0.5:n=64:seed=3") == {
+        "name": "randomized-smoothing", "where": "device", "params": {"sigma": 0.5, "n": 64, "seed": 3}
+    }  # fmt: skip
+    assert _defense("jpeg:quality=30") == {"name": "jpeg", "params": {"quality": 30}}
+    result = tinyrobust("flash-and-evaluate", "--defense", "randomized-smoothing:where=device:n=0", "--out", tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: randomized-smoothing's n must be a whole number from 1 to 65535 (the "
+                                     "votes are 16-bit counts), not 0")  # fmt: skip
 
 
 @pytest.mark.emulator
@@ -305,3 +362,101 @@ def test_a_run_whose_model_changed_is_refused_before_its_firmware_is_built_again
         flash_and_evaluate(resume_settings(out), progress=False)
     assert elf.stat().st_mtime_ns == built
     assert json.loads((out / "results.json").read_text())["runs"][0]["samples"] == 2  # the first run's, kept
+
+
+# ---- the "David and Goliath" study as a config, and training defenses given as files ------------------------
+
+STUDY = Path(__file__).resolve().parent.parent / "docs" / "david-and-goliath.toml"
+
+
+def study_files(campaign: Campaign, root: Path, defenses: bool = True) -> None:
+    """Empty stand-ins for every file and data set the study's config names, under root."""
+    for model in campaign.models:
+        (root / model).parent.mkdir(parents=True, exist_ok=True)
+        (root / model).touch()
+        (root / campaign.data_for(model)).mkdir(parents=True, exist_ok=True)
+        for spec in campaign.defenses if defenses else []:
+            for precision in campaign.precisions:
+                for path in spec.files(Path(model).stem, precision):
+                    if path is not None:
+                        (root / path).touch()
+
+
+def test_the_david_and_goliath_config_is_the_study_and_passes_the_check(tmp_path, monkeypatch):
+    campaign = load_config(STUDY)
+    assert [Path(m).stem for m in campaign.models] == ["resnet8-cifar10", "mobilenetv1-vww", "coffee-cnn"]
+    assert campaign.precisions == ["int8", "int16x8"]
+    assert {a.name for a in campaign.attacks} == {"pgd", "autoattack", "cw_l2", "cw_linf", "deepfool", "ead", "jsma",
+                                                  "zoo", "square_linf", "square_l2", "boundary", "geoda"}  # fmt: skip
+    assert {a.name for a in campaign.attacks if a.mode == "on-device"} == {"zoo", "square_linf", "square_l2",
+                                                                            "boundary", "geoda"}  # fmt: skip
+    assert [d.name for d in campaign.defenses] == ["feature-squeezing", "pixeldefend", "pgd-training", "distillation",
+                                                   "ensemble-training", "sinkhorn-training"]  # fmt: skip
+    assert all(d.given for d in campaign.defenses if d.trains)
+    assert parse(tomllib.loads(to_toml(campaign.recorded()))) == campaign
+    monkeypatch.chdir(tmp_path)  # the config's paths are relative to where the command runs
+    study_files(campaign, tmp_path)
+    check(campaign)
+
+
+def test_the_study_without_its_files_is_refused_in_one_sentence(tmp_path):
+    result = tinyrobust("campaign", "run", STUDY, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: model file data/models/resnet8-cifar10.h5 does not exist; put the model "
+                                     "there or correct its path in models")  # fmt: skip
+    study_files(load_config(STUDY), tmp_path, defenses=False)  # the models and data sets, not the defenses' models
+    result = tinyrobust("campaign", "run", STUDY, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip() == (
+        "error: data/models/resnet8-cifar10-pgd-training.h5 does not exist (defense pgd-training's float_model for "
+        "resnet8-cifar10 int8); put the trained model there, or leave out model and float_model to train the defense "
+        "here"
+    )
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_a_training_defense_given_as_files_is_loaded_instead_of_trained(digits, tmp_path, monkeypatch):
+    from tinyrobust.campaign import builds, defenses
+    from tinyrobust.campaign.config import DefenseSpec
+
+    monkeypatch.setattr(defenses.Configured, "train", lambda *args, **kwargs: pytest.fail("trained"))
+    digits.keras.save(tmp_path / "digits-cnn-pgd.keras")
+    (tmp_path / "digits-cnn-pgd-int8.tflite").write_bytes(digits.tflite)
+    spec = DefenseSpec("pgd-training", model=f"{tmp_path}/{{model}}-pgd-{{precision}}.tflite",
+                       float_model=f"{tmp_path}/{{model}}-pgd.keras")  # fmt: skip
+    model = builds.model_for(digits, "int8", spec, seed=0)
+    assert model.tflite == digits.tflite and model.keras is not digits.keras
+    for a, b in zip(model.keras.get_weights(), digits.keras.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    quantized = builds.model_for(digits, "int8", DefenseSpec("pgd-training", float_model=spec.float_model), seed=0)
+    assert compile_model(quantized.tflite).input.type_name == "int8"  # the float model quantized as a retrained one
+
+    for config, message in [
+        ({"precisions": ["int16x8"], "defenses": [{"name": "pgd-training", "model": f"{tmp_path}/{{model}}-pgd-int8"
+                                                   ".tflite"}]}, "is int8, not int16x8"),
+        ({"defenses": [{"name": "median", "float_model": spec.float_model}]}, "trains no model, so it takes no model"),
+        ({"models": [f"{tmp_path}/digits-cnn-pgd-int8.tflite"], "defenses": [{"name": "pgd-training", "float_model":
+          spec.float_model}]}, "give its .tflite too, with model"),
+    ]:  # fmt: skip
+        with pytest.raises(UserError, match=message) as error:
+            check(parse(config))
+        assert str(error.value).count(";") == 1
+    check(parse({"defenses": [{"name": "pgd-training", "model": spec.model, "float_model": spec.float_model}]}))
+
+
+@pytest.mark.emulator
+def test_a_campaign_runs_a_given_training_defense_as_given(digits, tmp_path):
+    from tinyrobust.report.html import defense_label
+
+    digits.keras.save(tmp_path / "digits-cnn-pgd.keras")
+    (tmp_path / "digits-cnn-pgd-int8.tflite").write_bytes(digits.tflite)  # the undefended model, to compare with
+    given = {"name": "pgd-training", "model": f"{tmp_path}/{{model}}-pgd-{{precision}}.tflite",
+             "float_model": f"{tmp_path}/{{model}}-pgd.keras"}  # fmt: skip
+    campaign = parse({"samples": 5, "attacks": [{"name": "fgsm", "eps": [0.1]}], "defenses": [given]})
+    results = Runner(campaign, tmp_path / "run").run(progress=False)
+    assert [b["defense"] for b in results["builds"]] == [None, "pgd-training"]
+    assert results["builds"][0]["sha256"] == results["builds"][1]["sha256"]
+    runs = {(defense_label(r["defense"]), r["attack"]): r for r in results["runs"]}
+    assert sorted(runs) == [(d, a) for d in ("none", "pgd-training (given)") for a in ("fgsm", "none")]
+    for attack in ("none", "fgsm"):  # the same model and float model: the same inputs and answers
+        assert runs[("pgd-training (given)", attack)]["accuracy"] == runs[("none", attack)]["accuracy"]

@@ -63,13 +63,15 @@ def test_every_defense_is_listed_with_where_it_runs_its_parameters_and_presets()
     assert list(blocks) == list(defenses.DEFENSES)
     for name, defense in defenses.DEFENSES.items():
         head = blocks[name].splitlines()[0]
-        assert head == f"{name}: {defense.kind} defense; where {'host, device' if defense.device else 'host'}"
+        assert head == f"{name}: {defense.kind} defense; where {', '.join(defense.places)}"
         for key in defense.defaults:
             assert f"    {key} = " in blocks[name] and defense.meanings[key] in blocks[name]
         for preset in defense.presets:
             assert f"    preset {preset}: " in blocks[name]
     assert "    pixel_cnn = unset" in blocks["pixeldefend"]
     assert "    preset cifar: eps = 0.03137254901960784, eps_step = 0.00784313725490196" in blocks["pgd-training"]
+    assert blocks["randomized-smoothing"].startswith("randomized-smoothing: smoothing defense; where device\n")
+    assert blocks["median"].startswith("median: input defense; where host, device\n")
 
 
 def test_a_parameter_registered_without_a_meaning_is_refused():

@@ -1,6 +1,6 @@
 """Defenses: the registry, ART's input pre-processing, the device pre-processing stages (numpy reference, C
-kernels natively with sanitizers and on the emulated Cortex-M4 before the network) and the training defenses
-on digits-cnn."""
+kernels natively with sanitizers and on the emulated Cortex-M4 before the network), randomized smoothing (the noise
+generator natively, the votes on the emulated Cortex-M4, the certificate) and the training defenses on digits-cnn."""
 
 import subprocess
 
@@ -30,7 +30,7 @@ def test_registry_has_the_studys_defenses_with_presets():
         defenses.DEFENSES
     )
     for d in defenses.DEFENSES.values():
-        assert d.kind in ("input", "training") and d.presets
+        assert d.kind in ("input", "training", "smoothing") and d.presets
         for preset in d.presets.values():
             assert set(preset) <= set(d.defaults), d.name
     assert defenses.make("squeeze-bits", "mnist").params["bit_depth"] == 1
@@ -230,6 +230,202 @@ def test_median_stage_on_the_emulator_is_the_numpy_stage_then_tflm(digits, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Randomized smoothing: the noise generator (numpy reference, C natively), the certificate, the votes on the device
+
+
+def int_tensor(dtype: str, shape=(1, 8, 8, 1)):
+    from tinyrobust.compile.graph import Tensor
+
+    scale, zero_point = (1 / 255, -128) if dtype == "int8" else (1 / 32767, 0)
+    return Tensor(0, "x", shape, dtype, np.array([scale], np.float32), np.array([zero_point]))
+
+
+def test_xorshift32_is_marsaglias_and_no_seed_starts_it_stuck():
+    from tinyrobust.compile.smoothing import MAX_SEED, initial_state, xorshift32
+
+    # Marsaglia 2003, "Xorshift RNGs": xor32 from y = 2463534242.
+    assert xorshift32(2463534242, 3).tolist() == [723471715, 2497366906, 2064144800]
+    states = [initial_state(seed) for seed in (0, 1, 2, MAX_SEED)]
+    assert 0 not in states and len(set(states)) == 4
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_noise_table_is_the_gaussian_in_input_steps_within_the_types_span(dtype):
+    from tinyrobust.compile.smoothing import TABLE_BITS, noise_table
+
+    tensor = int_tensor(dtype)
+    steps = 0.25 / float(tensor.scale[0])
+    table = noise_table(0.25, tensor)
+    assert len(table) == 1 << TABLE_BITS and table.dtype == (np.int16 if dtype == "int8" else np.int32)
+    np.testing.assert_array_equal(table, -table[::-1])  # symmetric, sorted
+    assert np.all(np.diff(table) >= 0) and abs(table.std() / steps - 1) < 0.03
+    wide = noise_table(100.0, tensor)  # far beyond the input's range: limited to its span, which saturates the same
+    span = int(np.iinfo(tensor.dtype).max) - int(np.iinfo(tensor.dtype).min)
+    assert wide.max() == span and wide.min() == -span
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_native_smoothing_noise_equals_the_numpy_generator(stage_harness, dtype):
+    from tinyrobust.compile.smoothing import Smoothing, initial_state, noise_table, noisy_copies
+
+    tensor, smoothing = int_tensor(dtype, (1, 5, 7, 3)), Smoothing(0.5, 9, seed=7)
+    info = np.iinfo(tensor.dtype)
+    extremes = [np.full((1, 5, 7, 3), info.min), np.full((1, 5, 7, 3), info.max)]  # saturating both ways
+    xq = np.concatenate([*extremes, np.random.default_rng(0).integers(info.min, info.max + 1, (6, 5, 7, 3))])
+    xq = xq.astype(tensor.dtype)
+    table = noise_table(smoothing.sigma, tensor)
+    args = ["smoothing_noise", 5 * 7 * 3, smoothing.n, initial_state(smoothing.seed), tensor.dtype.itemsize]
+    result = subprocess.run([str(stage_harness), *map(str, args)], input=table.tobytes() + xq.tobytes(),
+                            capture_output=True, check=True)  # fmt: skip
+    native = np.frombuffer(result.stdout, tensor.dtype).reshape(len(xq) * smoothing.n, 5, 7, 3)
+    reference = noisy_copies(xq, smoothing, tensor)
+    np.testing.assert_array_equal(native, reference)
+    copies = reference.reshape(len(xq), smoothing.n, -1)
+    assert np.all(copies[0] >= xq[0].reshape(-1)) and np.all(copies[1] <= xq[1].reshape(-1))
+    assert len({c.tobytes() for c in copies[2]}) == smoothing.n  # each copy its own noise
+
+
+def test_certified_radius_of_hand_computed_votes():
+    from statistics import NormalDist
+
+    from scipy.stats import binom
+
+    from tinyrobust.campaign.metrics import certify, smoothing_metrics
+
+    sigma, alpha = 0.25, 0.001
+    votes = np.array([[0, 100, 0], [90, 10, 0], [60, 40, 0], [0, 0, 100]])
+    top, p_lower, radius = certify(votes, sigma, alpha)
+    assert top.tolist() == [1, 0, 0, 2]
+    # Every copy votes the top class: the Clopper-Pearson bound is alpha^(1/n), 0.9332543, and R = 0.25 * 1.50048.
+    assert p_lower[0] == pytest.approx(alpha ** (1 / 100), rel=1e-9)
+    assert p_lower[0] == pytest.approx(0.9332543, abs=1e-7)
+    assert radius[0] == pytest.approx(sigma * NormalDist().inv_cdf(alpha ** (1 / 100)), rel=1e-9)
+    assert radius[0] == pytest.approx(0.3751188, abs=1e-7)
+    # 90 of 100: pA is the p at which 90 or more votes have probability alpha.
+    assert binom.sf(89, 100, p_lower[1]) == pytest.approx(alpha, rel=1e-6)
+    assert radius[1] == pytest.approx(sigma * NormalDist().inv_cdf(p_lower[1]), rel=1e-9)
+    assert p_lower[2] < 0.5 and np.isnan(radius[2])  # 60 of 100 cannot be told from a coin at alpha 0.001: abstain
+    labels = np.array([1, 0, 0, 1])  # right, right, abstained, wrong
+    m = smoothing_metrics(votes, labels, sigma, alpha, radii=(0.25, 0.5))
+    assert m["accuracy"] == 0.5 and m["abstained"] == 0.25
+    assert m["radius_mean"] == pytest.approx((radius[0] + radius[1]) / 4)
+    assert m["radius_mean_right"] == pytest.approx((radius[0] + radius[1]) / 2)
+    assert m["certified_accuracy"] == {"0.25": 0.25, "0.5": 0.0}
+    assert m["prediction"] == [1, 0, None, 2] and m["radius"][2] is None
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"sigma": 0}, "sigma must be a positive number"),
+        ({"sigma": -0.1}, "sigma must be a positive number"),
+        ({"n": 0}, "n must be a whole number from 1 to 65535 (the votes are 16-bit counts), not 0"),
+        ({"n": 65536}, "n must be a whole number from 1 to 65535 (the votes are 16-bit counts), not 65536"),
+        ({"n": 2.5}, "n must be a whole number from 1 to 65535"),
+        ({"alpha": 1.0}, "alpha must be a number between 0 and 1"),
+        ({"seed": -1}, "seed must be a whole number from 0 to 4294967294"),
+    ],
+)
+def test_bad_smoothing_parameters_are_refused_in_one_sentence(params, message):
+    with pytest.raises(UserError) as error:
+        defenses.make("randomized-smoothing", **params).smoothing()
+    assert message in str(error.value) and str(error.value).count(";") == 0 and "\n" not in str(error.value)
+
+
+def test_smoothing_is_part_of_the_model_hash_and_answers_with_votes(digits):
+    from tinyrobust.compile.smoothing import Smoothing
+
+    plain = compile_model(digits.tflite)
+    smoothed = compile_model(digits.tflite, smoothing=defenses.make("randomized-smoothing", n=20).smoothing())
+    assert [s.function for s in smoothed.steps] == [s.function for s in plain.steps]
+    assert plain.device_output is plain.output
+    votes = smoothed.device_output
+    assert (votes.type_name, votes.shape, float(votes.scale[0])) == ("uint16", (1, 10), pytest.approx(1 / 20))
+    hashes = {compile_model(digits.tflite, smoothing=Smoothing(0.25, 20, seed)).model_hash for seed in (0, 1)}
+    hashes |= {plain.model_hash, compile_model(digits.tflite, smoothing=Smoothing(0.5, 20)).model_hash}
+    assert len(hashes) == 4 and smoothed.model_hash in hashes
+    # alpha only changes what the host makes of the votes: the same firmware
+    assert compile_model(digits.tflite, smoothing=Smoothing(0.25, 20, 0, alpha=0.05)).model_hash == smoothed.model_hash
+    with pytest.raises(UserError, match="votes over noisy copies on the device, not on the host: give it where"):
+        defenses.make("randomized-smoothing").apply(np.zeros((1, 8, 8, 1), np.float32))
+
+
+def elf_symbols(elf) -> set[str]:
+    from elftools.elf.elffile import ELFFile
+
+    with open(elf, "rb") as f:
+        return {s.name for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
+
+
+def test_only_a_smoothing_build_has_the_smoothing_code(digits, tmp_path):
+    from tinyrobust.compile.smoothing import Smoothing
+    from tinyrobust.device.boards import load_board
+
+    board = load_board("qemu-mps2-an386")
+    plain = build_firmware(compile_model(digits.tflite), board, tmp_path / "plain")
+    smoothed = build_firmware(compile_model(digits.tflite, smoothing=Smoothing(0.25, 8)), board, tmp_path / "smoothed")
+    smoothing = {"tr_smoothing_vote", "tr_smoothing_noise_s8", "tr_argmax_s8", "tr_smoothing_votes"}
+    assert not (smoothing | {"tr_xorshift32", "tr_argmax_s16", "tr_smoothing_noise_s16"}) & elf_symbols(plain.elf)
+    assert smoothing <= elf_symbols(smoothed.elf)
+    assert not (tmp_path / "plain" / "generated" / "smoothing.c").exists()
+    # the noise table (1024 int16) and the voting loop, in flash; the clean input's copy and the votes, in RAM
+    assert 2048 < smoothed.memory.code_bytes - plain.memory.code_bytes < 4096
+
+
+def run_on_emulator(compiled, tmp_path, xq) -> tuple[np.ndarray, list[int]]:
+    from tinyrobust.device.boards import load_board
+    from tinyrobust.device.emulator import Emulator
+    from tinyrobust.device.link import Device
+    from tinyrobust.device.targets import EMULATED_UART_BYTES_PER_S
+
+    board = load_board("qemu-mps2-an386")
+    firmware = build_firmware(compiled, board, tmp_path)
+    with Emulator(board, firmware.elf) as emulator:
+        device = Device(emulator.start(), EMULATED_UART_BYTES_PER_S)
+        device.handshake(compiled.model_hash)
+        answers = [device.infer(x.tobytes()) for x in xq]
+    dtype = compiled.device_output.dtype
+    return np.stack([np.frombuffer(a, dtype) for a, _ in answers]), [t for _, t in answers]
+
+
+@pytest.mark.emulator
+def test_smoothing_votes_on_the_emulator_equal_tflm_votes_on_the_same_noisy_copies(digits, tmp_path):
+    from tinyrobust.compile.smoothing import Smoothing, noisy_copies, votes
+    from tinyrobust.model.reference import tflite_outputs
+
+    smoothing = Smoothing(0.25, 16, seed=5)
+    compiled = compile_model(digits.tflite, smoothing=smoothing)
+    xq = quantize_inputs(digits.x_test[:8], compiled.input)
+    device, ticks = run_on_emulator(compiled, tmp_path, xq)
+    copies = noisy_copies(xq, smoothing, compiled.input)
+    tflm = votes(tflm_outputs(digits.tflite, copies), smoothing.n)
+    np.testing.assert_array_equal(device, tflm)
+    assert device.dtype == np.uint16 and np.all(device.sum(axis=1) == smoothing.n)
+    assert len({tuple(v) for v in device}) > 1 and np.any(device.max(axis=1) < smoothing.n)  # the noise changes votes
+    tflite = votes(tflite_outputs(digits.tflite, copies), smoothing.n)
+    assert np.mean(tflite.argmax(axis=1) == device.argmax(axis=1)) >= 0.75
+    assert max(ticks) - min(ticks) < 0.01 * min(ticks)  # n whole inferences per input, whatever the input
+
+
+@pytest.mark.emulator
+def test_smoothing_votes_of_an_int16x8_model_on_the_emulator_equal_tflm_votes(tmp_path):
+    import keras
+
+    from conftest import quantized_model
+    from tinyrobust.compile.smoothing import Smoothing, noisy_copies, votes
+
+    tflite = quantized_model([keras.layers.Conv2D(3, 3, activation="relu"), keras.layers.Flatten(),
+                              keras.layers.Dense(5)], (6, 6, 2), precision="int16x8")  # fmt: skip
+    smoothing = Smoothing(0.3, 12, seed=2)
+    compiled = compile_model(tflite, smoothing=smoothing)
+    xq = quantize_inputs(np.random.default_rng(0).uniform(-1, 1, (6, 6, 6, 2)), compiled.input)
+    device, _ = run_on_emulator(compiled, tmp_path, xq)
+    tflm = votes(tflm_outputs(tflite, noisy_copies(xq, smoothing, compiled.input)), smoothing.n)
+    np.testing.assert_array_equal(device, tflm)
+    assert np.any(device.max(axis=1) < smoothing.n)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Training defenses: real training on digits-cnn with a tiny budget
 
 
@@ -238,6 +434,7 @@ TINY = {
     "distillation": {"epochs": 15},
     "ensemble-training": {"epochs": 2, "static_epochs": 3},
     "trades": {"epochs": 2, "max_iter": 3},
+    "sinkhorn-training": {"epochs": 1, "max_iter": 2, "sinkhorn_max_iter": 5},
 }
 
 
@@ -252,6 +449,28 @@ def test_training_defense_makes_a_new_model_that_still_classifies(name, digits, 
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     accuracy = np.mean(np.asarray(model.predict(x_test, verbose=0)).argmax(axis=1) == y_test)
     assert accuracy > 0.8, accuracy
+
+
+@pytest.mark.slow
+def test_sinkhorn_training_changes_the_model_and_repeats_for_a_seed(digits, digits_data, tmp_path, monkeypatch):
+    from art.attacks.evasion import Wasserstein
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    x_train, y_train = digits_data[0][:200], digits_data[1][:200]
+    made = []
+    generate = Wasserstein.generate
+    monkeypatch.setattr(Wasserstein, "generate", lambda self, x, y=None: made.append(len(x)) or generate(self, x, y))
+    defense = defenses.make("sinkhorn-training", "digits", epochs=1, max_iter=2, sinkhorn_max_iter=5)
+    weights = [defense.train(digits.keras, x_train, y_train, seed=seed).get_weights() for seed in (0, 0, 1)]
+    assert sum(made) == 2 * len(x_train)  # every training input replaced by a Wasserstein example, in both runs
+    assert len(list((tmp_path / "tinyrobust" / "defenses").glob("sinkhorn-training-*/float.keras"))) == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(digits.keras.get_weights(), weights[0], strict=True))
+    for a, b in zip(weights[0], weights[1], strict=True):  # the second seed 0 is the cached first
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(weights[0], weights[2], strict=True))
+    again = defense.train(digits.keras, x_train, y_train, seed=0, cache=False).get_weights()
+    for a, b in zip(weights[0], again, strict=True):  # trained anew, the same weights
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow

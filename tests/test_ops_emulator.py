@@ -162,6 +162,24 @@ DSP_BOARDS = {"qemu-mps2-an386": True, "qemu-mps2-an385": False}
 
 
 @pytest.mark.parametrize("board", sorted(DSP_BOARDS))
+def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tflm(board, tmp_path):
+    """The planner's ties and the fused residual ADD (tr_conv_add_s8) on both paths: a residual block whose sum is
+    written over its skip, depthwise layers over their input, 1x1 convolutions that widen and narrow in place."""
+    layers = [
+        conv(8),
+        Branch(lambda x, y: K.relu(x + y), conv(8, activation="relu"), conv(8)),
+        L.DepthwiseConv2D(3, padding="same", activation="relu"),
+        L.Conv2D(16, 1),
+        L.Conv2D(8, 1),
+        Branch(K.add, L.Conv2D(8, 1)),
+    ]
+    tflite = quantized_model(layers, (7, 9, 3))
+    compiled = compile_model(tflite)
+    assert [s.function for s in compiled.steps].count("tr_conv_add_s8") == 2
+    assert_bit_exact_on_the_emulator(tflite, random_inputs(tflite, 10), {"ADD"}, tmp_path, board)
+
+
+@pytest.mark.parametrize("board", sorted(DSP_BOARDS))
 @pytest.mark.parametrize("case", sorted(SWEEPS))
 def test_int8_convolutions_on_the_emulator_are_bit_exact_with_tflm(case, board, tmp_path):
     layers, input_shape = SWEEPS[case]

@@ -107,6 +107,26 @@ CASES = {
     "add-broadcast-spatial": ([fn(lambda x: x + K.mean(x, axis=(1, 2), keepdims=True))], (5, 4, 3)),
     "add-broadcast-both-inputs": ([fn(lambda x: x[:, :, :1, :] + x[:, :1, :, :])], (4, 6, 3)),
     "add-broadcast-3d": ([fn(lambda x: K.tanh(x) + x[:, :1, :])], (7, 3)),
+    # the ADD fused into the convolution before it (tr_conv_add_s8), written over the skip, with a fused RELU, and
+    # with the skip as the ADD's first input (add-residual-conv fuses one whose skip is the model's input)
+    "add-fused-over-skip": (
+        [conv(8), Branch(lambda x, y: K.relu(x + y), conv(8, activation="relu"), conv(8))],
+        (6, 7, 3),
+    ),
+    "add-fused-skip-second": ([conv(6), Branch(lambda x, y: y + x, L.Conv2D(6, 1, strides=1))], (5, 5, 2)),
+    # layers written over their input (planner ties): depthwise over a map of one patch, 1x1 convolutions that
+    # widen (the input inside the output) and narrow
+    "in-place-depthwise-pointwise": (
+        [
+            conv(8),
+            L.DepthwiseConv2D(3, padding="same", activation="relu"),
+            L.Conv2D(16, 1),
+            L.Conv2D(8, 1),
+            L.DepthwiseConv2D(3, padding="same"),
+            L.Conv2D(12, 1, activation="relu"),
+        ],
+        (6, 7, 3),
+    ),
     # MUL
     "mul-swish": ([conv(4), fn(lambda x: x * K.sigmoid(x))], (5, 5, 2)),
     "mul-const": ([fn(lambda x: x * np.array([0.5, -2.0, 3.0], dtype="float32"))], (4, 4, 3)),
@@ -400,6 +420,33 @@ def test_depthwise_layers_of_depth_multiplier_one_take_the_optimized_kernel():
     compiled = compile_model(quantized_model(layers, (9, 9, 4)))
     functions = [s.function for s in compiled.steps]
     assert functions == ["tr_depthwise_conv_s8_opt", "tr_depthwise_conv_s8", "tr_depthwise_conv_s8_opt"]
+
+
+def test_layers_that_allow_it_write_over_their_input_in_the_arena():
+    """The planner's ties, as compiled: the fused ADD's sum over its skip, a depthwise layer over its input, a 1x1
+    convolution's output over its input (from the start when it narrows, with the input in its upper part when it
+    widens)."""
+    layers, input_shape = CASES["in-place-depthwise-pointwise"]
+    compiled = compile_model(quantized_model(layers, input_shape))
+    at = compiled.offsets
+    dw1, pw16, pw8, dw2, pw12 = compiled.steps[1:]
+    assert dw1.function == dw2.function == "tr_depthwise_conv_s8_opt"
+    assert at[dw1.output] == at[dw1.inputs[0]] and at[dw2.output] == at[dw2.inputs[0]]
+    assert at[pw16.inputs[0]] == at[pw16.output] + 6 * 7 * 8  # the input: the upper half of the output
+    assert at[pw8.inputs[0]] == at[pw8.output] and at[pw12.inputs[0]] == at[pw12.output] + 176  # 6x7x4, aligned
+    layers, input_shape = CASES["add-fused-over-skip"]
+    compiled = compile_model(quantized_model(layers, input_shape))
+    assert [s.function for s in compiled.steps] == ["tr_conv_s8", "tr_conv_s8", "tr_conv_add_s8"]
+    fused = compiled.steps[2]
+    assert fused.op.kind == "CONV_2D+ADD" and compiled.offsets[fused.output] == compiled.offsets[fused.inputs[1]]
+    assert compiled.arena_bytes == 2 * -(-6 * 7 * 8 // 16) * 16  # two maps of 6x7x8, not three
+
+
+def test_an_add_of_the_graph_input_is_fused_but_not_written_over_it():
+    compiled = compile_model(quantized_model(*CASES["add-residual-conv"]))
+    fused = compiled.steps[-1]
+    assert fused.function == "tr_conv_add_s8" and fused.inputs[1] == compiled.input.index
+    assert compiled.offsets[fused.output] != compiled.offsets[compiled.input.index]
 
 
 def test_int16x8_padv2_with_a_float_pad_value_is_refused():

@@ -151,6 +151,68 @@ def test_report_shows_every_section_and_writes_every_table_as_csv(tmp_path):
     assert "adversarial-robustness-toolbox 1.20.1" in html and "[[defenses]]" in html
 
 
+def test_result_cards_state_their_threat_model_and_count_the_worst_case_per_sample(tmp_path):
+    from tinyrobust.campaign import cards
+
+    labels = np.arange(10)
+
+    def outputs(right):  # the device's outputs, right on the given samples
+        return {"labels": labels, "device": np.eye(10)[np.where(right, labels, (labels + 1) % 10)]}
+
+    first = lambda n: np.arange(10) < n  # noqa: E731
+    runs = [run("none", 0.0, device=0.9), run("pgd", 0.1, device=0.6),
+            run("square_linf", 0.1, mode="on-device", device=0.6), run("deepfool", 0.0, device=0.1),
+            run("none", 0.0, MEDIAN, device=0.8), run("pgd", 0.1, MEDIAN, device=0.7)]  # fmt: skip
+    runs[1]["params"] = runs[5]["params"] = {"max_iter": 5}
+    runs[2]["queries"] = 2500
+    rights = [first(9), first(6), ~first(3) & first(9), first(1), first(8), first(7)]
+    worst = cards.WorstCase()
+    for row, right in zip(runs, rights, strict=True):
+        worst.add(row, outputs(right))
+    specs = [AttackSpec("pgd", [0.1], params={"max_iter": 5}), AttackSpec("square_linf", [0.1], "on-device",
+             max_queries=300), AttackSpec("deepfool", [0.0])]  # fmt: skip
+    int8 = cards.CardInput(dtype="int8", scale=1 / 255, zero_point=-128, range=[0.0, 1.0])
+    inputs = {cards.key("digits-cnn", "int8", d): int8 for d in (None, MEDIAN)}
+    found = cards.cards(runs, worst, inputs, specs, "1.20.1")
+
+    plain, median = found
+    assert (plain["defense"], median["defense"]) == (None, MEDIAN)
+    threat = plain["threat_model"]
+    assert threat["input"]["range"] == [0.0, 1.0] and threat["samples"] == 10 and threat["seeds"] == [0]
+    assert threat["art_version"] == "1.20.1"
+    pgd, square, deepfool = threat["attacks"]
+    assert pgd["eps"] == [{"eps": 0.1, "norm": "Linf", "steps": pytest.approx(25.5)}]
+    assert pgd["params"] == {"eps_step_fraction": 0.25, "max_iter": 5, "num_random_init": 1, "batch_size": 128}
+    assert (square["mode"], square["max_queries"], pgd["max_queries"]) == ("on-device", 300, None)
+    assert deepfool["eps"] == [{"eps": 0.0, "norm": "unbounded", "steps": None}] and deepfool["attack_norm"] == "L2"
+    assert plain["clean"]["float"] == 0.6 and plain["clean"]["device"] == 0.9
+    assert [(r["attack"], r["device"], r["queries_per_sample"]) for r in plain["robust"]] == [
+        ("pgd", 0.6, None), ("square_linf", 0.6, 250.0), ("deepfool", 0.1, None)]  # fmt: skip
+    # Right under PGD on samples 0-5 and under Square on 3-8: robust to both on 3, 4 and 5 only.
+    linf, unbounded = plain["worst_case"]
+    assert (linf["norm"], linf["eps"], linf["attacks"]) == ("Linf", 0.1, ["pgd", "square_linf on-device"])
+    assert linf["device"] == pytest.approx(0.3) and (unbounded["norm"], unbounded["device"]) == ("unbounded", 0.1)
+    assert plain["device_vs_tflm_bit_exact"] == 1.0 and plain["inferences"] == 40
+
+    results = results_with(runs, Campaign(samples=10, attacks=specs, defenses=[DefenseSpec("median")]))
+    results["cards"] = found
+    report.write_csv(results, tmp_path)
+    report.write_report(results, tmp_path / "report.html")
+    board = read_csv(tmp_path / "cards.csv")
+    assert [(r["defense"], r["clean device"], r["pgd Linf eps 0.1"], r["worst case Linf eps 0.1"]) for r in board] == [
+        ("none", "0.9", "0.6", "0.3"), ("median (host)", "0.8", "0.7", "0.7")]  # fmt: skip
+    assert board[0]["square_linf on-device Linf eps 0.1"] == "0.6" and board[1]["deepfool unbounded"] == ""
+    assert board[0]["device = TFLM (bit-exact)"] == "1.0" and board[0]["input range"] == "[0, 1]"
+    threats = read_csv(tmp_path / "threat_model.csv")
+    assert [(t["attack"], t["eps (input units)"], t["eps (input steps)"], t["defenses"]) for t in threats] == [
+        ("pgd", "0.1", "25.5", "none, median (host)"), ("square_linf", "0.1", "25.5", "none"),
+        ("deepfool", "0", "-", "none")]  # fmt: skip
+    assert threats[1]["max queries per sample"] == "300" and threats[1]["queries made per sample"] == "250.0"
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("<h2>Result cards") < html.index("<h2>Accuracy under attack")
+    assert "CSV: <code>cards.csv</code>" in html and "CSV: <code>threat_model.csv</code>" in html
+
+
 def test_the_reported_config_runs_the_same_campaign():
     campaign = parse({
         "samples": 30, "seeds": [0, 3], "precisions": ["int8", "int16x8"],
@@ -190,6 +252,21 @@ def test_a_campaign_reports_boundary_distances_and_examples(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "Distance to the decision boundary" in html and 'alt="adversarial examples"' in html
     assert len(read_csv(tmp_path / "boundary.csv")) == 2 and len(read_csv(tmp_path / "heatmap.csv")) == 3
+
+    # One card per defense, its threat model from the build: int8 steps of 1/255 in [0, 1].
+    assert [report.defense_label(c["defense"]) for c in results["cards"]] == ["none", "median (host)"]
+    for card in results["cards"]:
+        same = [r for r in results["runs"] if r["defense"] == card["defense"]]
+        assert card["threat_model"]["input"] == {"dtype": "int8", "scale": pytest.approx(1 / 255), "zero_point": -128,
+                                                 "range": [0.0, 1.0]}  # fmt: skip
+        fgsm = next(a for a in card["threat_model"]["attacks"] if a["attack"] == "fgsm")
+        assert fgsm["eps"] == [{"eps": 0.1, "norm": "Linf", "steps": pytest.approx(25.5)}]
+        assert card["clean"]["device"] == next(r["accuracy"]["device"] for r in same if r["attack"] == "none")
+        linf = next(w for w in card["worst_case"] if w["norm"] == "Linf")
+        assert linf["attacks"] == ["fgsm"] and linf["device"] == next(r["accuracy"]["device"] for r in same
+                                                                      if r["attack"] == "fgsm")  # fmt: skip
+        assert card["device_vs_tflm_bit_exact"] == 1.0 and card["inferences"] == 30
+    assert len(read_csv(tmp_path / "cards.csv")) == 2 and len(read_csv(tmp_path / "threat_model.csv")) == 2
 
 
 # ---- split-evaluate's report ----------------------------------------------------------------------------------

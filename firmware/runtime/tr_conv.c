@@ -172,7 +172,8 @@ __attribute__((optimize("Os"))) void tr_conv_s8_in_place(const tr_conv_params *p
  * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
  * folded bias stays exact). One group only: k_c == in_c. Copying even a 1x1 filter's field is cheap next to its
  * out_c products, and keeps the two pixels' fields a constant distance apart (see dot4_columns_s8). */
-static void receptive_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0, int8_t *column)
+static inline __attribute__((always_inline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in,
+                                                                      int iy0, int ix0, int8_t *column)
 {
     const int in_c = p->in_c, row_size = p->k_w * in_c, zero_point = -p->in_offset;
     int ky_lo, ky_hi, kx_lo, kx_hi;
@@ -248,16 +249,36 @@ static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int
     dot4_s8(x, x + TR_COLUMN_BYTES, w0, w1, n, acc); /* what the DSP loop left, or everything */
 }
 
+/* out[i] = ADD(y[i], skip[i]) for n values, the residual ADD of tr_conv_add_s8: TFLM's arithmetic, each input's
+ * share of the sum looked up (tr_residual), the sum requantized. */
+static __attribute__((noinline)) void residual_s8(const tr_residual *r, const int8_t *y, const int8_t *skip,
+                                                  int8_t *out, int n)
+{
+    const int32_t *in1 = r->in1_shares + 128, *in2 = r->in2_shares + 128;
+    const int32_t multiplier = r->out_multiplier, right = -r->out_shift, offset = r->out_offset;
+    const int32_t lo = r->act_min, hi = r->act_max;
+    for (int i = 0; i < n; i++) {
+        const int32_t sum = in1[y[i]] + in2[skip[i]];
+        out[i] = (int8_t)tr_clamp(tr_requantize_right(sum, multiplier, right) + offset, lo, hi);
+    }
+}
+
 /* Two output pixels at a time, each one dot product per pair of output channels over its whole receptive field:
  * no bounds or padding in the inner loop, and each weight load serves both pixels. One group, and a field of at
- * most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). */
-void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
+ * most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). Both pixels' fields are gathered
+ * before their outputs are written: a 1x1, stride-1 convolution may write over its own input (see tr_kernels.h).
+ * With skip (tr_conv_add_s8), the two pixels' values go to the stack, then through the residual ADD with skip's
+ * values at their places, each read before its place is written. */
+static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *p, const int8_t *in,
+                                                          const int8_t *skip, int8_t *out)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int filter_size = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
     int8_t columns[2 * TR_COLUMN_BYTES];
+    int8_t sums[2 * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
     for (int px = 0; px < pixels; px += 2, out += 2 * out_c) {
         const int two = px + 1 < pixels; /* an odd last pixel is computed twice, once discarded */
+        int8_t *y = skip ? sums : out;
         for (int i = 0; i < 2; i++) {
             const int oy = (px + i * two) / p->out_w, ox = (px + i * two) % p->out_w;
             receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
@@ -270,14 +291,27 @@ void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
             int32_t acc[4] = {bias0, bias1, bias0, bias1};
             dot4_columns_s8(columns, w0, w1, filter_size, acc);
             for (int i = 0; i <= two; i++) {
-                int8_t *o = out + i * out_c + oc;
+                int8_t *o = y + i * out_c + oc;
                 o[0] = requantize_s8(&stage, acc[2 * i], oc);
                 if (pair) {
                     o[1] = requantize_s8(&stage, acc[2 * i + 1], oc + 1);
                 }
             }
         }
+        if (skip) {
+            residual_s8(p->residual, sums, skip + px * out_c, out, (1 + two) * out_c);
+        }
     }
+}
+
+void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
+{
+    conv_s8(p, in, NULL, out);
+}
+
+void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out)
+{
+    conv_s8(p, in, skip, out);
 }
 
 /* --- DEPTHWISE_CONV_2D ------------------------------------------------------------------------------------ */
@@ -779,18 +813,22 @@ void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *
 }
 
 /* TFLM's per-tensor 16x8 kernel applies the weights' offset (zero for per-channel weights, which are
- * symmetric); neither has an input or output offset. */
+ * symmetric); neither has an input or output offset. The sum of (w + weights_offset) * x is dot_s16's w . x plus
+ * weights_offset times the row's sum, computed once per row. */
 void tr_fully_connected_s16(const tr_fc_params *p, const int16_t *in, int16_t *out)
 {
-    for (int r = 0; r < p->rows; r++) {
-        const int16_t *x = in + r * p->in_n;
-        for (int o = 0; o < p->out_n; o++) {
-            const int8_t *w = p->weights + o * p->in_n;
-            int64_t acc = bias_s16(p->bias, p->bias64, o);
-            for (int i = 0; i < p->in_n; i++) {
-                acc += (w[i] + p->weights_offset) * x[i];
+    const int in_n = p->in_n, out_n = p->out_n;
+    for (int r = 0; r < p->rows; r++, in += in_n, out += out_n) {
+        int64_t x_sum = 0;
+        if (p->weights_offset) {
+            for (int i = 0; i < in_n; i++) {
+                x_sum += in[i];
             }
-            out[r * p->out_n + o] = requantize_s16(acc, p->acc64, &p->requant, o, p->act_min, p->act_max);
+        }
+        const int64_t row_term = p->weights_offset * x_sum;
+        for (int o = 0; o < out_n; o++) {
+            const int64_t acc = dot_s16(in, p->weights + o * in_n, in_n, bias_s16(p->bias, p->bias64, o) + row_term);
+            out[o] = requantize_s16(acc, p->acc64, &p->requant, o, p->act_min, p->act_max);
         }
     }
 }

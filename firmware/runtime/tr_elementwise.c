@@ -25,19 +25,6 @@ static int32_t count(const tr_broadcast *b)
     return n;
 }
 
-/* TFLM's AddFunc: both inputs to a common scale with some bits of headroom (20 for int8, 15 for int16),
- * summed, then to the output scale. Every multiplier is below 1 (TFLM's
- * MultiplyByQuantizedMultiplierSmallerThanOneExp, which is tr_requantize with a shift of at most 0). */
-static inline int32_t add(const tr_add_params *p, int32_t in1, int32_t in2)
-{
-    const int32_t x1 = (p->in1_offset + in1) * (1 << p->left_shift);
-    const int32_t x2 = (p->in2_offset + in2) * (1 << p->left_shift);
-    const int32_t sum = tr_requantize(x1, p->in1_multiplier, p->in1_shift) +
-                        tr_requantize(x2, p->in2_multiplier, p->in2_shift);
-    const int32_t y = tr_requantize(sum, p->out_multiplier, p->out_shift) + p->out_offset;
-    return tr_clamp(y, p->act_min, p->act_max);
-}
-
 /* TFLM's MulElementwise; the product of two int16 values fits in 31 bits. */
 static inline int32_t mul(const tr_mul_params *p, int32_t in1, int32_t in2)
 {
@@ -47,16 +34,28 @@ static inline int32_t mul(const tr_mul_params *p, int32_t in1, int32_t in2)
 }
 
 /* ADD (mul 0) or MUL (mul 1) of int8 (size 1) or int16 (size 2) elements, the inputs broadcast over the output.
- * TFLM's int16 ADD takes the general path (not TFLite's power-of-two-scale one). */
+ * TFLM's int16 ADD takes the general path (not TFLite's power-of-two-scale one). Inputs of the output's shape
+ * (the compiler merged their dimensions into one of stride 1) take a plain loop. */
 TR_TEMPLATE void binary(const void *params, const tr_broadcast *shape, const void *in1, const void *in2, void *out,
                         int mul_op, int size)
 {
+    tr_add_quant add_quant = {0}; /* ADD's, copied: as far as C knows the stores may alias it */
+    if (!mul_op) {
+        add_quant = ((const tr_add_params *)params)->quant;
+    }
+    const int32_t n = count(shape);
+    if (shape->ndims == 1 && shape->stride1[0] == 1 && shape->stride2[0] == 1) {
+        for (int32_t i = 0; i < n; i++) {
+            const int32_t a = tr_load(in1, i, size), b = tr_load(in2, i, size);
+            tr_store(out, i, mul_op ? mul(params, a, b) : tr_add(&add_quant, a, b), size);
+        }
+        return;
+    }
     int32_t index[TR_MAX_DIMS] = {0};
     int32_t off1 = 0, off2 = 0;
-    const int32_t n = count(shape);
     for (int32_t i = 0; i < n; i++) {
         const int32_t a = tr_load(in1, off1, size), b = tr_load(in2, off2, size);
-        tr_store(out, i, mul_op ? mul(params, a, b) : add(params, a, b), size);
+        tr_store(out, i, mul_op ? mul(params, a, b) : tr_add(&add_quant, a, b), size);
         next(shape, index, &off1, &off2);
     }
 }

@@ -22,6 +22,26 @@ typedef struct {
     const int8_t *shift;
 } tr_requant;
 
+/* ADD's arithmetic, TFLM's: both inputs to twice the larger scale with left_shift bits of headroom, summed, then to
+ * the output scale. Every shift is at most 0. */
+typedef struct {
+    int32_t in1_offset, in2_offset; /* -input zero points */
+    int32_t out_offset;
+    int32_t left_shift;
+    int32_t in1_multiplier, in1_shift;
+    int32_t in2_multiplier, in2_shift;
+    int32_t out_multiplier, out_shift;
+    int32_t act_min, act_max;
+} tr_add_quant;
+
+/* The residual ADD fused after a convolution (tr_conv_add_s8): tr_add_quant's arithmetic with each input's share of
+ * the sum, (x + in_offset) * 2^left_shift requantized, looked up for its 256 values. */
+typedef struct {
+    const int32_t *in1_shares, *in2_shares; /* [256], by int8 value + 128 */
+    int32_t out_multiplier, out_shift, out_offset;
+    int32_t act_min, act_max;
+} tr_residual;
+
 typedef struct {
     int16_t in_h, in_w, in_c;
     int16_t out_h, out_w, out_c;
@@ -38,6 +58,7 @@ typedef struct {
     const int64_t *bias64;  /* _s16 only: [out_c] or NULL */
     int32_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
     tr_requant requant;
+    const tr_residual *residual; /* tr_conv_add_s8 only: the ADD fused after the convolution */
 } tr_conv_params;
 
 typedef struct {
@@ -64,6 +85,9 @@ typedef struct {
 /* tr_conv_s8 gathers each output pixel's receptive field (k_h * k_w * in_c bytes) on the stack, two at a time;
  * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. */
 #define TR_COLUMN_BYTES 1152
+
+/* tr_conv_add_s8 keeps two pixels' values on the stack before the residual ADD: up to this many channels. */
+#define TR_RESIDUAL_CHANNELS 256
 
 /* tr_depthwise_conv_s8_opt keeps a group of four channels' widened weights on the stack (windows up to 7x7), and
  * copies there the input of the windows that cross the border, one word per input position. */
@@ -93,13 +117,7 @@ typedef struct {
 
 typedef struct {
     tr_broadcast shape;
-    int32_t in1_offset, in2_offset; /* -input zero points */
-    int32_t out_offset;
-    int32_t left_shift;
-    int32_t in1_multiplier, in1_shift;
-    int32_t in2_multiplier, in2_shift;
-    int32_t out_multiplier, out_shift;
-    int32_t act_min, act_max;
+    tr_add_quant quant;
 } tr_add_params;
 
 typedef struct {
@@ -213,10 +231,24 @@ typedef struct {
     int16_t k; /* window side, 1..TR_MEDIAN_MAX_K */
 } tr_median_params;
 
-/* Each kernel writes out from in (or in1 and in2); out never overlaps an input. */
+/* Randomized smoothing (Cohen et al. 2019): a noisy copy of the input, noise from a table the compiler makes. */
+#define TR_SMOOTHING_TABLE_BITS 10 /* the table has 2^10 entries, indexed by the generator's top bits */
+
+typedef struct {
+    int32_t size;      /* input elements */
+    const void *table; /* noise in input steps: int16_t for _s8, int32_t for _s16 */
+} tr_smoothing_params;
+
+/* Each kernel writes out from in (or in1 and in2); out never overlaps an input, but where the planner places it
+ * over one that the kernel reads before writing over it: tr_conv_s8's 1x1, stride-1 convolutions (each pair of
+ * pixels is gathered before its outputs are written), tr_depthwise_conv_s8_opt's maps of one patch (each group of
+ * channels is copied to the patch first) and tr_conv_add_s8's skip (see each; the compiler checks, see planner.py). */
 
 /* CONV_2D, one group, k_h * k_w * in_c <= TR_COLUMN_BYTES: an im2col column of two pixels, two channels a pass. */
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
+/* tr_conv_s8 followed by an ADD of its output (in1) and skip (in2), of the same shape, as p->residual gives it;
+ * out_c <= TR_RESIDUAL_CHANNELS. out may be skip itself (each value of skip is read before its place is written). */
+void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out);
 /* CONV_2D, any groups or receptive field: reads the input in place, one output pixel at a time. */
 void tr_conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* DEPTHWISE_CONV_2D, any depth multiplier: one value at a time. */
@@ -257,6 +289,15 @@ void tr_mean_s8(const tr_mean_params *p, const int8_t *in, int8_t *out);
 void tr_squeeze_bits_s8(const tr_squeeze_bits_params *p, const int8_t *in, int8_t *out);
 /* k x k median of each channel, edges reflected (scipy.ndimage.median_filter, ART's SpatialSmoothing). */
 void tr_median_s8(const tr_median_params *p, const int8_t *in, int8_t *out);
+/* Marsaglia's xorshift32 (13, 17, 5): steps *state and returns the new state. *state must not be 0. */
+uint32_t tr_xorshift32(uint32_t *state);
+/* A noisy copy: out[i] = in[i] + table[the next state's top TR_SMOOTHING_TABLE_BITS bits], saturated, for each
+ * element in order, one generator step each. */
+void tr_smoothing_noise_s8(const tr_smoothing_params *p, uint32_t *state, const int8_t *in, int8_t *out);
+void tr_smoothing_noise_s16(const tr_smoothing_params *p, uint32_t *state, const int16_t *in, int16_t *out);
+/* The index of the largest of size values, the first of equal ones (numpy's argmax). */
+int32_t tr_argmax_s8(const int8_t *in, int32_t size);
+int32_t tr_argmax_s16(const int16_t *in, int32_t size);
 /* CONCATENATION of any element type: per outer index, copy_bytes[i] bytes of each input in turn. */
 void tr_concatenation(const tr_concatenation_params *p, const void *const *in, void *out);
 /* RESIZE_NEAREST_NEIGHBOR of any element type: each output pixel copied from its source pixel. */

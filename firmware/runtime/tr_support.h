@@ -1,10 +1,12 @@
-/* Support functions shared by the kernels, each defined once: clamp, min and max, requantization, element
+/* Support functions shared by the kernels, each defined once: clamp, min and max, requantization, ADD, element
  * access for the kernels written once for int8 and int16, and the gemmlowp fixed-point arithmetic of TFLM's
  * reference kernels (kernels/internal/fixedpoint.h), written for scalars. Internal header of the runtime. */
 #ifndef TR_SUPPORT_H
 #define TR_SUPPORT_H
 
 #include <stdint.h>
+
+#include "tr_kernels.h"
 
 static inline int32_t tr_min(int32_t a, int32_t b)
 {
@@ -83,6 +85,28 @@ static inline int32_t tr_requantize64(int64_t acc, int32_t multiplier, int32_t s
     const int32_t reduced = multiplier < 0x7FFF0000 ? (multiplier + (1 << 15)) >> 16 : 0x7FFF;
     const int32_t total_shift = 15 - shift;
     return (int32_t)((acc * reduced + ((int64_t)1 << (total_shift - 1))) >> total_shift);
+}
+
+/* tr_requantize for a shift of at most 0, right = -shift: the same two roundings, the second (half away from zero)
+ * as one addition and shift. */
+static inline int32_t tr_requantize_right(int32_t acc, int32_t multiplier, int32_t right)
+{
+    const int32_t high = (int32_t)(((int64_t)acc * multiplier + (1 << 30)) >> 31);
+    const int32_t nudge = (1 << right) >> 1, away = right ? (int32_t)((uint32_t)high >> 31) : 0;
+    return (high + nudge - away) >> right;
+}
+
+/* TFLM's AddFunc (tr_add_quant): both inputs to a common scale with some bits of headroom (20 for int8, 15 for
+ * int16), summed, then to the output scale. Every multiplier is below 1 (TFLM's
+ * MultiplyByQuantizedMultiplierSmallerThanOneExp, which is tr_requantize with a shift of at most 0). */
+static inline int32_t tr_add(const tr_add_quant *q, int32_t in1, int32_t in2)
+{
+    const int32_t x1 = (q->in1_offset + in1) * (1 << q->left_shift);
+    const int32_t x2 = (q->in2_offset + in2) * (1 << q->left_shift);
+    const int32_t sum = tr_requantize_right(x1, q->in1_multiplier, -q->in1_shift) +
+                        tr_requantize_right(x2, q->in2_multiplier, -q->in2_shift);
+    const int32_t y = tr_requantize_right(sum, q->out_multiplier, -q->out_shift) + q->out_offset;
+    return tr_clamp(y, q->act_min, q->act_max);
 }
 
 /* --- gemmlowp fixed point --------------------------------------------------------------------------------- */

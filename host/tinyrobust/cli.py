@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -55,6 +56,19 @@ def _device_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _ray_options(command):
+    """--ray and --devices-per-node: run the devices and the attacks on a Ray cluster."""
+    command = click.option(
+        "--devices-per-node", default=1, show_default=True,
+        help="With --ray: devices on each node (emulators; for a real board, at most the node's attached ones).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--ray", metavar="local|auto|ADDRESS",
+        help="Run on a Ray cluster: local starts one on this machine, auto joins this machine's cluster, an "
+        "address (host:port) joins that head. Needs tinyrobust[ray].",
+    )(command)  # fmt: skip
 
 
 def _stack_option(command):
@@ -125,6 +139,14 @@ def cli() -> None:
 @click.option("--eps", "eps", default="0.05,0.1,0.2", show_default=True, help="Comma-separated L-inf budgets.")
 @click.option("--seed", default=0, show_default=True, help="Seed for sample choice and attacks.")
 @click.option(
+    "--defense",
+    "defenses",
+    multiple=True,
+    metavar="NAME[:PARAM=VALUE]...",
+    help="A defense (see `tinyrobust defenses`), repeatable: where=host or where=device and its parameters, values "
+    "as a campaign's TOML writes them, e.g. randomized-smoothing:where=device:sigma=0.25:n=32.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=Path("results"),
@@ -134,11 +156,12 @@ def cli() -> None:
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the interrupted run in this directory.")
 @_device_options
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
+@_ray_options
 @_stack_option
 @_log_options
 def flash_and_evaluate(
-    model, precision, float_model, data, board, samples, attacks, eps, seed, out, resume, channel, port, flash_with,
-    jobs, stack, verbose,
+    model, precision, float_model, data, board, samples, attacks, eps, seed, defenses, out, resume, channel, port,
+    flash_with, jobs, ray, devices_per_node, stack, verbose,
 ) -> None:  # fmt: skip
     """Build firmware for a model, run clean and adversarial inputs on the board, compare with the host."""
     from tinyrobust.evaluate import Settings, resume_settings
@@ -147,7 +170,7 @@ def flash_and_evaluate(
     if resume is not None:
         settings = resume_settings(resume)
         settings.channel, settings.port, settings.flash_with, settings.jobs = channel, port, flash_with, jobs
-        settings.stack = stack
+        settings.stack, settings.ray, settings.devices_per_node = stack, ray, devices_per_node
     else:
         settings = Settings(
             model=model,
@@ -159,11 +182,14 @@ def flash_and_evaluate(
             attacks=[a.strip() for a in attacks.split(",") if a.strip()],
             eps=_floats(eps),
             seed=seed,
+            defenses=[_defense(d) for d in defenses],
             out=out,
             channel=channel,
             port=port,
             flash_with=flash_with,
             jobs=jobs,
+            ray=ray,
+            devices_per_node=devices_per_node,
             stack=stack,
         )
     try:
@@ -177,6 +203,38 @@ def flash_and_evaluate(
         )
         sys.exit(130)
     _print_summary(results, settings.out)
+
+
+def _defense(text: str) -> dict:
+    """A defense as a campaign's [[defenses]] table, from NAME[:PARAM=VALUE]... (where=host|device among them)."""
+    import tomllib
+
+    name, *items = text.split(":")
+    table: dict = {"name": name.strip(), "params": {}}
+    for item in items:
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not equals or not key:
+            raise click.BadParameter(f"'{item}' in '{text}' is not PARAM=VALUE, e.g. randomized-smoothing:where=device")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value  # a bare word is a string
+        if key == "where":
+            table["where"] = parsed
+        else:
+            table["params"][key] = parsed
+    return table
+
+
+def _smoothing_line(run: dict) -> str:
+    """A smoothing run's certificates and cost in one line (results.json: runs[].smoothing)."""
+    s, cost = run["smoothing"], run["smoothing"]["cost"]
+    certified = ", ".join(f"{v:.3f} at {r}" for r, v in s["certified_accuracy"].items())
+    ratio = f", x{cost['ratio']:.1f} the undefended build's" if cost["ratio"] else ""
+    return (f"{run['attack']} eps {run['eps']:g}, smoothing sigma {s['sigma']:g} n {s['n']}: smoothed accuracy "
+            f"{s['accuracy']:.3f} (abstained {s['abstained']:.3f}), mean certified radius {s['radius_mean']:.3f} "
+            f"(at most {s['radius_largest'] or 0:.3f}), certified accuracy {certified}; {cost['per_input']:,.0f} "
+            f"{cost['unit']} per input{ratio}")  # fmt: skip
 
 
 def _print_summary(results: dict, out: Path) -> None:
@@ -197,6 +255,9 @@ def _print_summary(results: dict, out: Path) -> None:
         queries = f"  {r['queries']:,} queries" if r.get("queries") is not None else ""
         exact = r["agreement"]["device_vs_tflm_bit_exact"]
         click.echo(f"{condition}{r['attack']:<12} {r['eps']:6g} {cells}  {exact:.3f}{queries}")
+    for r in results["runs"]:
+        if r.get("smoothing"):
+            click.echo(_smoothing_line(r))
     lat, mem = results["latency"], results["memory"]
     click.echo(
         f"latency: {lat['per_inference']['median']:,.0f} {lat['unit']} per inference (median); "
@@ -225,9 +286,10 @@ def campaign() -> None:
 @click.option("--jobs", default=1, show_default=True, help="Emulators run side by side, sharing the samples.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @_device_options
+@_ray_options
 @_stack_option
 @_log_options
-def campaign_run(config, out, jobs, resume, channel, port, flash_with, stack, verbose) -> None:
+def campaign_run(config, out, jobs, resume, channel, port, flash_with, ray, devices_per_node, stack, verbose) -> None:
     """Run the campaign in CONFIG (TOML): models, precisions, board, samples, seeds, attacks, defenses, and a
     [split] section (split-evaluate's settings, per entropy model)."""
     from tinyrobust.campaign.config import load_config
@@ -236,7 +298,8 @@ def campaign_run(config, out, jobs, resume, channel, port, flash_with, stack, ve
     plan = load_config(config)
     if (out / STORE_NAME).is_file() and not resume:
         raise UserError(f"{out} already holds a run; continue it with --resume or choose another --out")
-    options = {"jobs": jobs, "channel": channel, "port": port, "flash_with": flash_with, "stack": stack}
+    options = {"jobs": jobs, "channel": channel, "port": port, "flash_with": flash_with, "stack": stack, "ray": ray,
+               "devices_per_node": devices_per_node}  # fmt: skip
     try:
         with _log(out, verbose):
             results = run_campaign(plan, out, progress=True, **options)
@@ -395,10 +458,19 @@ def boards(ctx) -> None:
 
 
 @boards.command()
-def detect() -> None:
+@click.option("--ray-resources", is_flag=True,
+              help="Print the attached boards as Ray resources, for ray start --resources on this node.")  # fmt: skip
+def detect(ray_resources) -> None:
     """List attached debug probes (pyOCD), Mbed boards (mbed-tools) and serial ports (pyserial)."""
-    from tinyrobust.device.flashing import NOTHING_ATTACHED_FIX, detect
+    from tinyrobust.device.flashing import NOTHING_ATTACHED_FIX, attached_of, detect
 
+    if ray_resources:
+        from tinyrobust.campaign.cluster import board_resource
+        from tinyrobust.device.boards import board_names, load_board
+
+        boards_here = {name: len(attached_of(load_board(name))) for name in board_names()}
+        click.echo(json.dumps({board_resource(name): n for name, n in boards_here.items() if n}))
+        return
     attached = detect()
     for probe in attached.probes:
         click.echo(f"probe   {probe['uid']}  {probe['description']}")
@@ -505,11 +577,11 @@ def defenses_command() -> None:
 
     click.echo(_paragraph('Input defenses change what the device is given, on the host or in its firmware; training '
                           'defenses retrain the float model, which is then quantized and deployed as firmware of its '
-                          'own. A campaign\'s [[defenses]] params override the defaults; params.preset = "NAME" starts '
-                          'from a named preset.', ""))  # fmt: skip
+                          'own; smoothing defenses run the network in the firmware on noisy copies of each input and '
+                          'answer with their votes, which the host certifies. A campaign\'s [[defenses]] params '
+                          'override the defaults; params.preset = "NAME" starts from a named preset.', ""))  # fmt: skip
     for d in DEFENSES.values():
-        where = "host, device" if d.device else "host"
-        click.echo(f"\n{d.name}: {d.kind} defense; where {where}")
+        click.echo(f"\n{d.name}: {d.kind} defense; where {', '.join(d.places)}")
         click.echo(_paragraph(d.summary))
         for line in _parameter_lines(d.defaults, d.meanings):
             click.echo(line)

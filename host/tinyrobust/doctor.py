@@ -59,4 +59,5 @@ def optional() -> list[tuple[str, bool, str]]:
         ("renode (optional: the renode-* emulated boards)", shutil.which("renode") is not None, INSTALL["renode"]),
         ("joulescope (optional: profile --meter joulescope)", _installed("joulescope"), INSTALL_METERS),
         ("ppk2-api (optional: profile --meter ppk2)", _installed("ppk2-api"), INSTALL_METERS),
+        ("ray (optional: --ray, campaigns on a cluster)", _installed("ray"), "pip install 'tinyrobust[ray]'"),
     ]

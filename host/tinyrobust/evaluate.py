@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyrobust.campaign.config import AttackSpec, Campaign
+from tinyrobust.campaign.config import DEFENSE_PLACES, AttackSpec, Campaign, DefenseSpec
 from tinyrobust.campaign.runner import STORE_NAME, Runner
 from tinyrobust.campaign.store import Store
 from tinyrobust.device.boards import DEFAULT_BOARD
@@ -25,25 +25,35 @@ class Settings:
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
     eps: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
     seed: int = 0
+    # each as a campaign's [[defenses]] table: {"name": ..., "where": "host" or "device", "params": {...}}
+    defenses: list[dict] = field(default_factory=list)
     out: Path = Path("results")
     channel: str | None = None  # "uart" or "semihosting"; None: the board's default (semihosting when emulated)
     port: str | None = None  # a pyserial URL of a device already running; None: start an emulator
     flash_with: str = "pyocd"  # how a real board is flashed before evaluating: "pyocd", "mbed" or "none"
     jobs: int = 1  # emulators side by side
+    ray: str | None = None  # a Ray cluster to run on: "local", "auto" or its head's address; None: this machine
+    devices_per_node: int = 1  # device actors on each node of the Ray cluster
     stack: int | None = None  # the firmware's stack reserve in bytes, checked against a measurement; None: the default
 
     def recorded(self) -> dict:
         """What defines the run's results (not where they are written, nor how the device is reached)."""
         values = dataclasses.asdict(self)
-        for how in ("out", "channel", "port", "flash_with", "jobs", "stack"):
+        for how in ("out", "channel", "port", "flash_with", "jobs", "ray", "devices_per_node", "stack"):
             del values[how]
+        if not self.defenses:
+            del values["defenses"]  # a run without them records what it always did, so that its runs resume
         return values
 
     def campaign(self) -> Campaign:
-        """The campaign these options describe: one model, one precision, transfer attacks over the eps list."""
+        """The campaign these options describe: one model, one precision, transfer attacks over the eps list, and
+        the defenses."""
         from tinyrobust.campaign.attacks import check_names
 
         check_names(self.attacks)
+        for d in self.defenses:
+            if d.get("where", "host") not in DEFENSE_PLACES:
+                raise UserError(f"--defense {d['name']} has where={d['where']}; allowed: {', '.join(DEFENSE_PLACES)}")
         return Campaign(
             models=[self.model],
             precisions=None if self.precision is None else [self.precision],
@@ -51,6 +61,7 @@ class Settings:
             samples=self.samples,
             seeds=[self.seed],
             attacks=[AttackSpec(name, [float(e) for e in self.eps]) for name in self.attacks],
+            defenses=[DefenseSpec(d["name"], d.get("where", "host"), dict(d.get("params", {}))) for d in self.defenses],
             data=self.data,
             float_model=self.float_model,
         )
@@ -82,5 +93,7 @@ def flash_and_evaluate(settings: Settings, progress: bool = True, connect=None) 
         connect=connect,
         settings=settings.recorded(),
         stack=settings.stack,
+        ray=settings.ray,
+        devices_per_node=settings.devices_per_node,
     )
     return runner.run(progress)

@@ -88,7 +88,7 @@ def layer_macs(step: Step) -> int:
     one per weight of its window (k_h x k_w x k_c; k_c is 1 for a depthwise one), of a fully connected layer
     one per input."""
     f = step.fields
-    if step.op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+    if step.op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D+ADD"):
         return int(f["out_h"] * f["out_w"] * f["out_c"] * f["k_h"] * f["k_w"] * f["k_c"])
     if step.op.kind == "FULLY_CONNECTED":
         return int(f["rows"] * f["in_n"] * f["out_n"])
@@ -104,6 +104,16 @@ def output_shapes(tflite: bytes) -> dict[int, tuple[int, ...]]:
     return {t.index: t.shape for t in graph.tensors}
 
 
+def _bytes_covered(live: list[dict]) -> int:
+    """The bytes of the arena the buffers cover, once each: a step's output may lie over an input it reads last."""
+    covered, end = 0, 0
+    for b in sorted(live, key=lambda b: b["offset"]):
+        start, stop = max(b["offset"], end), b["offset"] + b["bytes"]
+        covered += max(0, stop - start)
+        end = max(end, stop)
+    return covered
+
+
 def arena_occupancy(compiled: CompiledModel) -> dict:
     """The arena step by step: every buffer the planner placed, with its offset, size and lifetime (from the first
     step that writes or reads it to the last that reads it; a model output's last is len(steps): the host reads it
@@ -117,7 +127,7 @@ def arena_occupancy(compiled: CompiledModel) -> dict:
     steps = []
     for i, step in enumerate(compiled.steps):
         live = [{k: b[k] for k in ("tensor", "offset", "bytes")} for b in buffers if b["first"] <= i <= b["last"]]
-        steps.append({"index": i, "op": step.op.kind, "live": live, "bytes": sum(b["bytes"] for b in live)})
+        steps.append({"index": i, "op": step.op.kind, "live": live, "bytes": _bytes_covered(live)})
     peak = max(steps, key=lambda step: step["bytes"])
     return {
         "bytes": compiled.arena_bytes,

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from tinyrobust.assets import FIRMWARE
 from tinyrobust.compile.model import CompiledModel
-from tinyrobust.compile.render import CODING_PREFIX, QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, render, render_coding
+from tinyrobust.compile.render import (
+    CODING_PREFIX,
+    QUANT_PARAMS_PREFIX,
+    WEIGHTS_PREFIX,
+    render,
+    render_coding,
+    render_smoothing,
+)
 from tinyrobust.device.boards import Board
 from tinyrobust.errors import UserError
 from tinyrobust.split.coder import Coding, HyperpriorCoding
@@ -178,12 +185,13 @@ def build_firmware(
     profile: makes a profile build (TR_PROFILE), which records every step's counter ticks and answers PROFILE
     with them and the stack's high-water mark, and TENSOR with each step's output; a normal build has none of that
     code. stack_bytes: the stack reserved in RAM (device.stack.stack_for checks one the user gives against a
-    measurement)."""
+    measurement). A model compiled with smoothing makes a smoothing build (TR_SMOOTHING), whose INFER runs the
+    network on noisy copies of the input and answers with their votes; a normal build has none of that code."""
     check_channel(board, channel)
     check_stack_alignment(stack_bytes)
     _check_fits(model, board, stack_bytes)
     gen = out_dir / "generated"
-    for stale in gen.glob("coding.*"):
+    for stale in [*gen.glob("coding.*"), *gen.glob("smoothing.*")]:
         stale.unlink()
     sources = [*_sources(FIRMWARE / "runtime", FIRMWARE / "link"), FIRMWARE / "main.c", gen / "model.c"]
     includes = [FIRMWARE / "runtime", FIRMWARE / "link", gen]
@@ -195,6 +203,12 @@ def build_firmware(
         sources += [*_sources(FIRMWARE / "entropy"), gen / "coding.c"]
         includes.append(FIRMWARE / "entropy")
         defines.append("-DTR_SPLIT=1")
+    if model.smoothing is not None:
+        if coding is not None:
+            raise UserError("a split build answers with the coded head's output, not votes; build it without smoothing")
+        render_smoothing(model, gen)
+        sources.append(gen / "smoothing.c")
+        defines.append("-DTR_SMOOTHING=1")
     if profile:
         defines.append("-DTR_PROFILE=1")
     render(model, gen)

@@ -21,6 +21,9 @@ QUERY_GROUP = 10
 GRADIENT_PROBE = {"samples": 8, "coordinates": 16, "zoo_h": 1e-4, "input_steps": (1, 4)}
 # Made attacks kept for reuse by later conditions, at most this many bytes of inputs.
 MADE_BYTES = 1 << 30
+# A transfer attack is made this many samples at a time (on a cluster, each batch is a Ray task), each batch seeded
+# with the condition's seed plus its first sample's index; the default job's 200 samples make one batch.
+ATTACK_BATCH = 200
 
 
 class QueryBudgetSpent(Exception):
@@ -49,8 +52,9 @@ class Adversary:
     them: the other eps of a minimal-perturbation attack, and every input defense of a transfer attack."""
 
     def __init__(self):
-        self.made: dict = {}
+        self.made: dict = {}  # made attacks by key: (inputs, queries, unattacked), or a cluster's tasks making them
         self.defending: dict = {}  # host input defenses, made once (PixelDefend trains a PixelCNN)
+        self.cluster = None  # a Ray cluster (campaign.cluster.Cluster) that makes transfer attacks as tasks
 
     def forget_attacks(self) -> None:
         """Drop the made attacks (a new model makes its own)."""
@@ -82,29 +86,53 @@ class Adversary:
         x_adv, queries, unattacked = self._unbounded(pool, build, condition, x, y, clip)
         return attacks.bound(condition.attack, x, x_adv, condition.eps, clip), queries, unattacked
 
-    def _unbounded(self, pool: Pool, build: Build, condition: Condition, x, y, clip):
-        """The attack's own output with the device queries it made and the samples it left clean. A
-        minimal-perturbation attack runs once for all its eps, which only bound its output. A transfer attack,
-        made on the float model, serves every defense that keeps that model."""
+    def _key(self, build: Build, condition: Condition) -> str:
+        """What a made attack serves. A minimal-perturbation attack runs once for all its eps, which only bound
+        its output. A transfer attack, made on the float model, serves every defense that keeps that model."""
         eps_free = attacks.ATTACKS[condition.attack].eps == "bound"
         on_device = condition.mode == "on-device"
         retrained = build.defense is not None and build.defense.where != "device"
         attacked = build.slug if on_device or retrained else ""  # the float model's, or the device's, build
         defense = condition.defense.key() if on_device and condition.defense else None
-        key = json.dumps([build.name, build.precision, attacked, condition.attack, condition.mode, condition.params,
-                          defense, condition.seed, condition.max_queries, None if eps_free else condition.eps],
-                         sort_keys=True)  # fmt: skip
+        return json.dumps([build.name, build.precision, attacked, condition.attack, condition.mode, condition.params,
+                           defense, condition.seed, condition.max_queries, None if eps_free else condition.eps],
+                          sort_keys=True)  # fmt: skip
+
+    def submit(self, build: Build, condition: Condition, x, y) -> None:
+        """On a cluster, start making a transfer attack's batches as Ray tasks, so that they are made on other
+        nodes while the devices measure the conditions before it."""
+        if self.cluster is None or condition.mode != "transfer" or condition.attack == "none":
+            return
+        key = self._key(build, condition)
         if key not in self.made:
-            if condition.mode == "transfer":
+            clip = input_domain(build)
+            self.made[key] = [self.cluster.attack(build.model.keras, condition.attack, x[s : s + ATTACK_BATCH],
+                                                  y[s : s + ATTACK_BATCH], condition.eps, condition.seed + s,
+                                                  condition.params, clip)
+                              for s in range(0, len(x), ATTACK_BATCH)]  # fmt: skip
+
+    def _unbounded(self, pool: Pool, build: Build, condition: Condition, x, y, clip):
+        """The attack's own output with the device queries it made and the samples it left clean."""
+        key = self._key(build, condition)
+        if key not in self.made:
+            if condition.mode == "transfer" and self.cluster is not None:
+                self.submit(build, condition, x, y)
+            elif condition.mode == "transfer":
                 classifier = attacks.classifier(build.model.keras, clip)
-                made = attacks.unbounded(condition.attack, classifier, x, y, condition.eps, condition.seed,
-                                         condition.params)  # fmt: skip
+                made = np.concatenate([attacks.unbounded(condition.attack, classifier, x[s : s + ATTACK_BATCH],
+                                                         y[s : s + ATTACK_BATCH], condition.eps, condition.seed + s,
+                                                         condition.params)
+                                       for s in range(0, len(x), ATTACK_BATCH)])  # fmt: skip
                 self.made[key] = (made, 0, 0)
             else:
                 self.made[key] = self._attack_device(pool, build, condition, x, y, clip)
-            while len(self.made) > 1 and sum(m[0].nbytes for m in self.made.values()) > MADE_BYTES:
-                del self.made[next(iter(self.made))]  # the oldest
-        return self.made[key]
+        if isinstance(self.made[key], list):  # a cluster's tasks
+            self.made[key] = (np.concatenate([self.cluster.attack_result(r) for r in self.made[key]]), 0, 0)
+        made = self.made[key]
+        kept = [k for k, m in self.made.items() if isinstance(m, tuple)]
+        while len(kept) > 1 and sum(self.made[k][0].nbytes for k in kept) > MADE_BYTES:
+            del self.made[kept.pop(0)]  # the oldest
+        return made
 
     def _attack_device(self, pool: Pool, build: Build, condition: Condition, x, y, clip):
         """A gradient-free attack that queries the device: each query is quantized, sent, and its output
@@ -118,11 +146,11 @@ class Adversary:
                 raise QueryBudgetSpent
             spent["queries"] += len(batch)
             xq = reference.quantize_inputs(defend(batch.astype(np.float32)), compiled.input)
-            answers = pool.infer_all([q.tobytes() for q in xq])
-            out = np.stack([np.frombuffer(a[0], compiled.output.dtype) for a in answers])
-            return reference.dequantize(out, compiled.output).reshape(len(batch), -1)
+            answers = pool.infer_all([q.tobytes() for q in xq], kind="queries")
+            out = np.stack([np.frombuffer(a[0], compiled.device_output.dtype) for a in answers])
+            return reference.dequantize(out, compiled.device_output).reshape(len(batch), -1)
 
-        classes = int(np.prod(compiled.output.shape[1:]))
+        classes = int(np.prod(compiled.device_output.shape[1:]))
         classifier = attacks.query_classifier(predict, tuple(x.shape[1:]), classes, clip)
         x_adv, unattacked = x.astype(np.float32).copy(), 0
         for start in range(0, len(x), QUERY_GROUP):
@@ -156,7 +184,8 @@ class Adversary:
                     probe[coordinates[j, i]] = np.clip(probe[coordinates[j, i]] + sign * h, lo, hi)
                     probes.append(probe.reshape(x.shape[1:]))
         xq = reference.quantize_inputs(defend(np.stack(probes)), tensor)
-        outputs = np.stack([np.frombuffer(a[0], np.uint8) for a in pool.infer_all([q.tobytes() for q in xq])])
+        answers = pool.infer_all([q.tobytes() for q in xq], kind="queries")
+        outputs = np.stack([np.frombuffer(a[0], np.uint8) for a in answers])
         pairs = outputs.reshape(len(hs), coordinates.size, 2, -1)
         zero = np.all(pairs[:, :, 0] == pairs[:, :, 1], axis=2)
         return {

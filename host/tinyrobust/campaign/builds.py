@@ -59,17 +59,24 @@ class Condition:
 
 def model_for(base: zoo.Model, precision: str, defense: DefenseSpec | None, seed: int) -> zoo.Model:
     """The model a build runs: the base one, or for a training defense the retrained float model (cached)
-    quantized again on the same representative data."""
+    quantized again on the same representative data. A training defense given as files (its model and
+    float_model) is loaded instead: the given .tflite, or the given float model quantized as a retrained one is."""
     if defense is None or not defense.trains:
         return base
+    if defense.given:
+        tflite, float_model = defense.files(base.name, precision)
+        keras = zoo.load_keras(float_model) if float_model is not None else None
+        quantized = tflite.read_bytes() if tflite is not None else quantize(keras, base.x_train, precision)
+        return replace(base, tflite=quantized, keras=keras)
     trained = defense.configured().train(base.keras, base.x_train, base.y_train, seed=seed)
     return replace(base, tflite=quantize(trained, base.x_train, precision), keras=trained)
 
 
 def compile_for(model: zoo.Model, precision: str, defense: DefenseSpec | None) -> CompiledModel:
-    """The model compiled, with the defense's stages when it runs on the device."""
-    stages = defense.configured().device_stages() if defense is not None and defense.where == "device" else []
-    compiled = compile_model(model.tflite, stages)
+    """The model compiled, with the defense's stages or smoothing when it runs on the device."""
+    configured = defense.configured() if defense is not None and defense.where == "device" else None
+    stages = configured.device_stages() if configured else []
+    compiled = compile_model(model.tflite, stages, configured.smoothing() if configured else None)
     check_precision(compiled.input.type_name, precision)
     return compiled
 

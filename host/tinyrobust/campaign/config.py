@@ -5,6 +5,7 @@ Every error names the key and what it allows, before anything runs."""
 from __future__ import annotations
 
 import json
+import string
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,13 +15,14 @@ from tinyrobust.campaign import attacks
 from tinyrobust.device.boards import DEFAULT_BOARD, board_names, load_board
 from tinyrobust.errors import UserError
 from tinyrobust.model import zoo
-from tinyrobust.model.quantize import PRECISIONS
+from tinyrobust.model.quantize import PRECISIONS, precision_of
 
 if TYPE_CHECKING:
     from tinyrobust.split.evaluate import SplitSettings
 
 MODES = ("transfer", "on-device")
 DEFENSE_PLACES = ("host", "device")
+PLACEHOLDERS = ("model", "precision")  # what a defense's model and float_model paths may hold, in braces
 
 
 @dataclass
@@ -37,9 +39,16 @@ class DefenseSpec:
     name: str
     where: str = "host"  # "host": applied to inputs before quantization; "device": in the firmware
     params: dict = field(default_factory=dict)
+    # A training defense's trained model given as files instead of trained here: paths in which {model} (the name of
+    # a model of the campaign) and {precision} are filled in. model: the .tflite the device runs; float_model: the
+    # .keras or .h5 the transfer attacks are made on (without model, quantized as the defense's retrained model is).
+    model: str | None = None
+    float_model: str | None = None
 
     def key(self) -> dict:
-        return asdict(self)
+        """The defense as the store and the results identify it; model and float_model only when given, so that
+        the keys of runs made before they existed stay the same."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     def configured(self):
         """The defense from tinyrobust.campaign.defenses with these parameters ("preset" names a preset)."""
@@ -52,6 +61,17 @@ class DefenseSpec:
     def trains(self) -> bool:
         """Whether the defense trains a new model."""
         return self.configured().defense.kind == "training"
+
+    @property
+    def given(self) -> bool:
+        """Whether the trained model is given as files (model, float_model) instead of trained here."""
+        return self.model is not None or self.float_model is not None
+
+    def files(self, model: str, precision: str) -> tuple[Path | None, Path | None]:
+        """The given .tflite and float model for a model of the campaign (by name) at a precision; None where not
+        given."""
+        return tuple(None if t is None else Path(t.format(model=model, precision=precision))
+                     for t in (self.model, self.float_model))  # fmt: skip
 
     @property
     def builds_apart(self) -> bool:
@@ -108,15 +128,26 @@ class Campaign:
     seeds: list[int] = field(default_factory=lambda: [0])
     attacks: list[AttackSpec] = field(default_factory=list)
     defenses: list[DefenseSpec] = field(default_factory=list)
-    data: str | None = None  # a model file's test data (and a float one's to quantize on), or a built-in's to train on
-    float_model: str | None = None  # .keras or .h5 for a .tflite model
+    # A model file's test data (and a float one's to quantize on), or a built-in's to train on; float_model: .keras or
+    # .h5 for a .tflite model. Either one path for every model, or a table of paths by model name (zoo.model_name).
+    data: str | dict[str, str] | None = None
+    float_model: str | dict[str, str] | None = None
     split: SplitSpec | None = None  # a config with only a [split] section has no models
 
     def recorded(self) -> dict:
         values = asdict(self)
         if self.split is None:
             del values["split"]  # a campaign without one records what it always did, so that its runs resume
+        values["defenses"] = [d.key() for d in self.defenses]  # likewise, model and float_model only when given
         return values
+
+    def data_for(self, model: str) -> str | None:
+        """The data of a model as named in models: the campaign's data, or the model's own from a table."""
+        return self.data.get(zoo.model_name(model)) if isinstance(self.data, dict) else self.data
+
+    def float_model_for(self, model: str) -> str | None:
+        """The float model of a .tflite model as named in models: the campaign's, or the model's own from a table."""
+        return self.float_model.get(zoo.model_name(model)) if isinstance(self.float_model, dict) else self.float_model
 
     @classmethod
     def from_recorded(cls, values: dict) -> Campaign:
@@ -134,7 +165,7 @@ TOP_KEYS = {"models", "precisions", "board", "samples", "seeds", "attacks", "def
             "split"}  # fmt: skip
 SPLIT_KEYS = {f.name for f in fields(SplitSpec)}
 ATTACK_KEYS = {"name", "eps", "mode", "params", "max_queries"}
-DEFENSE_KEYS = {"name", "where", "params"}
+DEFENSE_KEYS = {"name", "where", "params", "model", "float_model"}
 
 
 def _fail(key: str, problem: str) -> None:
@@ -182,11 +213,17 @@ def parse(config: dict) -> Campaign:
         c.samples = config["samples"]
     if "seeds" in config:
         c.seeds = _list_of(config["seeds"], int, "seeds", "a list of whole numbers")
+    names = [zoo.model_name(m) for m in c.models]
     for key in ("data", "float_model"):
         if key in config:
-            if not isinstance(config[key], str):
-                _fail(key, f"must be a file path, not {config[key]!r}")
-            setattr(c, key, config[key])
+            value = config[key]
+            paths = value.values() if isinstance(value, dict) else [value]
+            if not all(isinstance(v, str) for v in paths):
+                _fail(key, f"must be a file path, or a table of file paths by model name, not {value!r}")
+            unknown = sorted(set(value) - set(names)) if isinstance(value, dict) else []
+            if unknown:
+                _fail(f"{key}.{unknown[0]}", f"names no model of the campaign; allowed: {', '.join(names)}")
+            setattr(c, key, dict(value) if isinstance(value, dict) else value)
     raw_attacks = config.get("attacks", [])
     if not isinstance(raw_attacks, list):
         _fail("attacks", "must be a list of tables ([[attacks]] with name, eps, mode, params)")
@@ -310,7 +347,22 @@ def _parse_defense(table, prefix: str) -> DefenseSpec:
     params = table.get("params", {})
     if not isinstance(params, dict):
         _fail(f"{prefix}params", "must be a table of the defense's parameters")
-    return DefenseSpec(table["name"], place, dict(params))
+    files = {}
+    for key, suffixes in (("model", (".tflite",)), ("float_model", zoo.KERAS_SUFFIXES)):
+        if key in table:
+            path = table[key]
+            if not isinstance(path, str) or not path.endswith(suffixes):
+                _fail(f"{prefix}{key}", f"must be the path of a {' or '.join(suffixes)} file, not {path!r}")
+            try:
+                fields_in = [f for _, f, _, _ in string.Formatter().parse(path) if f is not None]
+            except ValueError:
+                fields_in = ["?"]
+            wrong = [f for f in fields_in if f not in PLACEHOLDERS]
+            if wrong:
+                _fail(f"{prefix}{key}", f"has {{{wrong[0]}}} in {path!r}; allowed placeholders: {{model}}, "
+                                        "{precision}")  # fmt: skip
+            files[key] = path
+    return DefenseSpec(table["name"], place, dict(params), **files)
 
 
 def load_config(path: Path) -> Campaign:
@@ -331,27 +383,67 @@ def precisions_for(c: Campaign, model: str) -> list[str]:
 
 
 def check(c: Campaign) -> None:
-    """Refuse, before anything runs, an attack or a defense that cannot run as configured (a campaign made in
-    code has not been through the parser)."""
+    """Refuse, before anything runs, an attack or a defense that cannot run as configured, or a file the campaign
+    names that is not there (a campaign made in code has not been through the parser)."""
     attacks.check_names([a.name for a in c.attacks])
-    users = [m for m in c.models if zoo.is_file(m)]
+    users = [m for m in c.models if zoo.is_file(m) and not zoo.is_float_file(m)]  # .tflite: no training data
     for spec in c.defenses:
         configured = spec.configured()  # refuses an unknown name, preset or parameter
         training = configured.defense.kind == "training"
-        if users and (training or spec.name == "pixeldefend"):
+        if spec.given and not training:
+            raise UserError(f"defense {spec.name} trains no model, so it takes no model or float_model; leave them "
+                            "out")  # fmt: skip
+        if users and spec.model is None and spec.float_model is not None:
+            raise UserError(f"defense {spec.name}'s float_model is quantized on the model's training data, which "
+                            f"{users[0]} does not come with; give its .tflite too, with model")  # fmt: skip
+        if users and (training and not spec.given or spec.name == "pixeldefend"):
             raise UserError(f"defense {spec.name} learns from the model's training data, which {users[0]} does not "
                             "come with; use a built-in model")  # fmt: skip
+        if configured.defense.kind == "smoothing" and spec.where != "device":
+            raise UserError(f'defense {spec.name} votes over noisy copies in the firmware, so it runs on the device '
+                            'only; give it where = "device"')  # fmt: skip
         if spec.where != "device":
             continue
         if training:
             raise UserError(f'defense {spec.name} trains a new model, so it has no place on the device; remove '
                             'where = "device"')  # fmt: skip
         configured.device_stages()  # refuses a defense the firmware cannot run
+        if configured.smoothing() is not None:  # refuses bad parameters; the noise is added to int8 and int16 inputs
+            continue
         if any("int16x8" in precisions_for(c, m) for m in c.models):
             raise UserError(f"defense {spec.name} runs on the device's int8 input, so it cannot go with int16x8; "
                             'run it in a campaign with precisions = ["int8"]')  # fmt: skip
     if c.split is not None and not load_board(c.board).emulated:
         raise UserError(f"a campaign's split section runs on an emulated board for now; {c.board} is a real one")
+    _check_files(c)
+
+
+def _check_files(c: Campaign) -> None:
+    """Refuse a file the campaign names that is not there (a model, its float model or data, a defense's given
+    trained model), before the first model's hours of runs rather than at the second's."""
+    from tinyrobust.model.datasets import WHAT_TO_PASS
+
+    for m in c.models:
+        if zoo.is_file(m) and not Path(m).is_file():
+            raise UserError(f"model file {m} does not exist; put the model there or correct its path in models")
+        float_model, data = c.float_model_for(m), c.data_for(m)
+        if float_model is not None and not Path(float_model).is_file():
+            raise UserError(f"float model {float_model} does not exist; put the .keras or .h5 file there or correct "
+                            "its path in float_model")  # fmt: skip
+        if data is not None and not Path(data).exists():
+            raise UserError(f"data set {data} does not exist; put {WHAT_TO_PASS} there and pass its path")
+        for spec in c.defenses:
+            for precision in precisions_for(c, m) if spec.given else []:
+                tflite, keras_model = spec.files(zoo.model_name(m), precision)
+                for key, path in (("model", tflite), ("float_model", keras_model)):
+                    if path is not None and not path.is_file():
+                        raise UserError(f"{path} does not exist (defense {spec.name}'s {key} for "
+                                        f"{zoo.model_name(m)} {precision}); put the trained model there, or leave out "
+                                        "model and float_model to train the defense here")  # fmt: skip
+                if tflite is not None and precision_of(tflite.read_bytes()) != precision:
+                    raise UserError(f"{tflite} is {precision_of(tflite.read_bytes())}, not {precision} (defense "
+                                    f"{spec.name}'s model for {zoo.model_name(m)}); give {{precision}} in its path, "
+                                    "or the file of that precision")  # fmt: skip
 
 
 # ---- the inverse: a recorded campaign as the config file that runs it again ----------------------------

@@ -1,18 +1,21 @@
 """Defenses: input pre-processing (host side with adversarial-robustness-toolbox, and on the device for the cheap
 ones) and training that makes a new float model, to be quantized and deployed like any other.
 
-DEFENSES maps a name to a Defense: its kind ("input" or "training"), its parameters with their defaults and
-named presets, and a factory. make(name, preset, **params) gives a Configured defense: .apply(x) for an input
-defense (float inputs in the model's input domain), .train(keras_model, x, y) for a training one (cached), and
-.device_stages() for the input defenses the device can run before the network (see compile_model's
-preprocess; each stage, with the numpy reference its C kernel equals, is defined in compile/stages.py).
+DEFENSES maps a name to a Defense: its kind ("input", "training" or "smoothing"), its parameters with their
+defaults and named presets, and a factory. make(name, preset, **params) gives a Configured defense: .apply(x) for
+an input defense (float inputs in the model's input domain), .train(keras_model, x, y) for a training one
+(cached), .device_stages() for the input defenses the device can run before the network (see compile_model's
+preprocess; each stage, with the numpy reference its C kernel equals, is defined in compile/stages.py), and
+.smoothing() for randomized smoothing, which only the device runs: its firmware votes over noisy copies of each
+input (compile/smoothing.py).
 PixelDefend needs a PixelCNN: pixel_cnn(x_train) trains a small one in Keras (ART ships none, and its examples
 need PyTorch, which is not installed here).
 
 Presets: the values of each defense's original paper for an MNIST-like and a CIFAR-like input
 (feature squeezing: Xu et al. 2018; PGD training: Madry et al. 2018; distillation: Papernot et al. 2016;
-ensemble adversarial training: Tramer et al. 2018; TRADES: Zhang et al. 2019), and "digits": a small budget
-that trains digits-cnn here in well under a minute.
+ensemble adversarial training: Tramer et al. 2018; TRADES: Zhang et al. 2019; randomized smoothing: Cohen et al.
+2019; Sinkhorn adversarial training: Wong et al. 2019), and "digits": a small budget that trains (or, smoothing,
+votes on) digits-cnn here in well under a minute.
 """
 
 from __future__ import annotations
@@ -34,13 +37,20 @@ from tinyrobust.errors import UserError
 @dataclass(frozen=True)
 class Defense:
     name: str
-    kind: str  # "input": pre-processing of inputs; "training": a new float model
+    kind: str  # "input": pre-processing of inputs; "training": a new float model; "smoothing": votes on the device
     summary: str
     defaults: dict
     presets: dict[str, dict]
     factory: Callable  # (**params) -> x -> x (input), or (keras_model, x, y, seed, **params) -> model (training)
     device: tuple[str, ...] = ()  # the device stages (compile/stages.py) that run it, in order
     meanings: dict = field(default_factory=dict)  # what each parameter means, for `tinyrobust defenses`
+
+    @property
+    def places(self) -> tuple[str, ...]:
+        """Where a campaign can run it (its [[defenses]] where): a training defense's model runs anywhere."""
+        if self.kind == "smoothing":
+            return ("device",)
+        return ("host", "device") if self.device else ("host",)
 
 
 DEFENSES: dict[str, Defense] = {}
@@ -85,16 +95,25 @@ class Configured:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Pre-process float inputs (N, ...) in the model's input domain."""
+        if self.defense.kind == "smoothing":
+            raise UserError(f"{self.name} votes over noisy copies on the device, not on the host: give it where = "
+                            '"device"')  # fmt: skip
         if self.defense.kind != "input":
             raise UserError(f"{self.name} is a training defense: call train(keras_model, x, y), not apply")
         return np.asarray(self.defense.factory(**self.params)(np.asarray(x, np.float32)), np.float32)
 
     def device_stages(self) -> list[dict]:
-        """The stages for compile_model(tflite, preprocess=...); an error for a defense the device cannot run."""
-        if not self.defense.device:
-            runnable = ", ".join(n for n, d in DEFENSES.items() if d.device)
+        """The stages for compile_model(tflite, preprocess=...) (none for smoothing); an error for a defense the
+        device cannot run."""
+        if "device" not in self.defense.places:
+            runnable = ", ".join(n for n, d in DEFENSES.items() if "device" in d.places)
             raise UserError(f"{self.name} does not run on the device; these do: {runnable}")
         return stages.from_defense(self.defense.device, self.params)
+
+    def smoothing(self):
+        """compile_model's smoothing (compile.smoothing.Smoothing, its parameters checked) for randomized smoothing;
+        None for the other defenses."""
+        return self.defense.factory(**self.params) if self.defense.kind == "smoothing" else None
 
     def train(self, keras_model, x: np.ndarray, y: np.ndarray, seed: int = 0, cache: bool = True):
         """A new float Keras model trained with this defense from keras_model (which is left unchanged), cached
@@ -265,6 +284,28 @@ def pixel_cnn(x_train: np.ndarray, epochs: int = 15, filters: int = 32, seed: in
         path.parent.mkdir(parents=True, exist_ok=True)
         model.save_weights(path)
     return TensorFlowV2Classifier(model, nb_classes=int(np.prod(shape)) * 256, input_shape=shape, clip_values=(0, 1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Randomized smoothing: the device runs the network on n noisy copies of each input and answers with the votes.
+
+
+@defense(
+    "randomized-smoothing", "smoothing", "randomized smoothing (Cohen et al. 2019): the device runs the network on n "
+    "copies of each input with Gaussian noise and answers with their votes; the host certifies an L2 radius "
+    "sigma * Phi^-1(pA), pA the Clopper-Pearson lower bound of the top class's share, and abstains when pA <= 0.5",
+    {"sigma": 0.25, "n": 32, "alpha": 0.001, "seed": 0},
+    # Cohen et al.'s CIFAR-10 sigma and alpha, with as many copies as 16-bit votes count (the paper took 100,000)
+    {"cohen2019": {"sigma": 0.25, "n": 65535, "alpha": 0.001}, "digits": {"sigma": 0.25, "n": 32, "alpha": 0.001}},
+    meanings={"sigma": "the noise's standard deviation, in the model's float input units",
+              "n": "noisy copies per input, 1 to 65535 (the votes are 16-bit counts)",
+              "alpha": "the certificate fails with probability at most alpha",
+              "seed": "the device's noise generator starts from it at every input"},
+)  # fmt: skip
+def randomized_smoothing(sigma: float, n: int, alpha: float, seed: int):
+    from tinyrobust.compile.smoothing import Smoothing
+
+    return Smoothing(sigma, n, seed, alpha)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -467,6 +508,48 @@ def trades(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, ep
             batch = order[start : start + batch_size]
             noise = (0.001 * rng.standard_normal(x[batch].shape)).astype(np.float32)
             step(tf.constant(x[batch]), tf.constant(y[batch]), tf.constant(noise))
+    return trained
+
+
+@defense(
+    "sinkhorn-training", "training", "Sinkhorn adversarial training: adversarial training on Wasserstein examples, "
+    "each made by steps projected on a Wasserstein ball with Sinkhorn iterations (Wong et al. 2019; ART Wasserstein); "
+    "inputs must be non-negative (the projection treats them as mass)",
+    {**TRAINING_DEFAULTS, "eps": 0.1, "eps_step": 0.1, "max_iter": 10, "eps_iter": 1, "eps_factor": 1.4,
+     "regularization": 1000.0, "p": 1, "kernel_size": 5, "norm": "inf", "sinkhorn_max_iter": 50},
+    # Wong et al.'s training scripts (their Sinkhorn iterations: 400 for MNIST, 10 for CIFAR-10)
+    {"wong2019-mnist": {"eps": 0.1, "eps_step": 0.1, "max_iter": 10, "eps_iter": 1, "eps_factor": 1.4,
+                        "regularization": 1000.0, "p": 1, "kernel_size": 5, "sinkhorn_max_iter": 400},
+     "wong2019-cifar": {"eps": 0.1, "eps_step": 0.1, "max_iter": 10, "eps_iter": 1, "eps_factor": 1.5,
+                        "regularization": 3000.0, "p": 1, "kernel_size": 5, "sinkhorn_max_iter": 10},
+     "digits": {"max_iter": 3, "sinkhorn_max_iter": 10, "epochs": 3, "batch_size": 128}},
+    meanings={"eps": "Wasserstein radius the examples start from (pixels moved, to the power p, per unit of mass)",
+              "eps_step": "step size of each iteration, before the projection", "max_iter": "steps per example",
+              "eps_iter": "steps after which the radius of the examples still classified right grows",
+              "eps_factor": "factor by which that radius grows",
+              "regularization": "entropy regularization of the Sinkhorn iterations (larger: closer to the exact "
+                                "Wasserstein distance)",
+              "p": "the p of the p-Wasserstein distance", "kernel_size": "side of the window mass moves within, in "
+              "pixels", "norm": "norm of each step: inf (Wong et al.'s training), 2, 1 or wasserstein",
+              "sinkhorn_max_iter": "Sinkhorn iterations of each projection (and of a Wasserstein step)"},
+)  # fmt: skip
+def sinkhorn_training(model, x, y, seed, epochs, batch_size, learning_rate, clip_values, eps, eps_step, max_iter,
+                      eps_iter, eps_factor, regularization, p, kernel_size, norm, sinkhorn_max_iter):  # fmt: skip
+    from art.attacks.evasion import Wasserstein
+    from art.defences.trainer import AdversarialTrainer
+
+    _seed(seed)
+    trained = _copy(model)
+    classifier = _art_classifier(trained, clip_values, learning_rate)
+    # Adversarial examples only, as Wong et al. train; the attack's batch is the training batch (ART's default is 1).
+    attack = Wasserstein(
+        classifier, regularization=regularization, p=p, kernel_size=kernel_size, eps_step=eps_step, norm=str(norm),
+        ball="wasserstein", eps=eps, eps_iter=eps_iter, eps_factor=eps_factor, max_iter=max_iter,
+        conjugate_sinkhorn_max_iter=sinkhorn_max_iter, projected_sinkhorn_max_iter=sinkhorn_max_iter,
+        batch_size=batch_size, verbose=False,
+    )  # fmt: skip
+    AdversarialTrainer(classifier, attack, ratio=1.0).fit(x.astype(np.float32), y, nb_epochs=epochs,
+                                                         batch_size=batch_size)  # fmt: skip
     return trained
 
 

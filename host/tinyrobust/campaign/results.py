@@ -9,14 +9,16 @@ import platform
 from pathlib import Path
 from typing import TypedDict
 
+import numpy as np
+
 from tinyrobust import __version__
-from tinyrobust.campaign import attacks, metrics
-from tinyrobust.campaign.adversarial import probe_key
+from tinyrobust.campaign import attacks, cards, metrics
+from tinyrobust.campaign.adversarial import input_domain, probe_key
 from tinyrobust.campaign.builds import Build, Condition
 from tinyrobust.campaign.config import Campaign
 from tinyrobust.campaign.store import Store
 from tinyrobust.device.boards import Board
-from tinyrobust.device.counter import latency
+from tinyrobust.device.counter import count_unit, latency
 from tinyrobust.device.pool import LinkStats
 
 
@@ -37,6 +39,7 @@ class Run(TypedDict, total=False):
     queries: int | None  # on-device runs: the device queries the attack made
     gradient_probe: dict | None  # on-device runs
     boundary: dict | None  # minimal-perturbation attacks
+    smoothing: dict | None  # a smoothing build's certificates and cost (Results._smoothing)
 
 
 def versions() -> dict:
@@ -65,24 +68,49 @@ class Results:
 
     def _boundary(self, build: Build, cid: int, outputs: dict, clean: dict | None) -> dict | None:
         """metrics.boundary_distance of a minimal-perturbation attack's condition, computed once per condition
-        (results are assembled after each one); None without its clean condition, or when stages on the device
-        pre-process the inputs (the stored inputs are then not what the network reads)."""
-        if clean is None or len(clean["labels"]) != len(outputs["labels"]) or build.compiled.preprocess:
+        (results are assembled after each one); None without its clean condition, or when stages or noise on the
+        device change the inputs (the stored inputs are then not what the network reads)."""
+        compiled = build.compiled
+        if clean is None or len(clean["labels"]) != len(outputs["labels"]) or compiled.preprocess or compiled.smoothing:
             return None
         if cid not in self.boundaries:
             self.boundaries[cid] = metrics.boundary_distance(clean["input"], outputs["input"], build.compiled.input,
                                                              build.model.tflite, build.model.keras)  # fmt: skip
         return self.boundaries[cid]
 
+    def _smoothing(self, build: Build, condition: Condition, cid: int, outputs: dict) -> dict:
+        """metrics.smoothing_metrics of a smoothing build's condition on the device's votes, with its cost: the
+        device's median count per input (all n copies, in the counter's unit), per copy, and against the undefended
+        build's on its clean inputs of the same seed."""
+        s = build.compiled.smoothing
+        largest = float(metrics.certify(np.array([[s.n]]), s.sigma, s.alpha)[2][0])  # every copy voting one class
+        if np.isnan(largest):
+            self.notes.append(f"{build.name} {build.precision} randomized-smoothing: {s.n} copies certify nothing "
+                              f"at alpha {s.alpha:g} (alpha^(1/n) <= 0.5), so every sample abstains")  # fmt: skip
+        result = {"sigma": s.sigma, "n": s.n, "alpha": s.alpha,
+                  "radius_largest": None if np.isnan(largest) else largest}  # fmt: skip
+        result.update(metrics.smoothing_metrics(outputs["device"], outputs["labels"], s.sigma, s.alpha))
+        unit, per_tick, _ = count_unit(self.board, build.counter)
+        per_input = float(np.median(self.store.ticks([cid]))) * per_tick
+        plain = [c for b, k, c in self.conditions if (b.name, b.precision, b.defense, k.attack, k.defense, k.seed)
+                 == (build.name, build.precision, None, "none", None, condition.seed)]  # fmt: skip
+        plain_ticks = self.store.ticks(plain)
+        undefended = float(np.median(plain_ticks)) * per_tick if plain_ticks else None
+        result["cost"] = {"unit": unit, "per_input": per_input, "per_copy": per_input / s.n,
+                          "undefended_per_input": undefended,
+                          "ratio": None if not undefended else per_input / undefended}  # fmt: skip
+        return result
+
     def _runs(self) -> tuple[list[Run], list[dict]]:
         """Every condition measured in full, and the adversarial examples the report shows."""
         store = self.store
         runs, examples = [], []
         clean: dict = {}
+        self.worst = cards.WorstCase()
         for build, condition, cid in self.conditions:
             if store.pending(cid) or not store.has_samples(cid):
                 continue
-            outputs = store.outputs(cid, build.compiled.output.dtype, build.compiled.input.dtype)
+            outputs = store.outputs(cid, build.compiled.device_output.dtype, build.compiled.input.dtype)
             defense = None if condition.defense is None else condition.defense.key()
             clean_key = (build.name, build.precision, condition.seed, json.dumps(defense, sort_keys=True))
             if condition.attack == "none":
@@ -91,9 +119,12 @@ class Results:
                       mode=condition.mode, defense=defense, seed=condition.seed, params=condition.params,
                       samples=len(outputs["labels"]))  # fmt: skip
             row.update(metrics.condition_metrics(outputs, clean.get(clean_key), build.compiled, condition.mode))
+            self.worst.add(row, outputs)
             if condition.mode == "on-device":
                 row["queries"] = store.queries(cid)
                 row["gradient_probe"] = store.get_meta(probe_key(build, condition))
+            if build.compiled.smoothing is not None:
+                row["smoothing"] = self._smoothing(build, condition, cid, outputs)
             if condition.attack != "none" and attacks.ATTACKS[condition.attack].eps == "bound":
                 row["boundary"] = self._boundary(build, cid, outputs, clean.get(clean_key))
             if condition.attack != "none" and condition.seed == self.campaign.seeds[0] and clean_key in clean:
@@ -103,6 +134,18 @@ class Results:
                     examples[-1].update(shown)
             runs.append(row)
         return runs, examples
+
+    def _card_inputs(self) -> dict[tuple, cards.CardInput]:
+        """Each card's input tensor and the range its attacks keep inputs in, from the build its conditions ran on."""
+        found = {}
+        for build, condition, _ in self.conditions:
+            defense = None if condition.defense is None else condition.defense.key()
+            card = cards.key(build.name, build.precision, defense)
+            if card not in found:
+                tensor, (lo, hi) = build.compiled.input, input_domain(build)
+                scale, zero = float(tensor.scale[0]), int(tensor.zero_point[0])
+                found[card] = cards.CardInput(dtype=tensor.type_name, scale=scale, zero_point=zero, range=[lo, hi])
+        return found
 
     def assemble(self, link: LinkStats, wall_seconds: float) -> dict:
         runs, examples = self._runs()
@@ -134,6 +177,8 @@ class Results:
             "latency": None if first is None else builds[0]["latency"],
             "builds": builds,
             "runs": runs,
+            "cards": cards.cards(runs, self.worst, self._card_inputs(), self.campaign.attacks,
+                                 versions()["adversarial-robustness-toolbox"]),
             "examples": examples,
             "link": vars(link).copy(),
             "settings": self.settings or self.campaign.recorded(),

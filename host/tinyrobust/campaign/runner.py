@@ -9,7 +9,9 @@ conditions stored as it completes."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,8 @@ class Runner:
         connect=None,
         settings: dict | None = None,
         stack: int | None = None,
+        ray: str | None = None,
+        devices_per_node: int = 1,
     ):
         self.campaign, self.out, self.jobs = campaign, Path(out), jobs
         self.channel_choice, self.port, self.flash_with = channel, port, flash_with
@@ -50,6 +54,9 @@ class Runner:
         self.link = LinkStats()
         self.pool: Pool | None = None
         self.started_targets = 0
+        self.calls: Counter = Counter()  # the devices' answers, by kind (inferences measured, attack queries)
+        self.ray, self.devices_per_node = ray, devices_per_node  # a Ray cluster's address, "local" or "auto"
+        self.cluster = None
         self.adversary = Adversary()
 
     def run(self, progress: bool = True) -> dict:
@@ -60,6 +67,9 @@ class Runner:
             raise UserError(f"--jobs must be at least 1, not {self.jobs}")
         if self.jobs > 1 and self.port is not None:
             raise UserError("--port reaches one device, so it runs with --jobs 1")
+        if self.ray is not None and (self.port is not None or self.jobs > 1):
+            raise UserError("--ray places devices on the cluster's nodes (--devices-per-node), so it runs without "
+                            "--port and --jobs")  # fmt: skip
         check(c)
         if c.split is not None and self.port is not None:
             raise UserError("--port reaches one device, while a campaign's split section starts its own emulators; "
@@ -72,7 +82,12 @@ class Runner:
         self.results = Results(self.store, c, self.board, self.settings, self.jobs)
         try:
             self._claim_store()
-            results = self._run(progress) if c.models else self.assemble()
+            if self.ray is not None and c.models:
+                from tinyrobust.campaign.cluster import Cluster
+
+                self.cluster = self.adversary.cluster = Cluster(self.ray, self.devices_per_node)
+            with self.cluster or contextlib.nullcontext():
+                results = self._run(progress) if c.models else self.assemble()
             if splits:
                 results["split"] = {run.settings.entropy_model: run.run(self.store, progress) for run in splits}
             return results
@@ -112,7 +127,7 @@ class Runner:
                                 initial=len(self.store.ticks()))  # fmt: skip
         try:
             for name, precision in units:
-                base = zoo.load(name, precision, c.float_model, c.data)
+                base = zoo.load(name, precision, c.float_model_for(name), c.data_for(name))
                 for a in c.attacks:
                     attacks.check_input(a.name, base.x_test.shape[1:], base.name)
                 self.adversary.forget_attacks()
@@ -150,22 +165,33 @@ class Runner:
             )
         jobs = min(self.jobs, c.samples)
         elf, model_hash = build.firmware.elf, build.compiled.model_hash
-        self.pool = Pool([Worker(self.connect(self.board, elf), model_hash) for _ in range(jobs)])
+        if self.cluster is not None:
+            self.pool = self.cluster.pool(self.board, elf, self.channel, model_hash, self.flash_with)
+        else:
+            self.pool = Pool([Worker(self.connect(self.board, elf), model_hash) for _ in range(jobs)])
         try:
-            for w in self.pool.workers:  # connect and check the model before the attacks are made
-                w.recovering(lambda: None)
-            build.counter = self.pool.workers[0].counter or build.counter
+            # connect and check the model before the attacks are made
+            build.counter = self.pool.connect() or build.counter
             for seed in c.seeds:
                 chosen = np.sort(np.random.default_rng(seed).permutation(len(build.model.x_test))[: c.samples])
                 x, y = build.model.x_test[chosen], build.model.y_test[chosen]
-                for condition in (k for k in builds.conditions(build, c) if k.seed == seed):
+                todo = [(k, store.condition(**k.key(build))) for k in builds.conditions(build, c) if k.seed == seed]
+                prepared = {}
+                if self.cluster is not None:  # every attack, then every input's references, made on the cluster
+                    for condition, cid in todo:
+                        if not store.has_samples(cid):
+                            self.adversary.submit(build, condition, x, y)
+                    for condition, cid in todo:
+                        if not store.has_samples(cid):
+                            prepared[cid] = self._prepare(build, cid, condition, x, y)
+                for condition, cid in todo:
                     defended = f" {condition.defense.name}" if condition.defense else ""
                     self.bar.set_description(f"{build.name}{defended} {condition.attack} eps={condition.eps:g}")
-                    cid = store.condition(**condition.key(build))
                     build.conditions.append(cid)
                     self.results.conditions.append((build, condition, cid))
                     if not store.has_samples(cid):
-                        self._add_samples(build, cid, condition, x, y)
+                        self._add_samples(build, cid, prepared.pop(cid, None) or self._prepare(build, cid, condition,
+                                                                                               x, y))  # fmt: skip
                     pending = store.pending(cid)
 
                     def measured(sample, answer, cid=cid):
@@ -173,21 +199,24 @@ class Runner:
                         self.bar.update()
 
                     self.pool.run(pending, measured)
+                    store.commit()
                     if condition.mode == "on-device" and store.get_meta(probe_key(build, condition)) is None:
                         probe = self.adversary.probe_gradients(self.pool, build, condition, x)
                         store.set_meta(probe_key(build, condition), probe)
                     if pending:  # a resumed run saves only what it measured anew
                         self.save(report=False)
         finally:
-            for w in self.pool.workers:
-                self.link += w.link
-                w.link = LinkStats()
+            self.link += self.pool.take_link()
+            self.calls += self.pool.calls
             self.pool.close()
             self.pool = None
 
-    def _add_samples(self, build: Build, cid: int, condition: Condition, x, y) -> None:
-        """Make the condition's inputs and the host references for them, stored before the device runs. The
-        references read what the network reads: the inputs after the device's own pre-processing stages."""
+    def _prepare(self, build: Build, cid: int, condition: Condition, x, y) -> tuple:
+        """Make the condition's inputs and start their host references: (labels, inputs sent, references), the
+        references being TFLite's, TFLM's and the float model's outputs, or on a cluster the task making them.
+        The references read what the network reads: the inputs after the device's own pre-processing stages, and in
+        a smoothing build the noisy copies the device makes."""
+        from tinyrobust.compile.smoothing import noisy_copies
         from tinyrobust.compile.stages import apply_stages_q
 
         model, tensor = build.model, build.compiled.input
@@ -201,15 +230,27 @@ class Runner:
             )
         sent = self.adversary.defense(condition.defense, model)(x_adv)
         xq = reference.quantize_inputs(sent, tensor)
-        seen = apply_stages_q(xq, build.compiled.preprocess)
-        floats = None
-        if model.keras is not None:
-            floats = reference.float_outputs(model.keras, reference.dequantize(seen, tensor))
+        smoothing = build.compiled.smoothing
+        copies = xq if smoothing is None else noisy_copies(xq, smoothing, tensor)
+        seen = apply_stages_q(copies, build.compiled.preprocess)
         # A model with float input runs whole in the references, on the float inputs the host quantized for the
         # device, so that its own QUANTIZE is checked against the host's (after device stages, on what they read).
-        x_float = None if build.compiled.preprocess else sent
-        tflite = reference.tflite_outputs(model.tflite, seen, x=x_float)
-        tflm = reference.tflm_outputs(model.tflite, seen, x_float)
+        x_float = None if build.compiled.preprocess or smoothing else sent
+        if self.cluster is not None:
+            return y, xq, self.cluster.references(model.keras, model.tflite, seen, tensor, x_float)
+        return y, xq, reference.every_engine(model.keras, model.tflite, seen, tensor, x_float)
+
+    def _add_samples(self, build: Build, cid: int, prepared: tuple) -> None:
+        """Store a condition's inputs with their references, before the device runs; a smoothing build's references
+        are the votes of its copies' outputs, which is what the device answers."""
+        from tinyrobust.compile.smoothing import votes
+
+        y, xq, references = prepared
+        tflite, tflm, floats = references if isinstance(references, tuple) else self.cluster.result(references)
+        smoothing = build.compiled.smoothing
+        if smoothing is not None:
+            tflite, tflm = votes(tflite, smoothing.n), votes(tflm, smoothing.n)
+            floats = None if floats is None else votes(floats, smoothing.n)
         self.store.add_samples(cid, y, xq, tflite, tflm, floats)
 
     def _start_target(self, board: Board, elf: Path):
@@ -226,14 +267,21 @@ class Runner:
 
     def assemble(self) -> dict:
         """The results so far, with the link statistics of the devices still running."""
+        calls = Counter(self.calls)
+        if self.pool is not None:
+            self.link += self.pool.take_link()
+            calls += self.pool.calls
         link = LinkStats()
         link += self.link
-        for w in self.pool.workers if self.pool is not None else []:
-            link += w.link
-        return self.results.assemble(link, time.monotonic() - self.started)
+        results = self.results.assemble(link, time.monotonic() - self.started)
+        results["device_calls"] = {kind: calls[kind] for kind in ("inferences", "queries")}
+        if self.cluster is not None:
+            results["cluster"] = self.cluster.summary()
+        return results
 
     def save(self, report: bool = True) -> None:
         """results.json and the CSV tables, after every condition; report.html when the run ends or stops."""
+        self.store.commit()
         save_results(self.assemble(), self.out, report)
 
 

@@ -47,6 +47,17 @@ def small_multiplier(real: float) -> tuple[int, int]:
     return quantize_multiplier(real)
 
 
+def requantize(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+    """TFLM's MultiplyByQuantizedMultiplier of int32 values whose x * 2^max(shift, 0) stays in int32 (tr_requantize
+    in tr_support.h): the rounded high half of 2 * x * multiplier, then a shift right rounding half away from zero."""
+    product = (np.asarray(x, dtype=np.int64) << max(shift, 0)) * multiplier
+    nudged = product + np.where(product >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(nudged >= 0, nudged // (1 << 31), -(-nudged // (1 << 31)))
+    right = max(-shift, 0)
+    mask = (1 << right) - 1
+    return (high >> right) + ((high & mask) > (mask >> 1) + (high < 0))
+
+
 def int16_multiplier(m: int) -> int:
     """TFLM's DownScaleInt32ToInt16Multiplier."""
     return 32767 if m >= (1 << 31) - 1 - (1 << 15) else (m + (1 << 15)) >> 16

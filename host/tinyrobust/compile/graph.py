@@ -10,9 +10,10 @@ import numpy as np
 
 from tinyrobust.errors import UserError
 
-# Tensor types of the TFLite schema that the runtime can meet.
-DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
-TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
+# Tensor types of the TFLite schema that the runtime can meet (uint16 also counts a smoothing build's votes).
+DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8, 16: np.uint16}
+TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8",
+              16: "uint16"}  # fmt: skip
 # Padding of the schema (Padding).
 SAME, VALID = 0, 1
 CONVOLUTIONS = {"CONV_2D", "DEPTHWISE_CONV_2D"}

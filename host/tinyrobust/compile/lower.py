@@ -26,12 +26,13 @@ from tinyrobust.compile.arithmetic import (
     one_over_one_plus,
     out_size_and_padding,
     quantize_multiplier,
+    requantize,
     round_half_away,
     sigmoid_table_u16,
     small_multiplier,
 )
 from tinyrobust.compile.graph import Graph, Op, Tensor
-from tinyrobust.compile.render import C_TYPES, QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, Constant, c_list
+from tinyrobust.compile.render import C_TYPES, QUANT_PARAMS_PREFIX, WEIGHTS_PREFIX, Constant, c_list, c_struct
 
 INT8_MIN = -128
 # The kernel-name suffix of each activation type (CMSIS-NN's naming: tr_conv_s8 for int8 activations,
@@ -383,9 +384,10 @@ def _broadcast(graph: Graph, op: Op) -> dict[str, object]:
 ADD_LEFT_SHIFTS = {"int8": 20, "int16": 15}
 
 
-def lower_add(graph: Graph, op: Op, name: str) -> Kernel:
-    """TFLM's CalculateOpDataAdd: both inputs to twice the larger scale with some bits of headroom."""
-    a, b, out = _tensor(graph, op, 0), _tensor(graph, op, 1), _tensor(graph, op, output=True)
+def add_quant(graph: Graph, op: Op, first: int = 0) -> dict[str, object]:
+    """TFLM's CalculateOpDataAdd: both inputs to twice the larger scale with some bits of headroom. The fields of
+    tr_add_quant, with the op's input `first` as in1 (the other as in2)."""
+    a, b, out = _tensor(graph, op, first), _tensor(graph, op, 1 - first), _tensor(graph, op, output=True)
     activations = graph.tensors[op.inputs[0]].type_name
     _require_type(graph, activations, a.index, b.index, out.index)
     if activations not in ADD_LEFT_SHIFTS:
@@ -396,12 +398,69 @@ def lower_add(graph: Graph, op: Op, name: str) -> Kernel:
     m2, s2 = small_multiplier(_scale(b) / twice_max)
     mo, so = small_multiplier(twice_max / ((1 << left_shift) * _scale(out)))
     lo, hi = activation_range(op.options.fusedActivationFunction, out)
-    fields = {
-        **_broadcast(graph, op), "in1_offset": -_zp(a), "in2_offset": -_zp(b), "out_offset": _zp(out),
+    return {
+        "in1_offset": -_zp(a), "in2_offset": -_zp(b), "out_offset": _zp(out),
         "left_shift": left_shift, "in1_multiplier": m1, "in1_shift": s1, "in2_multiplier": m2, "in2_shift": s2,
         "out_multiplier": mo, "out_shift": so, "act_min": lo, "act_max": hi,
     }  # fmt: skip
-    return Kernel(f"tr_add_{SUFFIXES[activations]}", "tr_add_params", fields, inputs=op.inputs[:2])
+
+
+def lower_add(graph: Graph, op: Op, name: str) -> Kernel:
+    quant = add_quant(graph, op)
+    fields = {**_broadcast(graph, op), "quant": c_struct(quant)}
+    activations = SUFFIXES[graph.tensors[op.inputs[0]].type_name]
+    return Kernel(f"tr_add_{activations}", "tr_add_params", fields, inputs=op.inputs[:2])
+
+
+def _residual(quant: dict[str, int], name: str) -> tuple[dict[str, object], list[Constant]]:
+    """tr_residual's fields and its two tables: each input's share of TFLM's sum for each of its 256 values."""
+    values = np.arange(-128, 128, dtype=np.int64)
+    shares = []
+    for i in (1, 2):
+        x = (values + quant[f"in{i}_offset"]) << quant["left_shift"]
+        shares.append(Constant(f"{QUANT_PARAMS_PREFIX}{name}_in{i}_shares", "int32_t",
+                               requantize(x, quant[f"in{i}_multiplier"], quant[f"in{i}_shift"])))  # fmt: skip
+    fields = {
+        "in1_shares": shares[0].name, "in2_shares": shares[1].name,
+        **{k: quant[k] for k in ("out_multiplier", "out_shift", "out_offset", "act_min", "act_max")},
+    }  # fmt: skip
+    return fields, shares
+
+
+# TR_RESIDUAL_CHANNELS in tr_kernels.h: the most output channels tr_conv_add_s8 takes.
+RESIDUAL_CHANNELS = 256
+
+
+def fuse_residual_adds(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> list[tuple[Op, Kernel]]:
+    """An int8 ADD of two tensors of its output's shape, one of them written by a tr_conv_s8 step for this ADD
+    alone, after the other (the skip) was written: the convolution's step runs the ADD on each value it writes
+    (tr_conv_add_s8), as TFLM's ADD would on the convolution's int8 output, and the ADD's step goes. The planner
+    may then write the sum over the skip (planner.in_place_inputs)."""
+    steps = {op.outputs[0]: i for i, (op, _) in enumerate(lowered)}
+    fused: dict[int, tuple[Op, Kernel]] = {}
+    removed: set[int] = set()
+    for j, (add, kernel) in enumerate(lowered):
+        if kernel.function != "tr_add_s8" or len(add.inputs) != 2:
+            continue
+        shapes = {graph.tensors[t].shape for t in (*add.inputs, add.outputs[0])}
+        for first in (0, 1):
+            y, skip = add.inputs[first], add.inputs[1 - first]
+            i = steps.get(y)
+            if len(shapes) != 1 or i is None or i in fused or lowered[i][1].function != "tr_conv_s8":
+                continue
+            if graph.consumers.get(y) != [graph.ops.index(add)] or y in graph.outputs or steps.get(skip, -1) >= i:
+                continue
+            if graph.tensors[skip].is_constant or graph.tensors[y].shape[-1] > RESIDUAL_CHANNELS:
+                continue
+            conv, conv_kernel = lowered[i]
+            residual, constants = _residual(add_quant(graph, add, first), f"l{add.position}_add")
+            op = Op(conv.position, "CONV_2D+ADD", conv.inputs, add.outputs, conv.options, conv.version)
+            fields = {**conv_kernel.fields, "residual": f"&(const tr_residual){c_struct(residual)}"}
+            constants = conv_kernel.constants + constants
+            fused[i] = op, Kernel("tr_conv_add_s8", "tr_conv_params", fields, constants, [conv.inputs[0], skip])
+            removed.add(j)
+            break
+    return [fused.get(i, step) for i, step in enumerate(lowered) if i not in removed]
 
 
 def lower_mul(graph: Graph, op: Op, name: str) -> Kernel:

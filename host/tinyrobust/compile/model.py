@@ -26,9 +26,10 @@ from tinyrobust.compile.graph import (
     read_tflite,
     remove_dead_ops,
 )
-from tinyrobust.compile.lower import Kernel, lowering
-from tinyrobust.compile.planner import Buffer, plan_arena
+from tinyrobust.compile.lower import DEPTHWISE_PATCH, Kernel, fuse_residual_adds, lowering
+from tinyrobust.compile.planner import ALIGNMENT, Buffer, Tie, plan_arena
 from tinyrobust.compile.render import C_TYPES, Constant, operand_name
+from tinyrobust.compile.smoothing import Smoothing, votes_tensor
 from tinyrobust.errors import UserError
 
 # Ops that only reinterpret the shape: their output shares the input's bytes in the arena.
@@ -61,24 +62,35 @@ class CompiledModel:
     element_types: dict[int, str] = field(default_factory=dict)  # tensor index -> C type, for arena tensors
     preprocess: list[dict] = field(default_factory=list)  # device pre-processing stages before the network
     buffers: list[Buffer] = field(default_factory=list)  # the arena's buffers with their lifetimes, as planned
+    smoothing: Smoothing | None = None  # a smoothing build votes over noisy copies of each input (smoothing.py)
 
     @property
     def output(self) -> Tensor:
         return self.outputs[0]
 
+    @property
+    def device_output(self) -> Tensor:
+        """What the device answers an input with: the network's output, or a smoothing build's votes."""
+        return self.output if self.smoothing is None else votes_tensor(self.output, self.smoothing)
 
-def model_hash(tflite: bytes, preprocess: list[dict] | None = None) -> bytes:
-    """SHA-256 of the .tflite bytes, followed by the pre-processing stages when there are any, so that a device
-    whose stage differs from the host's cannot pass the handshake."""
+
+def model_hash(tflite: bytes, preprocess: list[dict] | None = None, smoothing: Smoothing | None = None) -> bytes:
+    """SHA-256 of the .tflite bytes, followed by the pre-processing stages and the smoothing when there are any, so
+    that a device whose stage or noise differs from the host's cannot pass the handshake."""
     digest = hashlib.sha256(tflite)
     if preprocess:
         digest.update(b"\0tinyrobust-preprocess\0" + json.dumps(device_stages.canonical(preprocess)).encode())
+    if smoothing is not None:
+        digest.update(smoothing.hash_bytes())
     return digest.digest()
 
 
-def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> CompiledModel:
+def compile_model(
+    tflite: bytes, preprocess: list[dict] | None = None, smoothing: Smoothing | None = None
+) -> CompiledModel:
     """Lower every op, or fail listing every op the runtime does not support. preprocess: device pre-processing
-    stages run on the quantized input before the network, e.g. [{"stage": "median", "k": 3}]. A model with float
+    stages run on the quantized input before the network, e.g. [{"stage": "median", "k": 3}]. smoothing: the
+    device runs the whole schedule on noisy copies of each input and answers with their votes. A model with float
     input and outputs compiles to the integer model between its QUANTIZE and DEQUANTIZEs (graph.fold_float_io):
     input and outputs are then those integer tensors, which the host quantizes and dequantizes."""
     preprocess = device_stages.canonical(preprocess or [])
@@ -122,9 +134,10 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
     if problems:
         raise UserError("the model uses operators the runtime does not support: " + "; ".join(problems))
 
+    lowered = fuse_residual_adds(graph, lowered)
     steps, constants = _schedule(graph, lowered)
     buffers = _buffers(graph, steps, alias_of, x.index, [y.index for y in ys])
-    arena_bytes, buffer_offsets = plan_arena(buffers)
+    arena_bytes, buffer_offsets = plan_arena(buffers, _in_place_ties(graph, steps, alias_of, buffers, x.index))
     offsets = {}
     for t in graph.tensors:
         owner = alias_of.get(t.index, t.index)
@@ -134,8 +147,9 @@ def compile_model(tflite: bytes, preprocess: list[dict] | None = None) -> Compil
     for op in graph.ops:
         counts[op.kind] = counts.get(op.kind, 0) + 1
     types = {t: C_TYPES.get(graph.tensors[t].type_name, "int8_t") for t in offsets}
-    digest = model_hash(tflite, preprocess)
-    return CompiledModel(steps, constants, arena_bytes, offsets, x, ys, digest, counts, types, preprocess, buffers)
+    digest = model_hash(tflite, preprocess, smoothing)
+    return CompiledModel(steps, constants, arena_bytes, offsets, x, ys, digest, counts, types, preprocess, buffers,
+                         smoothing)  # fmt: skip
 
 
 def _refuse_float_and_per_channel_activations(graph: Graph) -> None:
@@ -192,3 +206,46 @@ def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, 
     for y in ys:
         last[alias_of.get(y, y)] = len(steps)  # the outputs are read after the last step
     return [Buffer(t, graph.tensors[t].nbytes, first[t], last[t]) for t in first]
+
+
+def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
+    """How far into the step's output its input t may start, if the kernel reads each value of t before its place
+    in the output is written (see tr_kernels.h), or None. tr_conv_add_s8 reads each value of its skip just before
+    writing its place. tr_conv_s8's 1x1 stride-1 convolution gathers two pixels' inputs, then writes their outputs:
+    an input starting out_bytes - in_bytes or more into the output stays ahead of the writes. The depthwise kernel
+    copies each group of four channels of a map that fits one patch before writing the group's outputs in the
+    same places: four channels a group, so that the last group overlaps no other."""
+    f, out = step.fields, graph.tensors[step.output]
+    if step.function == "tr_conv_add_s8":
+        return 0 if t == step.inputs[1] else None
+    if t != step.inputs[0]:
+        return None
+    pointwise = (f.get("k_h"), f.get("k_w"), f.get("stride_h"), f.get("stride_w")) == (1, 1, 1, 1)
+    if step.function == "tr_conv_s8" and pointwise and (f["in_h"], f["in_w"]) == (f["out_h"], f["out_w"]):
+        return -(-max(0, out.nbytes - graph.tensors[t].nbytes) // ALIGNMENT) * ALIGNMENT
+    if step.function == "tr_depthwise_conv_s8_opt" and f["out_c"] % 4 == 0:
+        rows = (f["out_h"] - 1) * f["stride_h"] + (f["k_h"] - 1) * f["dilation_h"] + 1
+        columns = (f["out_w"] - 1) * f["stride_w"] + (f["k_w"] - 1) * f["dilation_w"] + 1
+        same = (f["in_h"], f["in_w"], f["in_c"]) == (f["out_h"], f["out_w"], f["out_c"])
+        if same and rows * columns <= DEPTHWISE_PATCH:
+            return 0
+    return None
+
+
+def _in_place_ties(
+    graph: Graph, steps: list[Step], alias_of: dict[int, int], buffers: list[Buffer], x: int
+) -> list[Tie]:
+    """The ties the planner may make: a step's output over an input the step reads for the last time, read by no
+    other operand of the step, where the kernel allows it (_in_place_shift). Never over the model's input, which
+    the host writes."""
+    last = {b.key: b.last for b in buffers}
+    ties = []
+    for i, step in enumerate(steps):
+        owners = [alias_of.get(t, t) for t in step.inputs]
+        for t, owner in zip(step.inputs, owners, strict=True):
+            if graph.tensors[t].is_constant or owner == alias_of.get(x, x) or owners.count(owner) != 1:
+                continue
+            shift = _in_place_shift(graph, step, t)
+            if shift is not None and last.get(owner) == i:
+                ties.append(Tie(step.output, owner, shift))
+    return ties

@@ -47,6 +47,11 @@ def c_list(values) -> str:
     return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
 
+def c_struct(fields: dict[str, object]) -> str:
+    """A C struct initializer with designated fields."""
+    return "{" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}"
+
+
 def c_array(values: np.ndarray, per_line: int = 24) -> str:
     """The elements of a C array initializer, per_line to a line."""
     items = [str(int(v)) for v in values.reshape(-1)]
@@ -122,3 +127,30 @@ def render_coding(model: CompiledModel, coding: Coding | HyperpriorCoding, out_d
             "indexes": c_array(coding.indexes(y.shape)),
         }
     return _write(out_dir, ("coding.h", "coding.c"), context)
+
+
+def render_smoothing(model: CompiledModel, out_dir: Path) -> list[Path]:
+    """Write smoothing.h and smoothing.c for a smoothing build: the noise table and the generator's starting state
+    as constants, and tr_smoothing_vote, which runs the network on the noisy copies of an input and counts votes."""
+    from tinyrobust.compile.smoothing import initial_state, noise_table
+
+    s, x, y = model.smoothing, model.input, model.output
+    table = noise_table(s.sigma, x)
+    suffix = {"int8": "s8", "int16": "s16"}
+    context = {
+        "n": s.n,
+        "classes": int(np.prod(y.shape[1:])),
+        "sigma": f"{s.sigma:g}",
+        "scale": f"{float(x.scale[0]):.6g}",
+        "steps": f"{s.sigma / float(x.scale[0]):.4g}",
+        "table": table,
+        "table_ctype": C_TYPES[str(table.dtype)],
+        "c_array": c_array,
+        "size": int(np.prod(x.shape[1:])),
+        "state": initial_state(s.seed),
+        "in_type": suffix[x.type_name],
+        "in_ctype": C_TYPES[x.type_name],
+        "out_type": suffix[y.type_name],
+        "out_ctype": C_TYPES[y.type_name],
+    }
+    return _write(out_dir, ("smoothing.h", "smoothing.c"), context)

@@ -85,15 +85,24 @@ def mbed_destination(board: Board, attached: Attached) -> Path:
     )
 
 
-def flash(board: Board, elf: Path, method: str = "pyocd") -> None:
-    """Program elf into the attached board with pyOCD or by copying it onto the board's drive."""
+def attached_of(board: Board) -> list[dict]:
+    """The boards of this kind attached here that mbed-tools identifies, in serial-number order: what a node
+    offers a Ray cluster as board:<name> (`boards detect --ray-resources`)."""
+    name = board.flashing.get("mbed")
+    found = [d for d in detect().mbed if name and d["board"] == name]
+    return sorted(found, key=lambda d: d["serial_number"])
+
+
+def flash(board: Board, elf: Path, method: str = "pyocd", device: dict | None = None) -> None:
+    """Program elf into the attached board with pyOCD or by copying it onto the board's drive; device (one of
+    attached_of's) chooses among several attached boards of the kind."""
     if board.emulated:
         raise UserError(f"{board.name} is emulated: there is nothing to flash; run it with `tinyrobust emulate`")
     if method not in METHODS:
         raise UserError(f"there is no flashing method '{method}'; choose one of: {', '.join(METHODS)}")
     attached = detect()
     if method == "mbed":
-        destination = mbed_destination(board, attached)
+        destination = Path(device["mount_points"][0]) if device else mbed_destination(board, attached)
         shutil.copy(hex_image(elf), destination)
         time.sleep(2.0)  # the interface programs the chip, then remounts its drive and resets the target
         return
@@ -103,7 +112,8 @@ def flash(board: Board, elf: Path, method: str = "pyocd") -> None:
             "or copy the firmware onto its drive with --flash-with mbed"
         )
     _check_pyocd_target(board)
-    result = subprocess.run(pyocd_command(board, elf), capture_output=True, text=True)
+    probe = device["serial_number"] if device else None  # a DAPLink or ST-LINK probe's uid is its serial number
+    result = subprocess.run(pyocd_command(board, elf, probe), capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise UserError(f"pyOCD could not flash {board.name} ({detail[-1] if detail else 'no message'})")

@@ -192,7 +192,7 @@ def run_measured(
         flash(board, elf, flash_with)
     pool = Pool([Worker(SerialTarget(port, board).start(), model_hash)])
     try:
-        pool.workers[0].recovering(lambda: None)  # connect and check the model before the recording starts
+        pool.connect()  # connect and check the model before the recording starts
         answers, capture = record(meter, lambda: pool.infer_all(tensors))
     finally:
         pool.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -88,10 +89,26 @@ class Pool:
 
     def __init__(self, workers: list[Worker]):
         self.workers = workers
+        self.calls: Counter = Counter()  # answers received, by kind: "inferences" measured, "queries" of attacks
 
-    def run(self, items: list[tuple[int, bytes]], done, operation=Worker.infer) -> None:
+    def connect(self) -> str | None:
+        """Connect every device and check its model; the device's counter."""
+        for w in self.workers:
+            w.recovering(lambda: None)
+        return self.workers[0].counter
+
+    def take_link(self) -> LinkStats:
+        """What the links recovered from since the last call."""
+        total = LinkStats()
+        for w in self.workers:
+            total += w.link
+            w.link = LinkStats()
+        return total
+
+    def run(self, items: list[tuple[int, bytes]], done, operation=Worker.infer, kind: str = "inferences") -> None:
         """Run operation (Worker.infer, or Worker.encode on a split build) on every (key, input); done(key, answer)
         is called in this thread as answers arrive, answer being (output, ticks) for an inference."""
+        self.calls[kind] += len(items)
         if len(self.workers) == 1:
             for key, tensor in items:
                 done(key, operation(self.workers[0], tensor))
@@ -134,10 +151,10 @@ class Pool:
             for t in threads:
                 t.join()
 
-    def infer_all(self, tensors: list[bytes], operation=Worker.infer) -> list:
+    def infer_all(self, tensors: list[bytes], operation=Worker.infer, kind: str = "inferences") -> list:
         """operation's answer for every input, in order: (output, ticks) for Worker.infer."""
         answers: dict[int, tuple] = {}
-        self.run(list(enumerate(tensors)), answers.__setitem__, operation)
+        self.run(list(enumerate(tensors)), answers.__setitem__, operation, kind)
         return [answers[i] for i in range(len(tensors))]
 
     def close(self) -> None:

@@ -158,3 +158,10 @@ def tflite_outputs(
 
 def float_outputs(keras_model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0)).reshape(len(x), -1)
+
+
+def every_engine(keras_model, tflite: bytes, xq: np.ndarray, tensor: Tensor, x: np.ndarray | None = None) -> tuple:
+    """(TFLite's, TFLM's, the float model's or None) outputs on the same quantized inputs xq of the input tensor;
+    x: the float inputs of a float-input model, which then runs whole (tflm_outputs)."""
+    floats = None if keras_model is None else float_outputs(keras_model, dequantize(xq, tensor))
+    return tflite_outputs(tflite, xq, x=x), tflm_outputs(tflite, xq, x), floats

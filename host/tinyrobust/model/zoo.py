@@ -276,7 +276,7 @@ def load_user(tflite: Path, float_model: Path | None, data: Path | None) -> Mode
     if len(x) != len(y):
         raise UserError(f"{data} has {len(x)} inputs x but {len(y)} labels y; they must match")
     keras_model = load_keras(float_model) if float_model is not None else None
-    return Model(tflite.stem, tflite.read_bytes(), keras_model, x, y)
+    return Model(tflite.stem, tflite.read_bytes(), keras_model, x, y, input_range=_pixel_range(data))
 
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -378,7 +378,12 @@ def load_float(path: Path, precision: str, data: Path | None) -> Model:
         partial = tflite_path.with_suffix(f".{os.getpid()}.partial")
         partial.write_bytes(quantize(keras_model, x_train, precision))
         partial.replace(tflite_path)
-    return Model(path.stem, tflite_path.read_bytes(), keras_model, x_test, y_test, x_train, y_train)
+    return Model(path.stem, tflite_path.read_bytes(), keras_model, x_test, y_test, x_train, y_train, _pixel_range(data))
+
+
+def _pixel_range(data: Path) -> tuple[float, float] | None:
+    """The float inputs' domain when the data are images (pixels / 255, see load_data); an .npz's is not known."""
+    return None if Path(data).suffix == ".npz" else (0.0, 1.0)
 
 
 def _tflite_input_shape(tflite: Path) -> tuple[int, ...]:

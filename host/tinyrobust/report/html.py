@@ -1,5 +1,6 @@
 """report.html and the CSV tables: accuracy under attack, attacks x defenses, agreement with the host references,
-the distance to the decision boundary, examples of adversarial inputs, latency, memory and what produced the run.
+the distance to the decision boundary, randomized smoothing's certificates, examples of adversarial inputs, latency,
+memory and what produced the run.
 Every table of the report is also written as a CSV file beside results.json (write_csv)."""
 
 from __future__ import annotations
@@ -185,13 +186,15 @@ CONDITION = ("model", "precision", "attack", "eps", "mode", "defense", "seed")
 
 
 def defense_label(defense: dict | None) -> str:
-    """The defense's name, where it runs ("trained" for a training defense) and its parameters; "none" for none."""
+    """The defense's name, where it runs ("trained" for a training defense, "given" for one whose trained model is
+    given as files) and its parameters; "none" for none."""
     if not defense:
         return "none"
     from tinyrobust.campaign.defenses import DEFENSES
 
     known = DEFENSES.get(defense["name"])
     place = "trained" if known is not None and known.kind == "training" else defense.get("where", "host")
+    place = "given" if defense.get("model") or defense.get("float_model") else place  # its trained model's files
     params = ", ".join(f"{k}={v}" for k, v in sorted((defense.get("params") or {}).items()))
     return f"{defense['name']} ({place}{', ' + params if params else ''})"
 
@@ -215,6 +218,105 @@ def _condition(run: dict) -> dict:
 
 def _build_label(model: str, precision: str, several: bool) -> str:
     return f"{model} {precision}" if several else ""
+
+
+# ---- result cards ---------------------------------------------------------------------------------------------
+
+
+def _eps_label(norm: str, eps: float) -> str:
+    return "unbounded" if norm == "unbounded" else f"{norm} eps {eps:g}"
+
+
+def _params_label(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def cards_table(results: dict) -> dict:
+    """The result cards (results["cards"]) as a leaderboard, one row per model, precision and defense: clean accuracy
+    of the float model and the device, the device's robust accuracy under each attack at each eps, the per-sample
+    worst case over the attacks of each threat model (norm, eps), and the device's bit-exactness with TFLM."""
+    cards = results.get("cards") or []
+    made: dict = {}  # (attack, mode) -> the parameter sets it was run with, to tell them apart when several
+    for card in cards:
+        for r in card["robust"]:
+            params = json.dumps(r["params"], sort_keys=True)
+            made.setdefault((r["attack"], r["mode"]), [])
+            if params not in made[(r["attack"], r["mode"])]:
+                made[(r["attack"], r["mode"])].append(params)
+
+    def robust_column(r: dict) -> str:
+        name = r["attack"] + (" on-device" if r["mode"] == "on-device" else "")
+        if len(made[(r["attack"], r["mode"])]) > 1:
+            name += f" ({_params_label(r['params'])})"
+        return f"{name} {_eps_label(r['norm'], r['eps'])}"
+
+    rows, robust, worst = [], [], []
+    for card in cards:
+        tm = card["threat_model"]
+        lo, hi = tm["input"]["range"] if tm.get("input") else (None, None)
+        row = {
+            "model": card["model"], "precision": card["precision"], "defense": defense_label(card["defense"]),
+            "samples": tm["samples"], "seeds": ", ".join(map(str, tm["seeds"])),
+            "input range": f"[{lo:g}, {hi:g}]" if lo is not None else None,
+            "clean float": card["clean"].get("float"), "clean device": card["clean"].get("device"),
+        }  # fmt: skip
+        for r in card["robust"]:
+            robust.append(robust_column(r))
+            row[robust[-1]] = r["device"]
+        for w in card["worst_case"]:
+            worst.append(f"worst case {_eps_label(w['norm'], w['eps'])}")
+            row[worst[-1]] = w["device"]
+        row["device = TFLM (bit-exact)"] = card["device_vs_tflm_bit_exact"]
+        row["inferences"] = card["inferences"]
+        rows.append(row)
+    columns = ["model", "precision", "defense", "samples", "seeds", "input range", "clean float", "clean device",
+               *dict.fromkeys(robust), *sorted(set(worst), key=worst.index), "device = TFLM (bit-exact)",
+               "inferences"]  # fmt: skip
+    return {"columns": columns, "rows": [dict.fromkeys(columns) | row for row in rows]}
+
+
+def threat_model_table(results: dict) -> dict:
+    """The threat model of the result cards, one row per model, precision and attack (and mode), shared by the cards
+    whose input tensor and attack parameters are the same (the defenses column names them): the norm eps bounds, eps
+    in input units and in steps of the input tensor's quantization (eps / its scale), the attack's own norm, the valid
+    input range, the attack's parameters (its preset with the config's overrides), the query budget and the queries
+    made per sample of an on-device attack, the samples and seeds, and the ART version."""
+    groups: dict = {}
+    for card in results.get("cards") or []:
+        tm = card["threat_model"]
+        for a in tm["attacks"]:
+            key = (card["model"], card["precision"], json.dumps(tm.get("input"), sort_keys=True), a["attack"],
+                   a["mode"], json.dumps(a["params"], sort_keys=True), json.dumps(a["eps"]))  # fmt: skip
+            group = groups.setdefault(key, {"card": card, "attack": a, "defenses": [], "queries": []})
+            group["defenses"].append(defense_label(card["defense"]))
+            same = (a["attack"], a["mode"], a["params"])
+            made = [r["queries_per_sample"] for r in card["robust"] if (r["attack"], r["mode"], r["params"]) == same]
+            group["queries"] += [q for q in made if q is not None]
+    rows = []
+    for group in groups.values():
+        card, a = group["card"], group["attack"]
+        tm, tensor = card["threat_model"], card["threat_model"].get("input") or {}
+        eps = a["eps"]
+        rows.append({
+            "model": card["model"], "precision": card["precision"], "attack": a["attack"], "mode": a["mode"],
+            "norm": ", ".join(dict.fromkeys(e["norm"] for e in eps)),
+            "eps (input units)": ", ".join(f"{e['eps']:g}" for e in eps),
+            "eps (input steps)": ", ".join("-" if e["steps"] is None else f"{e['steps']:.3g}" for e in eps),
+            "attack's norm": a["attack_norm"] + (" (eps bounds it in Linf)" if a["eps_kind"] == "bound"
+                                                 and any(e["eps"] > 0 for e in eps) else ""),
+            "input": f"{tensor.get('dtype')}, scale {tensor.get('scale', float('nan')):.4g}, zero point "
+                     f"{tensor.get('zero_point')}" if tensor else None,
+            "input range": f"[{tensor['range'][0]:g}, {tensor['range'][1]:g}]" if tensor else None,
+            "parameters": _params_label(a["params"]),
+            "max queries per sample": a["max_queries"],
+            "queries made per sample": float(np.mean(group["queries"])) if group["queries"] else None,
+            "samples": tm["samples"], "seeds": ", ".join(map(str, tm["seeds"])), "ART": tm["art_version"],
+            "defenses": ", ".join(group["defenses"]),
+        })  # fmt: skip
+    columns = ["model", "precision", "attack", "mode", "norm", "eps (input units)", "eps (input steps)",
+               "attack's norm", "input", "input range", "parameters", "max queries per sample",
+               "queries made per sample", "samples", "seeds", "ART", "defenses"]  # fmt: skip
+    return {"columns": columns, "rows": rows}
 
 
 # ---- attacks x defenses ---------------------------------------------------------------------------------------
@@ -443,6 +545,47 @@ def boundary_plot(results: dict) -> str | None:
     return png
 
 
+# ---- randomized smoothing ------------------------------------------------------------------------------------
+
+
+def smoothing_table(results: dict) -> dict:
+    """Per condition of a smoothing build (runs[].smoothing): the smoothed classifier's accuracy (an abstention
+    counts as wrong), the share it abstains on, the mean certified radius (0 for a wrong or abstained sample) and
+    the mean over the samples it certifies right, certified accuracy at each radius (the largest radius being what
+    n votes all for one class certify), whether the device's votes
+    equal TFLM's, and the device's count per input and per copy against the undefended build's per input."""
+    rows, radii = [], []
+    for r in results["runs"]:
+        s = r.get("smoothing")
+        if not s:
+            continue
+        row = {
+            **_condition(r),
+            "sigma": s["sigma"],
+            "n": s["n"],
+            "alpha": s["alpha"],
+            "largest radius": s["radius_largest"],
+            "samples": r.get("samples"),
+            "smoothed accuracy": s["accuracy"],
+            "abstained": s["abstained"],
+            "mean certified radius": s["radius_mean"],
+            "mean radius, certified right": s["radius_mean_right"],
+        }
+        for radius, value in s["certified_accuracy"].items():
+            radii.append(f"certified accuracy at {radius}")
+            row[radii[-1]] = value
+        cost = s["cost"]
+        row.update({"votes = TFLM (bit-exact)": r["agreement"]["device_vs_tflm_bit_exact"], "unit": cost["unit"],
+                    "per input": cost["per_input"], "per copy": cost["per_copy"],
+                    "undefended per input": cost["undefended_per_input"], "x undefended": cost["ratio"]})  # fmt: skip
+        rows.append(row)
+    columns = [*CONDITION, "sigma", "n", "alpha", "largest radius", "samples", "smoothed accuracy", "abstained",
+               "mean certified radius", "mean radius, certified right", *dict.fromkeys(radii),
+               "votes = TFLM (bit-exact)", "unit", "per input", "per copy", "undefended per input",
+               "x undefended"]  # fmt: skip
+    return {"columns": columns, "rows": [dict.fromkeys(columns) | row for row in rows]}
+
+
 # ---- examples of adversarial inputs ---------------------------------------------------------------------------
 
 
@@ -548,9 +691,12 @@ def tables(results: dict) -> dict[str, dict]:
     for name, table in (("runs", results["runs"]), ("builds", results.get("builds", []))):
         flat = rows(table)
         found[name] = {"columns": list(dict.fromkeys(k for row in flat for k in row)), "rows": flat}
+    found["cards"] = cards_table(results)
+    found["threat_model"] = threat_model_table(results)
     found["heatmap"] = heatmap(results)
     found["disagreement"] = disagreement_table(results)
     found["boundary"] = boundary_table(results)
+    found["smoothing"] = smoothing_table(results)
     found["on_device"] = on_device_table(results)
     found["provenance"] = provenance_table(results)
     return found
@@ -614,9 +760,11 @@ def rows(table: list[dict]) -> list[dict]:
 
 def write_csv(results: dict, out: Path) -> None:
     """Every table of the report as a CSV file beside results.json: runs.csv (one row per condition, nested values
-    flattened), builds.csv (one row per build), heatmap.csv (attacks x defenses), disagreement.csv, boundary.csv
-    (minimal-perturbation attacks) and provenance.csv (versions, seeds, hashes); a table without rows is left out,
-    except runs and builds."""
+    flattened), builds.csv (one row per build), cards.csv (the result cards as a leaderboard, one row per model,
+    precision and defense) and threat_model.csv (what the cards were measured under), heatmap.csv (attacks x
+    defenses), disagreement.csv, boundary.csv
+    (minimal-perturbation attacks), smoothing.csv (smoothing builds) and provenance.csv (versions, seeds, hashes); a
+    table without rows is left out, except runs and builds."""
     for name, table in tables(results).items():
         if not table["rows"] and name not in ("runs", "builds"):
             (out / f"{name}.csv").unlink(missing_ok=True)
