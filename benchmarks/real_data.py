@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ max_queries = 300
 
 [[defenses]]
 name = "median"
-where = "device"
+where = "host"
 """
 
 
@@ -70,7 +71,8 @@ def main() -> None:
         data = Path(work) / "digits"
         write_folders(data)
         config = Path(work) / "campaign.toml"
-        model = MODELS / "trained" / "digits-cnn" / "float.keras"
+        model = Path(work) / "digits-cnn.keras"  # named as the cards name it
+        shutil.copy(MODELS / "trained" / "digits-cnn" / "float.keras", model)
         config.write_text(CONFIG.format(model=model, data=data, samples=args.samples))
         out = args.out or Path(work) / "run"
         subprocess.run([sys.executable, "-m", "tinyrobust", "campaign", "run", str(config), "--out", str(out)],

@@ -29,3 +29,4 @@ for entropy_model in factorized hyperprior; do
     rm -rf "$split"
 done
 $python benchmarks/cluster.py --json "$out/cluster.json" | tee "$out/cluster.md"
+$python benchmarks/real_data.py --json "$out/real-data-digits.json" | tee "$out/real-data-digits.md"

@@ -99,6 +99,26 @@ def test_a_ray_cluster_stores_what_one_job_stores(one_job, tmp_path):
 
 
 @pytest.mark.emulator
+def test_a_cluster_of_two_nodes_joined_by_address_stores_what_one_job_stores(one_job, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    _, out = one_job
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(adversarial, "ATTACK_BATCH", BATCH)
+            results = Runner(CAMPAIGN, tmp_path, ray=cluster.address).run(progress=False)
+    finally:
+        cluster.shutdown()
+    assert device_rows(tmp_path) == device_rows(out)
+    nodes = results["cluster"]["nodes"]
+    assert len(nodes) == 2 and [n["devices"] for n in nodes.values()] == [1, 1]  # one device per node
+    assert sum(n["inferences"] for n in nodes.values()) == len(device_rows(out))
+    assert sum(n["attack_batches"] for n in nodes.values()) == 2 * 12 // BATCH
+
+
+@pytest.mark.emulator
 def test_a_device_killed_mid_run_loses_and_duplicates_nothing(one_job, tmp_path):
     _, out = one_job
     cluster_out = tmp_path / "killed"

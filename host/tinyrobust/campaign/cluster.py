@@ -14,6 +14,7 @@ import hashlib
 import logging
 import tempfile
 from collections import Counter, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,11 @@ class Cluster:
             raise UserError(f"--devices-per-node must be at least 1, not {devices_per_node}")
         self.address, self.devices_per_node = address, devices_per_node
         self.ray = ray_module()
-        self.started_here = False
+        self.connected_here = False
         self.nodes: dict[str, Counter] = {}  # per node: devices, inferences, queries, recoveries, tasks done
         self.reruns = 0
         self.shared: dict[int, tuple] = {}  # id -> (the object, kept alive; its object store reference)
+        self.addresses: dict[str, str] = {}  # node id -> IP address, of the nodes seen alive
 
     def __enter__(self) -> Cluster:
         ray = self.ray
@@ -67,47 +69,52 @@ class Cluster:
             try:
                 if self.address == "local":
                     ray.init(**quiet)
-                    self.started_here = True
                 else:
                     ray.init(address=self.address, **quiet)
+                self.connected_here = True
             except ConnectionError as exc:
                 raise UserError(f"no Ray cluster answers at {self.address} ({exc}); start its head with `ray start "
                                 "--head`, or run on this machine alone with --ray local") from None  # fmt: skip
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.started_here:
+        if self.connected_here:  # stops a local Ray, and leaves a cluster it joined
             self.ray.shutdown()
 
     def count(self, node: str, what: str, n: int = 1) -> None:
+        """Count n of what (devices, inferences, ...) on the node of this id."""
         self.nodes.setdefault(node, Counter())[what] += n
 
     def summary(self) -> dict:
-        """Per node (its IP address): devices placed, inferences, queries, recoveries, and attack and reference
-        batches made; and the inputs re-run after a device died."""
+        """Per node (by its Ray id, with its IP address): devices placed, inferences, queries, recoveries, and
+        attack and reference batches made; and the inputs re-run after a device died."""
         keys = ("devices", "inferences", "queries", "recoveries", "attack_batches", "reference_batches")
+        if set(self.nodes) - set(self.addresses) and self.ray.is_initialized():  # a node that joined later
+            self.addresses.update({n["NodeID"]: n["NodeManagerAddress"] for n in self.ray.nodes()})
         return {
             "address": self.address,
             "devices_per_node": self.devices_per_node,
-            "nodes": {node: {k: counts[k] for k in keys} for node, counts in sorted(self.nodes.items())},
+            "nodes": {node: {"address": self.addresses.get(node), **{k: counts[k] for k in keys}}
+                      for node, counts in sorted(self.nodes.items())},  # fmt: skip
             "rerun_inputs": self.reruns,
         }
 
     # ---- devices ----------------------------------------------------------------------------------------------
 
-    def placements(self, board: Board) -> list[tuple[str, str, dict]]:
-        """(node id, node address, resources) of every device actor to start: devices_per_node on each live node,
-        and for a real board at most as many as the node advertises."""
+    def placements(self, board: Board) -> list[tuple[str, dict]]:
+        """(node id, resources) of every device actor to start: devices_per_node on each live node, and for a real
+        board at most as many as the node advertises."""
         places = []
         for node in self.ray.nodes():
             if not node["Alive"]:
                 continue
+            self.addresses[node["NodeID"]] = node["NodeManagerAddress"]
             if board.emulated:
-                places += [(node["NodeID"], node["NodeManagerAddress"], {})] * self.devices_per_node
+                places += [(node["NodeID"], {})] * self.devices_per_node
                 continue
             attached = int(node["Resources"].get(board_resource(board.name), 0))
             n = min(self.devices_per_node, attached)
-            places += [(node["NodeID"], node["NodeManagerAddress"], {board_resource(board.name): 1})] * n
+            places += [(node["NodeID"], {board_resource(board.name): 1})] * n
         if not places:
             raise UserError(f"no node of the Ray cluster advertises a {board.name} (resource "
                             f"{board_resource(board.name)}); start its node with ray start --resources "
@@ -183,7 +190,7 @@ def make_attack(saved, name: str, x, y, eps: float, seed: int, params: dict, cli
     from tinyrobust.campaign import attacks
 
     classifier = attacks.classifier(load_saved(saved), clip)
-    return attacks.unbounded(name, classifier, x, y, eps, seed, params), ray.util.get_node_ip_address()
+    return attacks.unbounded(name, classifier, x, y, eps, seed, params), ray.get_runtime_context().get_node_id()
 
 
 def make_references(saved, tflite: bytes, xq, tensor, x) -> tuple[tuple, str]:
@@ -193,7 +200,7 @@ def make_references(saved, tflite: bytes, xq, tensor, x) -> tuple[tuple, str]:
     from tinyrobust.model import reference
 
     keras_model = None if saved is None else load_saved(saved)
-    return reference.every_engine(keras_model, tflite, xq, tensor, x), ray.util.get_node_ip_address()
+    return reference.every_engine(keras_model, tflite, xq, tensor, x), ray.get_runtime_context().get_node_id()
 
 
 class DeviceActor:
@@ -221,15 +228,12 @@ class DeviceActor:
             target = SerialTarget(attached[index]["serial_port"], board).start()
         self.worker = Worker(target, model_hash)
 
-    def node(self) -> str:
+    def connect(self) -> tuple[str | None, str]:
+        """Connect and check the model; the device's counter, and the id of the node this actor runs on."""
         import ray
 
-        return ray.util.get_node_ip_address()
-
-    def connect(self) -> str | None:
-        """Connect and check the model; the device's counter."""
         self.worker.recovering(lambda: None)
-        return self.worker.counter
+        return self.worker.counter, ray.get_runtime_context().get_node_id()
 
     def run(self, operation: str, tensors: list[bytes]) -> list:
         """The Worker operation's (infer, encode) answer for each input, in order."""
@@ -244,42 +248,57 @@ class DeviceActor:
         self.worker.close()
 
 
+@dataclass(eq=False)
+class Placed:
+    """A device actor: where it was asked to run (a node id, the resources it holds, its index among the node's
+    boards of its kind) and the node it runs on, known once connected."""
+
+    actor: object
+    home: str
+    resources: dict
+    index: int
+    node: str = ""
+
+
 class ClusterPool:
     """Device actors running the same firmware, sharing lists of inputs like device.pool.Pool."""
 
     def __init__(self, cluster: Cluster, board: Board, elf: Path, channel: str, model_hash: bytes, flash_with: str):
         self.cluster, self.ray = cluster, cluster.ray
         self.args = (board.name, elf.name, elf.read_bytes(), channel, model_hash, flash_with)
-        self.actors: list = []  # live actors: (actor, node address, node id, resources, index on the node)
+        self.actors: list[Placed] = []  # the live ones
         self.calls: Counter = Counter()  # answers received, by kind, as device.pool.Pool counts them
         indices: Counter = Counter()
-        for node_id, address, resources in cluster.placements(board):
-            self._start(node_id, address, resources, indices[node_id], soft=False)
+        for node_id, resources in cluster.placements(board):
+            self._start(node_id, resources, indices[node_id], soft=False)
             indices[node_id] += 1
         self.spare = REPLACEMENTS * len(self.actors)
 
     def connect(self) -> str | None:
         """Connect every device and check its model; the device's counter."""
-        return self._connect(self.actors)[0]
+        return self._connect(self.actors)
 
-    def _start(self, node_id: str, address: str, resources: dict, index: int, soft: bool) -> None:
+    def _start(self, node_id: str, resources: dict, index: int, soft: bool) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         remote = self.ray.remote(DeviceActor).options(
             num_cpus=0, resources=resources, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=soft))  # fmt: skip
-        self.actors.append((remote.remote(*self.args, index), address, node_id, resources, index))
-        self.cluster.count(address, "devices")
+        self.actors.append(Placed(remote.remote(*self.args, index), node_id, resources, index))
 
-    def _connect(self, actors: list) -> list:
-        """Connect each actor to its device, refusing in one sentence a node that cannot run it."""
+    def _connect(self, placed: list[Placed]) -> str | None:
+        """Connect each actor to its device, refusing in one sentence a node that cannot run it; the counter."""
         ray = self.ray
         try:
-            return ray.get([a[0].connect.remote() for a in actors])
+            answers = ray.get([p.actor.connect.remote() for p in placed])
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
             cause = getattr(exc, "cause", None) or exc
             raise UserError(f"a device could not start on the cluster ({str(cause).strip().splitlines()[-1]}); "
                             "run tinyrobust doctor on that node") from None  # fmt: skip
+        for p, (_, node) in zip(placed, answers, strict=True):
+            p.node = node
+            self.cluster.count(node, "devices")
+        return answers[0][0]
 
     def run(self, items: list[tuple[int, bytes]], done, operation=Worker.infer, kind: str = "inferences") -> None:
         """Run operation on every (key, input) across the actors, up to CALL_INPUTS inputs per call; done(key,
@@ -287,34 +306,34 @@ class ClusterPool:
         replacement)."""
         ray, cluster = self.ray, self.cluster
         waiting = deque(items)
-        flying: dict = {}  # ref -> (actor entry, [(key, input)])
+        flying: dict = {}  # ref -> (the actor's Placed, [(key, input)])
         load: Counter = Counter()
 
         def feed() -> None:
-            for entry in self.actors:
-                while waiting and load[entry[0]] < IN_FLIGHT:
+            for placed in self.actors:
+                while waiting and load[placed] < IN_FLIGHT:
                     # a short list is spread over every actor rather than given to the first
                     size = max(1, min(CALL_INPUTS, len(waiting) // (IN_FLIGHT * len(self.actors))))
                     part = [waiting.popleft() for _ in range(min(size, len(waiting)))]
-                    ref = entry[0].run.remote(operation.__name__, [tensor for _, tensor in part])
-                    flying[ref] = (entry, part)
-                    load[entry[0]] += 1
+                    ref = placed.actor.run.remote(operation.__name__, [tensor for _, tensor in part])
+                    flying[ref] = (placed, part)
+                    load[placed] += 1
 
         feed()
         while flying:
             (ref,), _ = ray.wait(list(flying), num_returns=1)
-            entry, part = flying.pop(ref)
-            load[entry[0]] -= 1
+            placed, part = flying.pop(ref)
+            load[placed] -= 1
             try:
                 answers = ray.get(ref)
             except ray.exceptions.RayActorError:
                 waiting.extendleft(reversed(part))
                 cluster.reruns += len(part)
-                self._lost(entry)
+                self._lost(placed)
             except ray.exceptions.RayTaskError as exc:
                 raise exc.as_instanceof_cause() from None
             else:
-                cluster.count(entry[1], kind, len(part))
+                cluster.count(placed.node, kind, len(part))
                 self.calls[kind] += len(part)
                 for (key, _), answer in zip(part, answers, strict=True):
                     done(key, answer)
@@ -322,17 +341,16 @@ class ClusterPool:
                 raise LinkError("every device of the cluster stopped before the inputs were done")
             feed()
 
-    def _lost(self, entry) -> None:
+    def _lost(self, placed: Placed) -> None:
         """An actor died: count a recovery on its node and start another device in its place, on the same node
         when it is alive, else where the cluster has room."""
-        if entry not in self.actors:
+        if placed not in self.actors:
             return  # its other calls failed already
-        self.actors.remove(entry)
-        actor, address, node_id, resources, index = entry
-        self.cluster.count(address, "recoveries")
+        self.actors.remove(placed)
+        self.cluster.count(placed.node, "recoveries")
         if self.spare > 0:
             self.spare -= 1
-            self._start(node_id, address, resources, index, soft=True)
+            self._start(placed.home, placed.resources, placed.index, soft=True)
             try:
                 self._connect(self.actors[-1:])
             except UserError:
@@ -346,18 +364,18 @@ class ClusterPool:
     def take_link(self) -> LinkStats:
         """The link statistics of the live actors since the last call, their recoveries counted per node."""
         total = LinkStats()
-        for actor, address, *_ in self.actors:
+        for placed in self.actors:
             try:
-                stats = LinkStats(**self.ray.get(actor.link.remote()))
+                stats = LinkStats(**self.ray.get(placed.actor.link.remote()))
             except self.ray.exceptions.RayActorError:
                 continue
-            self.cluster.count(address, "recoveries", stats.reconnects + stats.device_restarts)
+            self.cluster.count(placed.node, "recoveries", stats.reconnects + stats.device_restarts)
             total += stats
         return total
 
     def close(self) -> None:
-        for actor, *_ in self.actors:
+        for placed in self.actors:
             with contextlib.suppress(self.ray.exceptions.RayActorError):
-                self.ray.get(actor.close.remote())
-            self.ray.kill(actor)
+                self.ray.get(placed.actor.close.remote())
+            self.ray.kill(placed.actor)
         self.actors = []
