@@ -19,6 +19,16 @@ from pathlib import Path
 from tinyrobust.bench import bench, markdown
 from tinyrobust.device.boards import DEFAULT_BOARD
 
+# The engines to beat on MLPerf Tiny's models, int8: TFLM with CMSIS-NN in executed instructions on
+# qemu-mps2-an386 (measured once with TFLM's own firmware, not rebuilt here), and the best published Cortex-M4
+# result (MLPerf Tiny, STM32L4R5 at 120 MHz), in cycles, of which an emulator's instruction count is a lower bound.
+ENGINES = {
+    "resnet8-cifar10": {"tflm_cmsis_nn_instructions": 29.9e6, "best_published_m4_cycles": 19.8e6},
+    "mobilenetv1-vww": {"tflm_cmsis_nn_instructions": 25.0e6, "best_published_m4_cycles": 10.7e6},
+    "dscnn-kws": {"tflm_cmsis_nn_instructions": 7.7e6, "best_published_m4_cycles": 5.2e6},
+    "fc-autoencoder-ad": {"tflm_cmsis_nn_instructions": 0.68e6, "best_published_m4_cycles": 0.49e6},
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -39,10 +49,25 @@ def main() -> None:
         if r["flash_code_bytes"] is not None:  # the target: everything but the weights under 24 KB
             line += f"; flash without the weights {r['flash_code_bytes'] + r['flash_quant_params_bytes']:,} B"
         print(line)
+    if args.precision == "int8" and args.board == "qemu-mps2-an386":
+        against_engines(results)
     if args.compare:
         compare(results, json.loads(args.compare.read_text()))
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wall time {results['wall_seconds']} s; written to {args.json}")
+
+
+def against_engines(results: dict) -> None:
+    """Each MLPerf Tiny model's instructions over TFLM + CMSIS-NN's and over the best published M4's cycles."""
+    for r in results["models"]:
+        engines = ENGINES.get(r["name"])
+        if engines and r["instructions_per_inference"]:
+            n = r["instructions_per_inference"]
+            r["against"] = {key: round(n / value, 3) for key, value in engines.items()}
+            print(f"{r['name']}: {n / 1e6:.2f} M instructions, {r['against']['tflm_cmsis_nn_instructions']:.2f} x "
+                  f"TFLM + CMSIS-NN's {engines['tflm_cmsis_nn_instructions'] / 1e6:g} M, "
+                  f"{r['against']['best_published_m4_cycles']:.2f} x the best published M4's "
+                  f"{engines['best_published_m4_cycles'] / 1e6:g} M cycles")  # fmt: skip
 
 
 def compare(results: dict, earlier: dict) -> None:

@@ -5,11 +5,11 @@
  * int8 values. A tap outside the input (padding) then adds weight * zero point, which cancels that tap's share of
  * the folded term: the result is TFLM's, whose reference kernel skips the tap. CONV_2D gathers each output
  * pixel's receptive field on the stack (im2col, the zero point for padding) and takes two pixels times two
- * output channels per pass; DEPTHWISE_CONV_2D takes four channels per load; FULLY_CONNECTED two outputs per
- * input load. Bounds are found once per output pixel, never per product. On cores with the DSP extension the
- * products go through SXTB16 and SMLAD (SMLABB/SMLATT in depthwise); elsewhere (the Cortex-M3, the host build
- * of the tests) the same loops run with scalar products. Accumulating the same int32 products in another order
- * gives the same sums, and the requantization is TFLM's: outputs are bit-exact with it.
+ * output channels per pass; DEPTHWISE_CONV_2D takes four channels per load; FULLY_CONNECTED four outputs per
+ * input load (two on the plain path). Bounds are found once per output pixel, never per product. On cores with
+ * the DSP extension the products go through SXTB16 and SMLAD (SMLABB/SMLATT in depthwise); elsewhere (the
+ * Cortex-M3, the host build of the tests) the same loops run with scalar products. Accumulating the same int32
+ * products in another order gives the same sums, and the requantization is TFLM's: outputs are bit-exact with it.
  */
 #include <stddef.h>
 #include <string.h>
@@ -65,23 +65,11 @@ static inline int32_t sxtb16_ror8(int32_t x)
 }
 #endif
 
-/* *acc0 += w0 . x and *acc1 += w1 . x over n int8 values: each input load serves two output channels. */
+/* *acc0 += w0 . x and *acc1 += w1 . x over n int8 values: each input load serves two output channels (the plain
+ * path of FULLY_CONNECTED; with the DSP extension it takes dot4_rows_s8). */
 static inline void dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int n, int32_t *acc0, int32_t *acc1)
 {
     int32_t a0 = *acc0, a1 = *acc1;
-#if TR_DSP
-    for (; n >= 4; n -= 4) {
-        const int32_t xv = load4(x), v0 = load4(w0), v1 = load4(w1);
-        const int32_t x02 = __sxtb16(xv), x13 = sxtb16_ror8(xv);
-        a0 = __smlad(__sxtb16(v0), x02, a0);
-        a0 = __smlad(sxtb16_ror8(v0), x13, a0);
-        a1 = __smlad(__sxtb16(v1), x02, a1);
-        a1 = __smlad(sxtb16_ror8(v1), x13, a1);
-        x += 4;
-        w0 += 4;
-        w1 += 4;
-    }
-#endif
     for (; n > 0; n--) {
         const int32_t xi = *x++;
         a0 += *w0++ * xi;
@@ -203,48 +191,59 @@ static inline __attribute__((always_inline)) void receptive_field_s8(const tr_co
 }
 
 #if TR_DSP
-/* Four bytes of each of the two receptive fields: one base register, the second load at an immediate offset
- * (GCC would otherwise keep a pointer per field and run short of registers in dot4_columns_s8). */
-static inline void load_columns(const int8_t *x, int32_t *a, int32_t *b)
-{
-    __asm__("ldr %0, [%2]\n\tldr %1, [%2, %3]"
-            : "=&r"(*a), "=r"(*b)
-            : "r"(x), "i"(TR_COLUMN_BYTES), "m"(*(const int8_t(*)[2 * TR_COLUMN_BYTES])x));
-}
+/* Four bytes of both fields times four of each of the two filters: the second pixel's word first, at an immediate
+ * offset, so that the first pixel's load can advance x (post-indexed). */
+#define TR_DOT4_COLUMNS_STEP                                                                                       \
+    "ldr %[t0], [%[w0]], #4\n\t"                                                                                   \
+    "ldr %[t1], [%[w1]], #4\n\t"                                                                                   \
+    "sxtb16 %[t2], %[t0]\n\t"                                                                                      \
+    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                                              \
+    "sxtb16 %[t3], %[t1]\n\t"                                                                                      \
+    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                                              \
+    "ldr %[t4], [%[x], %[column]]\n\t"                                                                             \
+    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
+    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
+    "smlad %[b0], %[t2], %[t5], %[b0]\n\t"                                                                         \
+    "smlad %[b1], %[t3], %[t5], %[b1]\n\t"                                                                         \
+    "smlad %[b0], %[t0], %[t4], %[b0]\n\t"                                                                         \
+    "smlad %[b1], %[t1], %[t4], %[b1]\n\t"                                                                         \
+    "ldr %[t4], [%[x]], #4\n\t"                                                                                    \
+    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
+    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
+    "smlad %[a0], %[t2], %[t5], %[a0]\n\t"                                                                         \
+    "smlad %[a1], %[t3], %[t5], %[a1]\n\t"                                                                         \
+    "smlad %[a0], %[t0], %[t4], %[a0]\n\t"                                                                         \
+    "smlad %[a1], %[t1], %[t4], %[a1]\n\t"
 #endif
 
 /* dot4_s8 for two receptive fields TR_COLUMN_BYTES apart: the second pixel's loads take an immediate offset from
- * the first's pointer. Not inlined: alone in its function the loop keeps its four accumulators, three pointers
- * and six operands in registers, where inlined into the kernel GCC spilled some of them on every iteration. */
+ * the first's pointer. Not inlined: alone in its function the loop keeps its four accumulators, three pointers,
+ * its count and six operands in registers (all fourteen there are). In assembly, eight bytes a pass (an odd four
+ * enter the loop at its second step), because GCC's own allocation of this loop spilled a register every pass. */
 static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int n,
                                                       int32_t acc[4])
 {
 #if TR_DSP
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    for (; n >= 4; n -= 4) {
-        const int32_t v0 = load4(w0), v1 = load4(w1);
-        const int32_t v0_02 = __sxtb16(v0), v0_13 = sxtb16_ror8(v0), v1_02 = __sxtb16(v1), v1_13 = sxtb16_ror8(v1);
-        int32_t xv, xw;
-        load_columns(x, &xv, &xw);
-        int32_t x02 = __sxtb16(xv), x13 = sxtb16_ror8(xv);
-        a0 = __smlad(v0_02, x02, a0);
-        a1 = __smlad(v1_02, x02, a1);
-        a0 = __smlad(v0_13, x13, a0);
-        a1 = __smlad(v1_13, x13, a1);
-        x02 = __sxtb16(xw);
-        x13 = sxtb16_ror8(xw);
-        b0 = __smlad(v0_02, x02, b0);
-        b1 = __smlad(v1_02, x02, b1);
-        b0 = __smlad(v0_13, x13, b0);
-        b1 = __smlad(v1_13, x13, b1);
-        x += 4;
-        w0 += 4;
-        w1 += 4;
+    if (n >= 4) {
+        int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+        int32_t t0 = n & 4, t1, t2, t3, t4, t5; /* t0: an odd step first */
+        int passes = (n + 4) / 8;
+        __asm__ volatile("cmp %[t0], #0\n\t"
+                         "bne 2f\n"
+                         "1:\n\t" TR_DOT4_COLUMNS_STEP "2:\n\t" TR_DOT4_COLUMNS_STEP
+                         "subs %[passes], %[passes], #1\n\t"
+                         "bne 1b"
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [x] "+r"(x), [w0] "+r"(w0),
+                           [w1] "+r"(w1), [passes] "+r"(passes), [t0] "+&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
+                           [t3] "=&r"(t3), [t4] "=&r"(t4), [t5] "=&r"(t5)
+                         : [column] "i"(TR_COLUMN_BYTES)
+                         : "cc", "memory");
+        acc[0] = a0;
+        acc[1] = a1;
+        acc[2] = b0;
+        acc[3] = b1;
+        n %= 4;
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
 #endif
     dot4_s8(x, x + TR_COLUMN_BYTES, w0, w1, n, acc); /* what the DSP loop left, or everything */
 }
@@ -661,8 +660,67 @@ TR_SETUP void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in
     }
 }
 
+#if TR_DSP
+/* acc[k] += w[k] . x over n int8 values for four filter rows: each input word is loaded and widened once for four
+ * output channels. The four-byte passes are in assembly: they need all fourteen free registers (four sums, five
+ * pointers, the count, four operands). Not inlined, for the same reason. */
+static __attribute__((noinline)) void dot4_rows_s8(const int8_t *x, const int8_t *const w[4], int n, int32_t acc[4])
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int8_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    int passes = n / 4;
+    if (passes > 0) {
+        int32_t t0, t1, t2, t3;
+        __asm__ volatile("1:\n\t"
+                         "ldr %[t0], [%[x]], #4\n\t"
+                         "sxtb16 %[t1], %[t0]\n\t"
+                         "sxtb16 %[t0], %[t0], ror #8\n\t"
+                         "ldr %[t2], [%[w0]], #4\n\t"
+                         "sxtb16 %[t3], %[t2]\n\t"
+                         "sxtb16 %[t2], %[t2], ror #8\n\t"
+                         "smlad %[a0], %[t3], %[t1], %[a0]\n\t"
+                         "smlad %[a0], %[t2], %[t0], %[a0]\n\t"
+                         "ldr %[t2], [%[w1]], #4\n\t"
+                         "sxtb16 %[t3], %[t2]\n\t"
+                         "sxtb16 %[t2], %[t2], ror #8\n\t"
+                         "smlad %[a1], %[t3], %[t1], %[a1]\n\t"
+                         "smlad %[a1], %[t2], %[t0], %[a1]\n\t"
+                         "ldr %[t2], [%[w2]], #4\n\t"
+                         "sxtb16 %[t3], %[t2]\n\t"
+                         "sxtb16 %[t2], %[t2], ror #8\n\t"
+                         "smlad %[a2], %[t3], %[t1], %[a2]\n\t"
+                         "smlad %[a2], %[t2], %[t0], %[a2]\n\t"
+                         "ldr %[t2], [%[w3]], #4\n\t"
+                         "sxtb16 %[t3], %[t2]\n\t"
+                         "sxtb16 %[t2], %[t2], ror #8\n\t"
+                         "smlad %[a3], %[t3], %[t1], %[a3]\n\t"
+                         "smlad %[a3], %[t2], %[t0], %[a3]\n\t"
+                         "subs %[passes], %[passes], #1\n\t"
+                         "bne 1b"
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w0] "+r"(w0),
+                           [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [passes] "+r"(passes), [t0] "=&r"(t0),
+                           [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3)
+                         :
+                         : "cc", "memory");
+    }
+    for (n %= 4; n > 0; n--) {
+        const int32_t xi = *x++;
+        a0 += *w0++ * xi;
+        a1 += *w1++ * xi;
+        a2 += *w2++ * xi;
+        a3 += *w3++ * xi;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#endif
+
 /* TFLM's sum of (w + weights_offset) * (x + in_offset): the compiler folded in_offset * sum(w) and
- * in_n * weights_offset * in_offset into the bias; weights_offset * sum(x) is one sum per input row. */
+ * in_n * weights_offset * in_offset into the bias; weights_offset * sum(x) is one sum per input row. Outputs in
+ * blocks of TR_FC_BLOCK, each one pass over the input: four with the DSP extension (dot4_rows_s8), else two. */
+#define TR_FC_BLOCK (TR_DSP ? 4 : 2)
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
@@ -675,15 +733,22 @@ void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
             }
         }
         const int32_t row_term = p->weights_offset * x_sum;
-        for (int o = 0; o < out_n; o += 2) {
-            const int pair = o + 1 < out_n;
-            const int8_t *w0 = p->weights + o * in_n, *w1 = pair ? w0 + in_n : w0;
-            int32_t acc0 = row_term + (p->bias ? p->bias[o] : 0);
-            int32_t acc1 = row_term + (p->bias && pair ? p->bias[o + 1] : 0);
-            dot2_s8(in, w0, w1, in_n, &acc0, &acc1);
-            out[o] = requantize_s8(&stage, acc0, o);
-            if (pair) {
-                out[o + 1] = requantize_s8(&stage, acc1, o + 1);
+        for (int o = 0; o < out_n; o += TR_FC_BLOCK) {
+            /* past the last row, the block repeats it; only the rows < out_n are written */
+            const int8_t *w[TR_FC_BLOCK];
+            int32_t acc[TR_FC_BLOCK];
+            for (int k = 0; k < TR_FC_BLOCK; k++) {
+                const int row = tr_min(o + k, out_n - 1);
+                w[k] = p->weights + row * in_n;
+                acc[k] = row_term + (p->bias ? p->bias[row] : 0);
+            }
+#if TR_DSP
+            dot4_rows_s8(in, w, in_n, acc);
+#else
+            dot2_s8(in, w[0], w[1], in_n, &acc[0], &acc[1]);
+#endif
+            for (int k = 0; k < tr_min(TR_FC_BLOCK, out_n - o); k++) {
+                out[o + k] = requantize_s8(&stage, acc[k], o + k);
             }
         }
     }

@@ -138,8 +138,15 @@ class Cluster:
         task = self.ray.remote(num_cpus=1)(make_attack)
         return task.remote(self._put(keras_model, saved_model), name, x, y, eps, seed, params, clip)
 
+    def _get(self, ref):
+        """A task's value; its exception raised as itself (a UserError stays one sentence)."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:
+            raise exc.cause from None
+
     def attack_result(self, ref) -> np.ndarray:
-        made, node = self.ray.get(ref)
+        made, node = self._get(ref)
         self.count(node, "attack_batches")
         return made
 
@@ -149,7 +156,7 @@ class Cluster:
         return task.remote(self._put(keras_model, saved_model), self._put(tflite), xq, tensor, x)
 
     def result(self, ref) -> tuple:
-        outputs, node = self.ray.get(ref)
+        outputs, node = self._get(ref)
         self.count(node, "reference_batches")
         return outputs
 
@@ -330,8 +337,8 @@ class ClusterPool:
                 waiting.extendleft(reversed(part))
                 cluster.reruns += len(part)
                 self._lost(placed)
-            except ray.exceptions.RayTaskError as exc:
-                raise exc.as_instanceof_cause() from None
+            except ray.exceptions.RayTaskError as exc:  # the device's own error (LinkError), raised as itself
+                raise exc.cause from None
             else:
                 cluster.count(placed.node, kind, len(part))
                 self.calls[kind] += len(part)
