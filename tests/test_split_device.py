@@ -333,10 +333,10 @@ def test_encode_survives_a_faulty_link_with_the_same_streams(head, coding, fault
     symbols = tflm_outputs(head, xq).reshape(len(xq), *compiled.output.shape[1:])
     indexes = coding.indexes(symbols.shape[1:])
     target = RelayedTarget(board, firmware.elf, fault, seed=7).start()
-    # Replies here are a kilobyte or more, not the digits campaign's 30 bytes: faults a tenth as dense leave each
-    # request a chance through, and none before the first requests measured the device's work (which sets the
-    # timeouts).
-    target.relay.rate, target.relay.quiet_until = 0.0003, 3000
+    # Replies here are a kilobyte or more, not the digits campaign's 30 bytes: faults a tenth as dense, none before
+    # the first requests measured the device's work (which sets the timeouts), and none within a whole request and
+    # reply of the last, so that each retried request gets through as a retried INFER does.
+    target.relay.rate, target.relay.quiet_until, target.relay.grace = 0.0003, 3000, 3000
     worker = Worker(target, coding.firmware_hash(compiled.model_hash))
     try:
         encoded = Pool([worker]).infer_all([x.tobytes() for x in xq], Worker.encode)

@@ -1,5 +1,5 @@
 """Campaigns on a Ray cluster: every device is a Ray actor that owns its target and its link (an emulator, or a
-board attached to the actor's node), transfer attacks are made as Ray tasks over batches of samples on any node,
+board attached to the actor's node), transfer attacks and the host references are made as Ray tasks on any node,
 and the driver stays the store's only writer, so a cluster run stores exactly what --jobs 1 stores.
 
 A node advertises the boards attached to it as the custom resources board:<name>
@@ -26,11 +26,11 @@ from tinyrobust.errors import UserError
 
 RAY_MISSING = "--ray needs Ray, which is an optional part of tinyrobust: install it with pip install 'tinyrobust[ray]'"
 # Calls queued at each device actor, so that it starts the next call while the driver stores the last answers,
-# and inputs per call: a Ray round trip costs the driver about 0.65 ms (benchmarks/cluster.py), as long as a small
+# and inputs per call: a Ray round trip costs the driver about 1 ms (benchmarks/cluster.py), longer than a small
 # model's inference in an emulator.
 IN_FLIGHT = 2
 CALL_INPUTS = 16
-# Actors started in place of dead ones, per device first placed, before the run gives up.
+# Actors started in place of dead ones, at most this many per device first placed; then the others carry on.
 REPLACEMENTS = 4
 
 
