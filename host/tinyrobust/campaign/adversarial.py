@@ -30,6 +30,13 @@ class QueryBudgetSpent(Exception):
     pass
 
 
+def attack_batches(x, y, seed: int):
+    """A transfer attack's batches of ATTACK_BATCH samples, each with its seed: the condition's plus the index of
+    its first sample, so that the batches are the same on one machine and on a cluster."""
+    for start in range(0, len(x), ATTACK_BATCH):
+        yield x[start : start + ATTACK_BATCH], y[start : start + ATTACK_BATCH], seed + start
+
+
 def input_domain(build: Build) -> tuple[float, float]:
     """Where attacks keep their inputs: what the input tensor can represent, within the model's own input
     range when it has one (an int16x8 input's symmetric range reaches far below a pixel's 0)."""
@@ -106,10 +113,9 @@ class Adversary:
         key = self._key(build, condition)
         if key not in self.made:
             clip = input_domain(build)
-            self.made[key] = [self.cluster.attack(build.model.keras, condition.attack, x[s : s + ATTACK_BATCH],
-                                                  y[s : s + ATTACK_BATCH], condition.eps, condition.seed + s,
+            self.made[key] = [self.cluster.attack(build.model.keras, condition.attack, xs, ys, condition.eps, seed,
                                                   condition.params, clip)
-                              for s in range(0, len(x), ATTACK_BATCH)]  # fmt: skip
+                              for xs, ys, seed in attack_batches(x, y, condition.seed)]  # fmt: skip
 
     def _unbounded(self, pool: Pool, build: Build, condition: Condition, x, y, clip):
         """The attack's own output with the device queries it made and the samples it left clean."""
@@ -119,10 +125,9 @@ class Adversary:
                 self.submit(build, condition, x, y)
             elif condition.mode == "transfer":
                 classifier = attacks.classifier(build.model.keras, clip)
-                made = np.concatenate([attacks.unbounded(condition.attack, classifier, x[s : s + ATTACK_BATCH],
-                                                         y[s : s + ATTACK_BATCH], condition.eps, condition.seed + s,
+                made = np.concatenate([attacks.unbounded(condition.attack, classifier, xs, ys, condition.eps, seed,
                                                          condition.params)
-                                       for s in range(0, len(x), ATTACK_BATCH)])  # fmt: skip
+                                       for xs, ys, seed in attack_batches(x, y, condition.seed)])  # fmt: skip
                 self.made[key] = (made, 0, 0)
             else:
                 self.made[key] = self._attack_device(pool, build, condition, x, y, clip)

@@ -89,7 +89,7 @@ class Pool:
 
     def __init__(self, workers: list[Worker]):
         self.workers = workers
-        self.calls: Counter = Counter()  # answers received, by kind: "inferences" measured, "queries" of attacks
+        self.calls: Counter = Counter()  # inputs run, by kind: "inferences" measured, "queries" of attacks
 
     def connect(self) -> str | None:
         """Connect every device and check its model; the device's counter."""
