@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from test_ops_native import Branch, conv, full_range_inputs
+from test_ops_native import Branch, conv, full_range_inputs, with_same_quantization
 
 from conftest import quantized_model, random_inputs
 from tinyrobust.build.firmware import build_firmware
@@ -155,6 +155,13 @@ SWEEPS = {
     "dense-odd-sizes": ([L.Flatten(), L.Dense(13, activation="relu"), L.Dense(6), L.Dense(1)], (5, 3, 3)),
     # 5x5x48: a receptive field larger than the stack's column buffer, read from the input in place
     "conv-large-filter": ([L.Conv2D(3, 5, padding="same"), L.Conv2D(5, 1)], (7, 6, 48)),
+    # tr_conv_s8_opt's channel loop in assembly: even channel counts, fields of 27 and 54 bytes padded to whole
+    # words, 4 + 8 bytes a pass (odd), 8 a pass, and an odd last pixel left to the C loop
+    "conv-channel-pairs-whole-words": (
+        [L.Conv2D(8, 3, padding="same", activation="relu"), L.Conv2D(6, 1), L.Conv2D(4, 3, strides=2),
+         L.Conv2D(10, (1, 3), padding="same")],
+        (9, 7, 3),
+    ),
 }  # fmt: skip
 SWEEP_KINDS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 # The Cortex-M4 has the DSP extension (SXTB16, SMLAD); the Cortex-M3 runs the plain C loops.
@@ -175,8 +182,18 @@ def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tfl
     ]
     tflite = quantized_model(layers, (7, 9, 3))
     compiled = compile_model(tflite)
-    assert [s.function for s in compiled.steps].count("tr_conv_add_s8") == 2
+    assert [s.function for s in compiled.steps].count("tr_conv_add_s8_opt") == 2
     assert_bit_exact_on_the_emulator(tflite, random_inputs(tflite, 10), {"ADD"}, tmp_path, board)
+
+
+@pytest.mark.parametrize("board", sorted(DSP_BOARDS))
+def test_a_convolution_outside_the_opt_kernel_is_bit_exact_on_the_emulator(board, tmp_path):
+    """An activation range narrower than int8 (a fused RELU whose output is quantized like its input) leaves the
+    convolution to tr_conv_s8's general requantization."""
+    layers = [L.Conv2D(6, 3, padding="same", activation="relu", bias_initializer="random_normal")]
+    tflite = with_same_quantization(quantized_model(layers, (6, 7, 6), batch_size=1))
+    assert [s.function for s in compile_model(tflite).steps] == ["tr_conv_s8"]
+    assert_bit_exact_on_the_emulator(tflite, random_inputs(tflite, 10), set(), tmp_path, board)
 
 
 @pytest.mark.parametrize("board", sorted(DSP_BOARDS))

@@ -75,6 +75,7 @@ CASES = {
     "conv5x5-valid-stride2": ([L.Conv2D(6, 5, strides=2, padding="valid")], (13, 11, 2)),
     "conv3x3-same-stride2-relu6": ([L.Conv2D(5, 3, strides=2, padding="same", activation="relu6")], (10, 7, 4)),
     "conv1x1": ([L.Conv2D(16, 1)], (6, 6, 8)),
+    "conv-relu-same-quantization": ([L.Conv2D(6, 3, padding="same", activation="relu")], (6, 7, 6), SAME_QUANTIZATION),
     "conv-rect-kernel": ([L.Conv2D(3, (1, 4), strides=(1, 2), padding="same")], (5, 16, 2)),
     "conv-large-filter": ([L.Conv2D(3, 5, strides=(2, 1), padding="same")], (7, 6, 48)),  # 5x5x48 read in place
     "depthwise3x3-same": ([L.DepthwiseConv2D(3, padding="same", activation="relu")], (8, 8, 6)),
@@ -436,7 +437,7 @@ def test_layers_that_allow_it_write_over_their_input_in_the_arena():
     assert at[pw8.inputs[0]] == at[pw8.output] and at[pw12.inputs[0]] == at[pw12.output] + 176  # 6x7x4, aligned
     layers, input_shape = CASES["add-fused-over-skip"]
     compiled = compile_model(quantized_model(layers, input_shape))
-    assert [s.function for s in compiled.steps] == ["tr_conv_s8", "tr_conv_s8", "tr_conv_add_s8"]
+    assert [s.function for s in compiled.steps] == ["tr_conv_s8_opt", "tr_conv_s8_opt", "tr_conv_add_s8_opt"]
     fused = compiled.steps[2]
     assert fused.op.kind == "CONV_2D+ADD" and compiled.offsets[fused.output] == compiled.offsets[fused.inputs[1]]
     assert compiled.arena_bytes == 2 * -(-6 * 7 * 8 // 16) * 16  # two maps of 6x7x8, not three
@@ -445,7 +446,7 @@ def test_layers_that_allow_it_write_over_their_input_in_the_arena():
 def test_an_add_of_the_graph_input_is_fused_but_not_written_over_it():
     compiled = compile_model(quantized_model(*CASES["add-residual-conv"]))
     fused = compiled.steps[-1]
-    assert fused.function == "tr_conv_add_s8" and fused.inputs[1] == compiled.input.index
+    assert fused.function == "tr_conv_add_s8_opt" and fused.inputs[1] == compiled.input.index
     assert compiled.offsets[fused.output] != compiled.offsets[compiled.input.index]
 
 

@@ -79,7 +79,7 @@ def test_a_broken_kernel_is_named_as_the_first_layer_that_differs(chunked):
     assert layers[broken]["max_abs_diff"] > 0 and 0 < layers[broken]["share_differing"] <= 1
     assert per_layer["last_step_equals_infer"] and results["device_vs_tflm"]["bit_exact"] < 1
     text = "\n".join(format_layers(per_layer, len(xq)))
-    assert f"first layer that differs: {broken} CONV_2D (tr_conv_s8)" in text, text
+    assert f"first layer that differs: {broken} CONV_2D (tr_conv_s8_opt)" in text, text
 
 
 @pytest.mark.emulator

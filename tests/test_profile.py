@@ -218,7 +218,7 @@ def test_memory_breakdown_adds_up_to_the_memory_report(digits, tmp_path):
     assert memory.ram["arena"] == compiled.arena_bytes and memory.ram["link_buffers"] > 512
     assert memory.stack_reserved_bytes == 8192 and 0 <= memory.flash["other"] < 64
     sizes = [f["bytes"] for f in memory.largest_functions]
-    assert sizes == sorted(sizes, reverse=True) and "tr_conv_s8" in {f["name"] for f in memory.largest_functions}
+    assert sizes == sorted(sizes, reverse=True) and "tr_conv_s8_opt" in {f["name"] for f in memory.largest_functions}
 
 
 @pytest.mark.emulator

@@ -47,6 +47,31 @@ static inline int8_t requantize_s8(const output_s8 *o, int32_t acc, int c)
     return (int8_t)tr_clamp(tr_requantize(acc, o->multiplier[c], o->shift[c]) + o->out_offset, o->lo, o->hi);
 }
 
+/* The requantization of the _opt kernels, from the doubled accumulator a2 = 2 * acc: TFLM's first rounding,
+ * floor((acc * m + 2^30) / 2^31), is SMMLAR's (a2 * m + 2^31) >> 32, exact while |a2| < 2^31. SMMLAR also adds the
+ * nudge 2^(r - 1) of the second rounding, the shift right by r = -shift, and the output's zero point times 2^r,
+ * which the shift turns into the zero point added (doubled_nudge). The shift rounds half away from zero: one less
+ * before it for a negative value. Its sign is acc's, but for a value 0 from a negative acc, where one less changes
+ * nothing (r >= 1: 2^(r - 1) is no multiple of 2^r). The compiler checks that a2 and the sum SMMLAR returns fit in
+ * 32 bits, and r >= 1, for every channel (lower.doubled_requant_fits). Returns the output before the clamp. */
+static inline __attribute__((always_inline)) int32_t requantize_doubled(int32_t a2, int32_t multiplier,
+                                                                       int32_t nudge, int32_t right)
+{
+#if TR_DSP
+    int32_t q;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(q) : "r"(a2), "r"(multiplier), "r"(nudge));
+#else
+    const int32_t q = (int32_t)(((int64_t)a2 * multiplier + (int64_t)nudge * ((int64_t)1 << 32) + (1u << 31)) >> 32);
+#endif
+    return (q + (a2 >> 31)) >> right;
+}
+
+/* requantize_doubled's nudge for a shift right by right: 2^(right - 1) plus the output's zero point times 2^right. */
+static inline int32_t doubled_nudge(int32_t right, int32_t out_offset)
+{
+    return (int32_t)((1u << (right - 1)) + ((uint32_t)out_offset << right));
+}
+
 /* Four int8 values from any address (the core allows unaligned word loads). */
 static inline int32_t load4(const int8_t *p)
 {
@@ -160,6 +185,24 @@ __attribute__((optimize("Os"))) void tr_conv_s8_in_place(const tr_conv_params *p
  * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
  * folded bias stays exact). One group only: k_c == in_c. Copying even a 1x1 filter's field is cheap next to its
  * out_c products, and keeps the two pixels' fields a constant distance apart (see dot4_columns_s8). */
+/* n bytes to dst, from src or (src NULL) all value, a word at a time: a receptive field's runs are short, where
+ * memcpy and memset cost a call and their dispatch. The empty asm keeps GCC from making the loops those calls. */
+static inline void copy_or_fill_s8(int8_t *dst, const int8_t *src, int8_t value, int n)
+{
+    int32_t v = (int32_t)((uint32_t)(uint8_t)value * 0x01010101u);
+    for (; n >= 4; n -= 4, dst += 4) {
+        if (src) {
+            v = load4(src);
+            src += 4;
+        }
+        __asm__("" : "+r"(v));
+        memcpy(dst, &v, 4);
+    }
+    for (; n > 0; n--) {
+        *dst++ = src ? *src++ : value;
+    }
+}
+
 static inline __attribute__((always_inline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in,
                                                                       int iy0, int ix0, int8_t *column)
 {
@@ -170,22 +213,22 @@ static inline __attribute__((always_inline)) void receptive_field_s8(const tr_co
     int8_t *c = column;
     for (int ky = 0; ky < p->k_h; ky++) {
         if (ky < ky_lo || ky >= ky_hi) {
-            memset(c, zero_point, row_size);
+            copy_or_fill_s8(c, NULL, zero_point, row_size);
             c += row_size;
             continue;
         }
-        memset(c, zero_point, kx_lo * in_c);
+        copy_or_fill_s8(c, NULL, zero_point, kx_lo * in_c);
         c += kx_lo * in_c;
         const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * in_c;
         if (p->dilation_w == 1) {
-            memcpy(c, x, (kx_hi - kx_lo) * in_c);
+            copy_or_fill_s8(c, x, 0, (kx_hi - kx_lo) * in_c);
             c += (kx_hi - kx_lo) * in_c;
         } else {
             for (int kx = kx_lo; kx < kx_hi; kx++, x += p->dilation_w * in_c, c += in_c) {
-                memcpy(c, x, in_c);
+                copy_or_fill_s8(c, x, 0, in_c);
             }
         }
-        memset(c, zero_point, (p->k_w - kx_hi) * in_c);
+        copy_or_fill_s8(c, NULL, zero_point, (p->k_w - kx_hi) * in_c);
         c += (p->k_w - kx_hi) * in_c;
     }
 }
@@ -248,6 +291,103 @@ static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int
     dot4_s8(x, x + TR_COLUMN_BYTES, w0, w1, n, acc); /* what the DSP loop left, or everything */
 }
 
+#if TR_DSP
+/* What channels_s8 keeps in memory, its registers all taken by the dot products: the pointers it advances a pair
+ * of channels at a time, and the constants of the layer. */
+typedef struct {
+    const int32_t *bias;       /* the folded bias of the next pair */
+    const int32_t *multiplier; /* and its requantization */
+    const int8_t *shift;
+    int8_t *out;               /* its first pixel's outputs; the second's are out_c further */
+    int32_t pairs;             /* pairs left */
+    int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
+    int32_t filter_size, passes, odd; /* of the dot product: 8 bytes a pass, odd: 4 more first */
+    int32_t out_c;
+    const int8_t *column;      /* the first pixel's receptive field; the second's is TR_COLUMN_BYTES further */
+} channels_context;
+
+/* One output of channels_s8: the accumulator acc requantized from twice itself (requantize_doubled, overwriting
+ * acc), saturated and stored at address; m, nudge and right are its channel's. */
+#define TR_CHANNELS_OUTPUT(acc, address)                                                                           \
+    "add %[" #acc "], %[" #acc "], %[" #acc "]\n\t"                                                                \
+    "smmlar %[w0], %[" #acc "], %[t5], %[t4]\n\t"                                                                  \
+    "add %[w0], %[w0], %[" #acc "], asr #31\n\t"                                                                   \
+    "asr %[w0], %[w0], %[t3]\n\t"                                                                                  \
+    "ssat %[w0], #8, %[w0]\n\t"                                                                                    \
+    "strb %[w0], " address "\n\t"
+
+/* A channel's requantization constants into t3 (right), t4 (nudge) and t5 (multiplier), from the pointers t2
+ * (shift) and t1 (multiplier), which advance; t0 is the context. */
+#define TR_CHANNELS_CONSTANTS                                                                                      \
+    "ldrsb %[t3], [%[t2]], #1\n\t"                                                                                 \
+    "ldr %[t4], [%[t0], %[k]]\n\t"                                                                                 \
+    "rsb %[t3], %[t3], #0\n\t"                                                                                     \
+    "sub %[t5], %[t3], #1\n\t"                                                                                     \
+    "lsl %[t4], %[t4], %[t5]\n\t"                                                                                  \
+    "ldr %[t5], [%[t1]], #4\n\t"
+
+/* conv_s8's channel loop for two pixels with the _opt requantization, in assembly: every output channel pair's
+ * dot products over both receptive fields (dot4_columns_s8's loop), then its four outputs, with no call or
+ * reload per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile. */
+static __attribute__((noinline)) void channels_s8(channels_context *c, const int8_t *w0)
+{
+    int32_t a0, a1, b0, b1, n, t1, t2, t3, t4, t5, t0 = (int32_t)c;
+    const int8_t *x, *w1;
+    __asm__ volatile("str %[t0], [sp, #-8]!\n"
+                     "1:\n\t"
+                     "ldr %[t1], [%[t0], %[bias]]\n\t"
+                     "ldr %[a0], [%[t1]], #4\n\t"
+                     "ldr %[a1], [%[t1]], #4\n\t"
+                     "str %[t1], [%[t0], %[bias]]\n\t"
+                     "mov %[b0], %[a0]\n\t"
+                     "mov %[b1], %[a1]\n\t"
+                     "ldr %[t1], [%[t0], %[size]]\n\t"
+                     "add %[w1], %[w0], %[t1]\n\t"
+                     "ldr %[n], [%[t0], %[passes]]\n\t"
+                     "ldr %[x], [%[t0], %[field]]\n\t"
+                     "ldr %[t1], [%[t0], %[odd]]\n\t"
+                     "cmp %[t1], #0\n\t"
+                     "bne 3f\n"
+                     "2:\n\t" TR_DOT4_COLUMNS_STEP "3:\n\t" TR_DOT4_COLUMNS_STEP
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 2b\n\t"
+                     "ldr %[t0], [sp]\n\t"
+                     "ldr %[x], [%[t0], %[out]]\n\t"
+                     "ldr %[n], [%[t0], %[out_c]]\n\t"
+                     "ldr %[t1], [%[t0], %[multiplier]]\n\t"
+                     "ldr %[t2], [%[t0], %[shift]]\n\t"
+                     TR_CHANNELS_CONSTANTS
+                     TR_CHANNELS_OUTPUT(a0, "[%[x]]")
+                     TR_CHANNELS_OUTPUT(b0, "[%[x], %[n]]")
+                     "add %[x], %[x], #1\n\t"
+                     TR_CHANNELS_CONSTANTS
+                     TR_CHANNELS_OUTPUT(a1, "[%[x]]")
+                     TR_CHANNELS_OUTPUT(b1, "[%[x], %[n]]")
+                     "add %[x], %[x], #1\n\t"
+                     "str %[x], [%[t0], %[out]]\n\t"
+                     "str %[t1], [%[t0], %[multiplier]]\n\t"
+                     "str %[t2], [%[t0], %[shift]]\n\t"
+                     "mov %[w0], %[w1]\n\t"
+                     "ldr %[t1], [%[t0], %[pairs]]\n\t"
+                     "subs %[t1], %[t1], #1\n\t"
+                     "str %[t1], [%[t0], %[pairs]]\n\t"
+                     "bne 1b\n\t"
+                     "add sp, sp, #8"
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [x] "=&r"(x), [w0] "+r"(w0),
+                       [w1] "=&r"(w1), [n] "=&r"(n), [t0] "+r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
+                       [t4] "=&r"(t4), [t5] "=&r"(t5)
+                     : [column] "i"(TR_COLUMN_BYTES), [field] "i"(offsetof(channels_context, column)),
+                       [bias] "i"(offsetof(channels_context, bias)),
+                       [size] "i"(offsetof(channels_context, filter_size)),
+                       [passes] "i"(offsetof(channels_context, passes)), [odd] "i"(offsetof(channels_context, odd)),
+                       [out] "i"(offsetof(channels_context, out)), [out_c] "i"(offsetof(channels_context, out_c)),
+                       [multiplier] "i"(offsetof(channels_context, multiplier)),
+                       [shift] "i"(offsetof(channels_context, shift)), [k] "i"(offsetof(channels_context, k)),
+                       [pairs] "i"(offsetof(channels_context, pairs))
+                     : "cc", "memory");
+}
+#endif
+
 /* out[i] = ADD(y[i], skip[i]) for n values, the residual ADD of tr_conv_add_s8: TFLM's arithmetic, each input's
  * share of the sum looked up (tr_residual), the sum requantized. */
 static __attribute__((noinline)) void residual_s8(const tr_residual *r, const int8_t *y, const int8_t *skip,
@@ -267,14 +407,25 @@ static __attribute__((noinline)) void residual_s8(const tr_residual *r, const in
  * most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). Both pixels' fields are gathered
  * before their outputs are written: a 1x1, stride-1 convolution may write over its own input (see tr_kernels.h).
  * With skip (tr_conv_add_s8), the two pixels' values go to the stack, then through the residual ADD with skip's
- * values at their places, each read before its place is written. */
+ * values at their places, each read before its place is written. With opt (the _opt entry points), the outputs
+ * are requantized from the doubled accumulator and saturated to int8: the compiler checks that this is exact and
+ * that the activation range is all of int8. */
 static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *p, const int8_t *in,
-                                                          const int8_t *skip, int8_t *out)
+                                                          const int8_t *skip, int8_t *out, const int opt)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
-    const int filter_size = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
+    const int field = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
+    const int filter_size = opt ? (field + 3) & ~3 : field; /* the _opt filters are padded to whole words */
     int8_t columns[2 * TR_COLUMN_BYTES];
     int8_t sums[2 * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
+#if TR_DSP
+    /* channels_s8 takes pairs of pixels and of channels, whole words of the receptive field, from a bias */
+    const int in_assembly = opt && out_c % 2 == 0 && filter_size % 4 == 0 && p->bias;
+    channels_context context = {
+        .k = 1 + 2 * p->out_offset, .filter_size = filter_size, .passes = (filter_size + 4) / 8,
+        .odd = filter_size & 4, .out_c = out_c, .column = columns,
+    };
+#endif
     for (int px = 0; px < pixels; px += 2, out += 2 * out_c) {
         const int two = px + 1 < pixels; /* an odd last pixel is computed twice, once discarded */
         int8_t *y = skip ? sums : out;
@@ -282,13 +433,41 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             const int oy = (px + i * two) / p->out_w, ox = (px + i * two) % p->out_w;
             receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
                                columns + i * TR_COLUMN_BYTES);
+            copy_or_fill_s8(columns + i * TR_COLUMN_BYTES + field, NULL, 0, filter_size - field); /* x 0 weights */
         }
+#if TR_DSP
+        if (in_assembly && two) {
+            context.bias = p->bias;
+            context.multiplier = p->requant.multiplier;
+            context.shift = p->requant.shift;
+            context.out = y;
+            context.pairs = out_c / 2;
+            channels_s8(&context, p->weights);
+            if (skip) {
+                residual_s8(p->residual, sums, skip + px * out_c, out, 2 * out_c);
+            }
+            continue;
+        }
+#endif
         for (int oc = 0; oc < out_c; oc += 2) {
             const int pair = oc + 1 < out_c; /* an odd last channel likewise */
             const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
             const int32_t bias0 = p->bias ? p->bias[oc] : 0, bias1 = p->bias && pair ? p->bias[oc + 1] : 0;
             int32_t acc[4] = {bias0, bias1, bias0, bias1};
             dot4_columns_s8(columns, w0, w1, filter_size, acc);
+            if (opt) {
+                const int32_t m0 = p->requant.multiplier[oc], r0 = -p->requant.shift[oc];
+                const int32_t m1 = p->requant.multiplier[oc + pair], r1 = -p->requant.shift[oc + pair];
+                const int32_t n0 = doubled_nudge(r0, p->out_offset), n1 = doubled_nudge(r1, p->out_offset);
+                for (int i = 0; i <= two; i++) {
+                    int8_t *o = y + i * out_c + oc;
+                    o[0] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i], m0, n0, r0));
+                    if (pair) {
+                        o[1] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i + 1], m1, n1, r1));
+                    }
+                }
+                continue;
+            }
             for (int i = 0; i <= two; i++) {
                 int8_t *o = y + i * out_c + oc;
                 o[0] = requantize_s8(&stage, acc[2 * i], oc);
@@ -305,12 +484,22 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
 
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
-    conv_s8(p, in, NULL, out);
+    conv_s8(p, in, NULL, out, 0);
 }
 
 void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out)
 {
-    conv_s8(p, in, skip, out);
+    conv_s8(p, in, skip, out, 0);
+}
+
+void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
+{
+    conv_s8(p, in, NULL, out, 1);
+}
+
+void tr_conv_add_s8_opt(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out)
+{
+    conv_s8(p, in, skip, out, 1);
 }
 
 /* --- DEPTHWISE_CONV_2D ------------------------------------------------------------------------------------ */
@@ -349,14 +538,7 @@ __attribute__((optimize("Os"))) void tr_depthwise_conv_s8(const tr_conv_params *
  * Every window is summed whole, from the folded bias, over raw inputs. Windows inside the input (found once per
  * call) read it in place, with no checks per tap; the others read a patch of the group's input copied to the
  * stack, the zero point where the input ends (see the top of the file). So does every window of a map whose input
- * fits one patch.
- *
- * Requantization from the doubled accumulator a2 = 2 * acc: TFLM's first rounding, floor((acc * m + 2^30) / 2^31),
- * is SMMLAR's (a2 * m + 2^31) >> 32, exact while |a2| < 2^31. SMMLAR also adds the nudge 2^(r - 1) of the second
- * rounding, the shift right by r = -shift, and the output's zero point times 2^r, which the shift turns into the
- * zero point added. The shift rounds half away from zero: one less before it for a negative value. Its sign is
- * acc's, but for a value 0 from a negative acc, where one less changes nothing (r >= 1: 2^(r - 1) is no multiple of
- * 2^r). The compiler checks that a2 and the sum SMMLAR returns fit in 32 bits, and r >= 1, for every channel. */
+ * fits one patch. Outputs are requantized from the doubled accumulator (requantize_doubled). */
 typedef struct {
     int16_t w[TR_DEPTHWISE_TAPS][4];
     int32_t bias[4]; /* 2 * the folded bias */
@@ -383,7 +565,7 @@ static TR_SETUP void prepare_group(const tr_conv_params *p, int c, depthwise_gro
         const uint32_t right = (uint32_t)-p->requant.shift[c + i];
         g->bias[i] = 2 * (p->bias ? p->bias[c + i] : 0);
         g->requant[i].multiplier = p->requant.multiplier[c + i];
-        g->requant[i].nudge = (int32_t)((1u << (right - 1)) + ((uint32_t)p->out_offset << right));
+        g->requant[i].nudge = doubled_nudge((int32_t)right, p->out_offset);
         g->requant[i].right = (int32_t)right;
     }
 }
@@ -436,17 +618,10 @@ static inline __attribute__((always_inline)) void row_taps4(const int8_t *x, con
 #define ROW3X3(w0, w1, w2) TAP3X3("[%[x]]", w0) TAP3X3("[%[x], %[step]]", w1) TAP3X3("[%[x], %[step], lsl #1]", w2)
 #endif
 
-/* Output channel i of the group from its doubled accumulator a2 (see above), before the clamp. */
-static inline __attribute__((always_inline)) int32_t requantize_doubled(const depthwise_group *g, int i, int32_t a2)
+/* Output channel i of the group from its doubled accumulator a2, before the clamp. */
+static inline __attribute__((always_inline)) int32_t group_output(const depthwise_group *g, int i, int32_t a2)
 {
-    const int32_t multiplier = g->requant[i].multiplier, nudge = g->requant[i].nudge;
-#if TR_DSP
-    int32_t q;
-    __asm__("smmlar %0, %1, %2, %3" : "=r"(q) : "r"(a2), "r"(multiplier), "r"(nudge));
-#else
-    const int32_t q = (int32_t)(((int64_t)a2 * multiplier + (int64_t)nudge * ((int64_t)1 << 32) + (1u << 31)) >> 32);
-#endif
-    return (q + (a2 >> 31)) >> g->requant[i].right;
+    return requantize_doubled(a2, g->requant[i].multiplier, g->requant[i].nudge, g->requant[i].right);
 }
 
 /* g, which GCC no longer knows to be the same for every pixel: it then loads the group's weights and constants
@@ -541,10 +716,10 @@ static __attribute__((noinline)) void pixels_s8(const tr_conv_params *p, depthwi
                 row_taps4(r, h->w + ky * k_w, k_w, tap_step, &a0, &a1, &a2, &a3);
             }
             h = reloaded(g);
-            out[0] = (int8_t)tr_clamp(requantize_doubled(h, 0, a0), lo, hi);
-            out[1] = (int8_t)tr_clamp(requantize_doubled(h, 1, a1), lo, hi);
-            out[2] = (int8_t)tr_clamp(requantize_doubled(h, 2, a2), lo, hi);
-            out[3] = (int8_t)tr_clamp(requantize_doubled(h, 3, a3), lo, hi);
+            out[0] = (int8_t)tr_clamp(group_output(h, 0, a0), lo, hi);
+            out[1] = (int8_t)tr_clamp(group_output(h, 1, a1), lo, hi);
+            out[2] = (int8_t)tr_clamp(group_output(h, 2, a2), lo, hi);
+            out[3] = (int8_t)tr_clamp(group_output(h, 3, a3), lo, hi);
         }
     }
 }

@@ -249,6 +249,11 @@ void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* tr_conv_s8 followed by an ADD of its output (in1) and skip (in2), of the same shape, as p->residual gives it;
  * out_c <= TR_RESIDUAL_CHANNELS. out may be skip itself (each value of skip is read before its place is written). */
 void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out);
+/* tr_conv_s8 and tr_conv_add_s8 where every shift <= -1, the sums are small enough for the shorter
+ * requantization of the depthwise kernel, and the activation range is all of int8 (the compiler checks, see
+ * lower.doubled_requant_fits). */
+void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
+void tr_conv_add_s8_opt(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out);
 /* CONV_2D, any groups or receptive field: reads the input in place, one output pixel at a time. */
 void tr_conv_s8_in_place(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* DEPTHWISE_CONV_2D, any depth multiplier: one value at a time. */

@@ -24,6 +24,16 @@ static inline int32_t tr_clamp(int32_t v, int32_t lo, int32_t hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+/* v limited to int8's range: one SSAT where the core has it (every Cortex-M3 and up). */
+static inline int32_t tr_saturate_s8(int32_t v)
+{
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+    return __builtin_arm_ssat(v, 8);
+#else
+    return tr_clamp(v, INT8_MIN, INT8_MAX);
+#endif
+}
+
 /* --- Kernels written once for int8 and int16 ------------------------------------------------------------ */
 
 /* Such a kernel is a TR_TEMPLATE function taking the element size in bytes (1 or 2) as its last argument; its

@@ -175,14 +175,27 @@ COLUMN_BYTES = 1152
 
 
 def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
-    """int8 convolutions of one group whose receptive field fits a column run on tr_conv_s8; the others read the
-    input in place."""
+    """int8 convolutions of one group whose receptive field fits a column run on tr_conv_s8, or tr_conv_s8_opt
+    where its requantization is exact and the activation range is all of int8; the others read the input in
+    place."""
     fields, constants, activations = _conv_common(graph, op, name, depthwise=False)
     function = f"tr_conv_{SUFFIXES[activations]}"
     field_bytes = fields["k_h"] * fields["k_w"] * fields["k_c"]
     if activations == "int8" and (fields["k_c"] != fields["in_c"] or field_bytes > COLUMN_BYTES):
         function = "tr_conv_s8_in_place"
+    elif activations == "int8" and (fields["act_min"], fields["act_max"]) == (-128, 127):
+        if doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1, 2, 3)):
+            function = "tr_conv_s8_opt"
+            constants = [_whole_words(c, fields["out_c"]) if c.name == fields["weights"] else c for c in constants]
     return Kernel(function, "tr_conv_params", fields, constants)
+
+
+def _whole_words(weights: Constant, out_c: int) -> Constant:
+    """tr_conv_s8_opt's filters, each padded with zero weights to whole words: its dot products then take 4 bytes
+    at a time (the receptive field is padded to match, see conv_s8)."""
+    filters = weights.values.reshape(out_c, -1)
+    padded = np.pad(filters, ((0, 0), (0, -filters.shape[1] % 4)))
+    return Constant(weights.name, weights.ctype, padded.reshape(-1))
 
 
 # TR_DEPTHWISE_TAPS and TR_DEPTHWISE_PATCH in tr_kernels.h: the largest window (k_h * k_w) tr_depthwise_conv_s8_opt
@@ -205,27 +218,34 @@ def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
 
 def _fits_depthwise_opt(graph: Graph, op: Op, name: str, fields: dict, constants: list[Constant]) -> bool:
     """Whether tr_depthwise_conv_s8_opt takes the layer: depth multiplier 1 and four channels or more, a window of
-    at most DEPTHWISE_TAPS taps whose input fits DEPTHWISE_PATCH, every shift right r = -shift >= 1, and sums that
-    keep its requantization exact (see tr_conv.c): twice the accumulator, and SMMLAR's rounded a2 * multiplier / 2^32
-    + 2^(r - 1) + the output zero point * 2^r, below 2^31 in magnitude. |acc| is at most |bias| + 256 *
-    sum(|weights|) per channel: the kernel multiplies raw inputs (|x| <= 128) from the folded bias
-    (|in_offset| <= 128)."""
+    at most DEPTHWISE_TAPS taps whose input fits DEPTHWISE_PATCH, and a requantization doubled_requant_fits."""
     f = fields
     window = ((f["k_h"] - 1) * f["dilation_h"] + 1) * ((f["k_w"] - 1) * f["dilation_w"] + 1)  # input positions
     if f["depth_multiplier"] != 1 or f["out_c"] < 4 or f["k_h"] * f["k_w"] > DEPTHWISE_TAPS or window > DEPTHWISE_PATCH:
         return False
+    return doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(0, 1, 2))
+
+
+def doubled_requant_fits(
+    graph: Graph, op: Op, name: str, fields: dict, constants: list[Constant], weight_axes: tuple[int, ...]
+) -> bool:
+    """Whether the _opt kernels' requantization from the doubled accumulator is exact for every output channel
+    (requantize_doubled in tr_conv.c): a shift right r = -shift >= 1, and sums below 2^31 in magnitude: twice the
+    accumulator, and SMMLAR's rounded a2 * multiplier / 2^32 + 2^(r - 1) + the output zero point * 2^r. |acc| is at
+    most |bias| + 256 * sum(|weights|) per channel (summed over weight_axes): the kernels multiply raw inputs
+    (|x| <= 128) from the folded bias (|in_offset| <= 128)."""
     values = {c.name: c.values.astype(np.int64) for c in constants}
     multipliers = values[f"{QUANT_PARAMS_PREFIX}{name}_multiplier"]
     right = -values[f"{QUANT_PARAMS_PREFIX}{name}_shift"]
     if np.any(right < 1):
         return False
-    weight_sums = np.abs(graph.tensors[op.inputs[1]].data.astype(np.int64)).sum(axis=(0, 1, 2))
+    weight_sums = np.abs(graph.tensors[op.inputs[1]].data.astype(np.int64)).sum(axis=weight_axes)
     bias = np.zeros_like(weight_sums)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         bias = graph.tensors[op.inputs[2]].data.astype(np.int64).reshape(-1)
     acc = np.abs(bias) + 256 * weight_sums
     rounded = (acc * multipliers >> 31) + 1
-    smmlar = rounded + (1 << (right - 1)) + abs(f["out_offset"]) * (1 << right)
+    smmlar = rounded + (1 << (right - 1)) + abs(fields["out_offset"]) * (1 << right)
     return bool(np.all(2 * acc < 2**31) and np.all(smmlar < 2**31))
 
 
@@ -430,6 +450,9 @@ def _residual(quant: dict[str, int], name: str) -> tuple[dict[str, object], list
 # TR_RESIDUAL_CHANNELS in tr_kernels.h: the most output channels tr_conv_add_s8 takes.
 RESIDUAL_CHANNELS = 256
 
+# The convolution kernels that take a fused ADD after them, and the kernel of the two fused.
+CONV_ADDS = {"tr_conv_s8": "tr_conv_add_s8", "tr_conv_s8_opt": "tr_conv_add_s8_opt"}
+
 
 def fuse_residual_adds(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> list[tuple[Op, Kernel]]:
     """An int8 ADD of two tensors of its output's shape, one of them written by a tr_conv_s8 step for this ADD
@@ -446,7 +469,7 @@ def fuse_residual_adds(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> list[t
         for first in (0, 1):
             y, skip = add.inputs[first], add.inputs[1 - first]
             i = steps.get(y)
-            if len(shapes) != 1 or i is None or i in fused or lowered[i][1].function != "tr_conv_s8":
+            if len(shapes) != 1 or i is None or i in fused or lowered[i][1].function not in CONV_ADDS:
                 continue
             if graph.consumers.get(y) != [graph.ops.index(add)] or y in graph.outputs or steps.get(skip, -1) >= i:
                 continue
@@ -457,7 +480,8 @@ def fuse_residual_adds(graph: Graph, lowered: list[tuple[Op, Kernel]]) -> list[t
             op = Op(conv.position, "CONV_2D+ADD", conv.inputs, add.outputs, conv.options, conv.version)
             fields = {**conv_kernel.fields, "residual": f"&(const tr_residual){c_struct(residual)}"}
             constants = conv_kernel.constants + constants
-            fused[i] = op, Kernel("tr_conv_add_s8", "tr_conv_params", fields, constants, [conv.inputs[0], skip])
+            function = CONV_ADDS[conv_kernel.function]
+            fused[i] = op, Kernel(function, "tr_conv_params", fields, constants, [conv.inputs[0], skip])
             removed.add(j)
             break
     return [fused.get(i, step) for i, step in enumerate(lowered) if i not in removed]

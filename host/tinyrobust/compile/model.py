@@ -216,12 +216,12 @@ def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
     copies each group of four channels of a map that fits one patch before writing the group's outputs in the
     same places: four channels a group, so that the last group overlaps no other."""
     f, out = step.fields, graph.tensors[step.output]
-    if step.function == "tr_conv_add_s8":
+    if step.function in ("tr_conv_add_s8", "tr_conv_add_s8_opt"):
         return 0 if t == step.inputs[1] else None
     if t != step.inputs[0]:
         return None
     pointwise = (f.get("k_h"), f.get("k_w"), f.get("stride_h"), f.get("stride_w")) == (1, 1, 1, 1)
-    if step.function == "tr_conv_s8" and pointwise and (f["in_h"], f["in_w"]) == (f["out_h"], f["out_w"]):
+    if step.function in ("tr_conv_s8", "tr_conv_s8_opt") and pointwise and (f["in_h"], f["in_w"]) == (f["out_h"], f["out_w"]):
         return -(-max(0, out.nbytes - graph.tensors[t].nbytes) // ALIGNMENT) * ALIGNMENT
     if step.function == "tr_depthwise_conv_s8_opt" and f["out_c"] % 4 == 0:
         rows = (f["out_h"] - 1) * f["stride_h"] + (f["k_h"] - 1) * f["dilation_h"] + 1
