@@ -185,21 +185,31 @@ __attribute__((optimize("Os"))) void tr_conv_s8_in_place(const tr_conv_params *p
  * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
  * folded bias stays exact). One group only: k_c == in_c. Copying even a 1x1 filter's field is cheap next to its
  * out_c products, and keeps the two pixels' fields a constant distance apart (see dot4_columns_s8). */
-/* n bytes to dst, from src or (src NULL) all value, a word at a time: a receptive field's runs are short, where
- * memcpy and memset cost a call and their dispatch. The empty asm keeps GCC from making the loops those calls. */
-static inline void copy_or_fill_s8(int8_t *dst, const int8_t *src, int8_t value, int n)
+/* n bytes from src to dst, two words a pass: a receptive field's runs are short, where memcpy costs a call and
+ * its dispatch. The empty asm keeps GCC from making the loop that call. */
+static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
+{
+    for (; n >= 8; n -= 8, dst += 8, src += 8) {
+        int32_t v0 = load4(src), v1 = load4(src + 4);
+        __asm__("" : "+r"(v0), "+r"(v1));
+        memcpy(dst, &v0, 4);
+        memcpy(dst + 4, &v1, 4);
+    }
+    for (; n > 0; n--) {
+        *dst++ = *src++;
+    }
+}
+
+/* n bytes of value at dst, a word at a time (for the same reason). */
+static inline void fill_s8(int8_t *dst, int8_t value, int n)
 {
     int32_t v = (int32_t)((uint32_t)(uint8_t)value * 0x01010101u);
     for (; n >= 4; n -= 4, dst += 4) {
-        if (src) {
-            v = load4(src);
-            src += 4;
-        }
         __asm__("" : "+r"(v));
         memcpy(dst, &v, 4);
     }
     for (; n > 0; n--) {
-        *dst++ = src ? *src++ : value;
+        *dst++ = value;
     }
 }
 
@@ -213,22 +223,22 @@ static inline __attribute__((always_inline)) void receptive_field_s8(const tr_co
     int8_t *c = column;
     for (int ky = 0; ky < p->k_h; ky++) {
         if (ky < ky_lo || ky >= ky_hi) {
-            copy_or_fill_s8(c, NULL, zero_point, row_size);
+            fill_s8(c, zero_point, row_size);
             c += row_size;
             continue;
         }
-        copy_or_fill_s8(c, NULL, zero_point, kx_lo * in_c);
+        fill_s8(c, zero_point, kx_lo * in_c);
         c += kx_lo * in_c;
         const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * in_c;
         if (p->dilation_w == 1) {
-            copy_or_fill_s8(c, x, 0, (kx_hi - kx_lo) * in_c);
+            copy_s8(c, x, (kx_hi - kx_lo) * in_c);
             c += (kx_hi - kx_lo) * in_c;
         } else {
             for (int kx = kx_lo; kx < kx_hi; kx++, x += p->dilation_w * in_c, c += in_c) {
-                copy_or_fill_s8(c, x, 0, in_c);
+                copy_s8(c, x, in_c);
             }
         }
-        copy_or_fill_s8(c, NULL, zero_point, (p->k_w - kx_hi) * in_c);
+        fill_s8(c, zero_point, (p->k_w - kx_hi) * in_c);
         c += (p->k_w - kx_hi) * in_c;
     }
 }
@@ -301,7 +311,7 @@ typedef struct {
     int8_t *out;               /* its first pixel's outputs; the second's are out_c further */
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
-    int32_t filter_size, passes, odd; /* of the dot product: 8 bytes a pass, odd: 4 more first */
+    int32_t filter_size, passes, skip; /* of the dot product: 16 bytes a pass, the first skipping 4 * skip */
     int32_t out_c;
     const int8_t *column;      /* the first pixel's receptive field; the second's is TR_COLUMN_BYTES further */
 } channels_context;
@@ -327,8 +337,8 @@ typedef struct {
     "ldr %[t5], [%[t1]], #4\n\t"
 
 /* conv_s8's channel loop for two pixels with the _opt requantization, in assembly: every output channel pair's
- * dot products over both receptive fields (dot4_columns_s8's loop), then its four outputs, with no call or
- * reload per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile. */
+ * dot products over both receptive fields (dot4_columns_s8's steps, four a pass), then its four outputs, with
+ * no call or reload per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile. */
 static __attribute__((noinline)) void channels_s8(channels_context *c, const int8_t *w0)
 {
     int32_t a0, a1, b0, b1, n, t1, t2, t3, t4, t5, t0 = (int32_t)c;
@@ -345,10 +355,12 @@ static __attribute__((noinline)) void channels_s8(channels_context *c, const int
                      "add %[w1], %[w0], %[t1]\n\t"
                      "ldr %[n], [%[t0], %[passes]]\n\t"
                      "ldr %[x], [%[t0], %[field]]\n\t"
-                     "ldr %[t1], [%[t0], %[odd]]\n\t"
-                     "cmp %[t1], #0\n\t"
-                     "bne 3f\n"
+                     "ldr %[t1], [%[t0], %[skip]]\n\t"
+                     "cmp %[t1], #1\n\t"
+                     "beq 3f\n\t"
+                     "bgt 6f\n"
                      "2:\n\t" TR_DOT4_COLUMNS_STEP "3:\n\t" TR_DOT4_COLUMNS_STEP
+                     "4:\n\t" TR_DOT4_COLUMNS_STEP "5:\n\t" TR_DOT4_COLUMNS_STEP
                      "subs %[n], %[n], #1\n\t"
                      "bne 2b\n\t"
                      "ldr %[t0], [sp]\n\t"
@@ -372,6 +384,12 @@ static __attribute__((noinline)) void channels_s8(channels_context *c, const int
                      "subs %[t1], %[t1], #1\n\t"
                      "str %[t1], [%[t0], %[pairs]]\n\t"
                      "bne 1b\n\t"
+                     "b 7f\n"
+                     "6:\n\t" /* skip 2 or 3 */
+                     "cmp %[t1], #2\n\t"
+                     "beq 4b\n\t"
+                     "b 5b\n"
+                     "7:\n\t"
                      "add sp, sp, #8"
                      : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [x] "=&r"(x), [w0] "+r"(w0),
                        [w1] "=&r"(w1), [n] "=&r"(n), [t0] "+r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
@@ -379,7 +397,7 @@ static __attribute__((noinline)) void channels_s8(channels_context *c, const int
                      : [column] "i"(TR_COLUMN_BYTES), [field] "i"(offsetof(channels_context, column)),
                        [bias] "i"(offsetof(channels_context, bias)),
                        [size] "i"(offsetof(channels_context, filter_size)),
-                       [passes] "i"(offsetof(channels_context, passes)), [odd] "i"(offsetof(channels_context, odd)),
+                       [passes] "i"(offsetof(channels_context, passes)), [skip] "i"(offsetof(channels_context, skip)),
                        [out] "i"(offsetof(channels_context, out)), [out_c] "i"(offsetof(channels_context, out_c)),
                        [multiplier] "i"(offsetof(channels_context, multiplier)),
                        [shift] "i"(offsetof(channels_context, shift)), [k] "i"(offsetof(channels_context, k)),
@@ -395,7 +413,21 @@ static __attribute__((noinline)) void residual_s8(const tr_residual *r, const in
 {
     const int32_t *in1 = r->in1_shares + 128, *in2 = r->in2_shares + 128;
     const int32_t multiplier = r->out_multiplier, right = -r->out_shift, offset = r->out_offset;
-    const int32_t lo = r->act_min, hi = r->act_max;
+    const int32_t lo = r->act_min, hi = r->act_max, nudge = r->nudge;
+    if (nudge && lo == INT8_MIN && hi == INT8_MAX) {
+        for (int i = 0; i < n; i++) {
+            const int32_t sum = in1[y[i]] + in2[skip[i]];
+            out[i] = (int8_t)tr_saturate_s8(requantize_doubled(2 * sum, multiplier, nudge, right));
+        }
+        return;
+    }
+    if (nudge) {
+        for (int i = 0; i < n; i++) {
+            const int32_t sum = in1[y[i]] + in2[skip[i]];
+            out[i] = (int8_t)tr_clamp(requantize_doubled(2 * sum, multiplier, nudge, right), lo, hi);
+        }
+        return;
+    }
     for (int i = 0; i < n; i++) {
         const int32_t sum = in1[y[i]] + in2[skip[i]];
         out[i] = (int8_t)tr_clamp(tr_requantize_right(sum, multiplier, right) + offset, lo, hi);
@@ -422,8 +454,8 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     /* channels_s8 takes pairs of pixels and of channels, whole words of the receptive field, from a bias */
     const int in_assembly = opt && out_c % 2 == 0 && filter_size % 4 == 0 && p->bias;
     channels_context context = {
-        .k = 1 + 2 * p->out_offset, .filter_size = filter_size, .passes = (filter_size + 4) / 8,
-        .odd = filter_size & 4, .out_c = out_c, .column = columns,
+        .k = 1 + 2 * p->out_offset, .filter_size = filter_size, .passes = (filter_size + 12) / 16,
+        .skip = (16 - filter_size % 16) % 16 / 4, .out_c = out_c, .column = columns,
     };
 #endif
     for (int px = 0; px < pixels; px += 2, out += 2 * out_c) {
@@ -433,7 +465,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             const int oy = (px + i * two) / p->out_w, ox = (px + i * two) % p->out_w;
             receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
                                columns + i * TR_COLUMN_BYTES);
-            copy_or_fill_s8(columns + i * TR_COLUMN_BYTES + field, NULL, 0, filter_size - field); /* x 0 weights */
+            fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights */
         }
 #if TR_DSP
         if (in_assembly && two) {

@@ -40,6 +40,7 @@ typedef struct {
     const int32_t *in1_shares, *in2_shares; /* [256], by int8 value + 128 */
     int32_t out_multiplier, out_shift, out_offset;
     int32_t act_min, act_max;
+    int32_t nudge; /* the sum requantized from twice itself with this nudge where the compiler found it exact; 0: not */
 } tr_residual;
 
 typedef struct {

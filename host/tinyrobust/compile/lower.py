@@ -443,8 +443,22 @@ def _residual(quant: dict[str, int], name: str) -> tuple[dict[str, object], list
     fields = {
         "in1_shares": shares[0].name, "in2_shares": shares[1].name,
         **{k: quant[k] for k in ("out_multiplier", "out_shift", "out_offset", "act_min", "act_max")},
+        "nudge": _residual_nudge(quant, int(np.abs(shares[0].values).max() + np.abs(shares[1].values).max())),
     }  # fmt: skip
     return fields, shares
+
+
+def _residual_nudge(quant: dict[str, int], largest_sum: int) -> int:
+    """requantize_doubled's nudge for the fused ADD's sum (see tr_conv.c), where it is exact for every sum of the
+    two tables: a shift right r >= 1, twice the largest sum and SMMLAR's result below 2^31 in magnitude. 0 (never
+    a nudge: 2^(r - 1) * (1 + 2 * zero point) is odd times a power of two) where it is not."""
+    right, offset = -quant["out_shift"], quant["out_offset"]
+    if right < 1:
+        return 0
+    smmlar = (largest_sum * quant["out_multiplier"] >> 31) + 1 + (1 << (right - 1)) + abs(offset) * (1 << right)
+    if 2 * largest_sum >= 2**31 or smmlar >= 2**31:
+        return 0
+    return int(np.int32(np.uint32(((1 << (right - 1)) + (offset << right)) % 2**32)))
 
 
 # TR_RESIDUAL_CHANNELS in tr_kernels.h: the most output channels tr_conv_add_s8 takes.
