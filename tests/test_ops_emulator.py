@@ -155,8 +155,8 @@ SWEEPS = {
     "dense-odd-sizes": ([L.Flatten(), L.Dense(13, activation="relu"), L.Dense(6), L.Dense(1)], (5, 3, 3)),
     # 5x5x48: a receptive field larger than the stack's column buffer, read from the input in place
     "conv-large-filter": ([L.Conv2D(3, 5, padding="same"), L.Conv2D(5, 1)], (7, 6, 48)),
-    # tr_conv_s8_opt's channel loop in assembly: even channel counts, fields of 27 and 54 bytes padded to whole
-    # words, 4 + 8 bytes a pass (odd), 8 a pass, and an odd last pixel left to the C loop
+    # tr_conv_s8_opt's channel loop in assembly: fields of 27, 8, 54 and 12 bytes padded to whole words (every
+    # entry into its 16-byte passes), and odd pixel counts (the last pixel computed once for both places)
     "conv-channel-pairs-whole-words": (
         [L.Conv2D(8, 3, padding="same", activation="relu"), L.Conv2D(6, 1), L.Conv2D(4, 3, strides=2),
          L.Conv2D(10, (1, 3), padding="same")],

@@ -451,11 +451,10 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     int8_t columns[2 * TR_COLUMN_BYTES];
     int8_t sums[2 * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
 #if TR_DSP
-    /* channels_s8 takes pairs of pixels and of channels, whole words of the receptive field, from a bias */
-    const int in_assembly = opt && out_c % 2 == 0 && filter_size % 4 == 0 && p->bias;
+    /* the _opt layers' channel loop, channels_s8: the compiler gives them an even out_c and a bias */
     channels_context context = {
         .k = 1 + 2 * p->out_offset, .filter_size = filter_size, .passes = (filter_size + 12) / 16,
-        .skip = (16 - filter_size % 16) % 16 / 4, .out_c = out_c, .column = columns,
+        .skip = (16 - filter_size % 16) % 16 / 4, .column = columns,
     };
 #endif
     for (int px = 0; px < pixels; px += 2, out += 2 * out_c) {
@@ -468,15 +467,16 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights */
         }
 #if TR_DSP
-        if (in_assembly && two) {
+        if (opt) {
             context.bias = p->bias;
             context.multiplier = p->requant.multiplier;
             context.shift = p->requant.shift;
             context.out = y;
+            context.out_c = two ? out_c : 0; /* an odd last pixel's two values land in the same place */
             context.pairs = out_c / 2;
             channels_s8(&context, p->weights);
             if (skip) {
-                residual_s8(p->residual, sums, skip + px * out_c, out, 2 * out_c);
+                residual_s8(p->residual, sums, skip + px * out_c, out, (1 + two) * out_c);
             }
             continue;
         }
@@ -868,44 +868,50 @@ TR_SETUP void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in
 }
 
 #if TR_DSP
+/* Four bytes of the input times four of each of the four rows. */
+#define TR_DOT4_ROWS_STEP                                                                                          \
+    "ldr %[t0], [%[x]], #4\n\t"                                                                                    \
+    "sxtb16 %[t1], %[t0]\n\t"                                                                                      \
+    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                                              \
+    "ldr %[t2], [%[w0]], #4\n\t"                                                                                   \
+    "sxtb16 %[t3], %[t2]\n\t"                                                                                      \
+    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                                              \
+    "smlad %[a0], %[t3], %[t1], %[a0]\n\t"                                                                         \
+    "smlad %[a0], %[t2], %[t0], %[a0]\n\t"                                                                         \
+    "ldr %[t2], [%[w1]], #4\n\t"                                                                                   \
+    "sxtb16 %[t3], %[t2]\n\t"                                                                                      \
+    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                                              \
+    "smlad %[a1], %[t3], %[t1], %[a1]\n\t"                                                                         \
+    "smlad %[a1], %[t2], %[t0], %[a1]\n\t"                                                                         \
+    "ldr %[t2], [%[w2]], #4\n\t"                                                                                   \
+    "sxtb16 %[t3], %[t2]\n\t"                                                                                      \
+    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                                              \
+    "smlad %[a2], %[t3], %[t1], %[a2]\n\t"                                                                         \
+    "smlad %[a2], %[t2], %[t0], %[a2]\n\t"                                                                         \
+    "ldr %[t2], [%[w3]], #4\n\t"                                                                                   \
+    "sxtb16 %[t3], %[t2]\n\t"                                                                                      \
+    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                                              \
+    "smlad %[a3], %[t3], %[t1], %[a3]\n\t"                                                                         \
+    "smlad %[a3], %[t2], %[t0], %[a3]\n\t"
+
 /* acc[k] += w[k] . x over n int8 values for four filter rows: each input word is loaded and widened once for four
- * output channels. The four-byte passes are in assembly: they need all fourteen free registers (four sums, five
- * pointers, the count, four operands). Not inlined, for the same reason. */
+ * output channels. The passes, of eight bytes (an odd four enter at the second step), are in assembly: they need
+ * all fourteen free registers (four sums, five pointers, the count, four operands). Not inlined, for the same
+ * reason. */
 static __attribute__((noinline)) void dot4_rows_s8(const int8_t *x, const int8_t *const w[4], int n, int32_t acc[4])
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     const int8_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
-    int passes = n / 4;
-    if (passes > 0) {
-        int32_t t0, t1, t2, t3;
-        __asm__ volatile("1:\n\t"
-                         "ldr %[t0], [%[x]], #4\n\t"
-                         "sxtb16 %[t1], %[t0]\n\t"
-                         "sxtb16 %[t0], %[t0], ror #8\n\t"
-                         "ldr %[t2], [%[w0]], #4\n\t"
-                         "sxtb16 %[t3], %[t2]\n\t"
-                         "sxtb16 %[t2], %[t2], ror #8\n\t"
-                         "smlad %[a0], %[t3], %[t1], %[a0]\n\t"
-                         "smlad %[a0], %[t2], %[t0], %[a0]\n\t"
-                         "ldr %[t2], [%[w1]], #4\n\t"
-                         "sxtb16 %[t3], %[t2]\n\t"
-                         "sxtb16 %[t2], %[t2], ror #8\n\t"
-                         "smlad %[a1], %[t3], %[t1], %[a1]\n\t"
-                         "smlad %[a1], %[t2], %[t0], %[a1]\n\t"
-                         "ldr %[t2], [%[w2]], #4\n\t"
-                         "sxtb16 %[t3], %[t2]\n\t"
-                         "sxtb16 %[t2], %[t2], ror #8\n\t"
-                         "smlad %[a2], %[t3], %[t1], %[a2]\n\t"
-                         "smlad %[a2], %[t2], %[t0], %[a2]\n\t"
-                         "ldr %[t2], [%[w3]], #4\n\t"
-                         "sxtb16 %[t3], %[t2]\n\t"
-                         "sxtb16 %[t2], %[t2], ror #8\n\t"
-                         "smlad %[a3], %[t3], %[t1], %[a3]\n\t"
-                         "smlad %[a3], %[t2], %[t0], %[a3]\n\t"
+    int passes = (n + 4) / 8;
+    if (n >= 4) {
+        int32_t t0 = n & 4, t1, t2, t3; /* t0: an odd step first */
+        __asm__ volatile("cmp %[t0], #0\n\t"
+                         "bne 2f\n"
+                         "1:\n\t" TR_DOT4_ROWS_STEP "2:\n\t" TR_DOT4_ROWS_STEP
                          "subs %[passes], %[passes], #1\n\t"
                          "bne 1b"
                          : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w0] "+r"(w0),
-                           [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [passes] "+r"(passes), [t0] "=&r"(t0),
+                           [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [passes] "+r"(passes), [t0] "+&r"(t0),
                            [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3)
                          :
                          : "cc", "memory");
@@ -928,7 +934,8 @@ static __attribute__((noinline)) void dot4_rows_s8(const int8_t *x, const int8_t
  * in_n * weights_offset * in_offset into the bias; weights_offset * sum(x) is one sum per input row. Outputs in
  * blocks of TR_FC_BLOCK, each one pass over the input: four with the DSP extension (dot4_rows_s8), else two. */
 #define TR_FC_BLOCK (TR_DSP ? 4 : 2)
-void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
+static inline __attribute__((always_inline)) void fully_connected_s8(const tr_fc_params *p, const int8_t *in,
+                                                                      int8_t *out, const int opt)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int in_n = p->in_n, out_n = p->out_n;
@@ -955,10 +962,27 @@ void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
             dot2_s8(in, w[0], w[1], in_n, &acc[0], &acc[1]);
 #endif
             for (int k = 0; k < tr_min(TR_FC_BLOCK, out_n - o); k++) {
-                out[o + k] = requantize_s8(&stage, acc[k], o + k);
+                if (opt) {
+                    const int32_t right = -p->requant.shift[o + k];
+                    const int32_t nudge = doubled_nudge(right, p->out_offset);
+                    out[o + k] = (int8_t)tr_saturate_s8(
+                        requantize_doubled(2 * acc[k], p->requant.multiplier[o + k], nudge, right));
+                } else {
+                    out[o + k] = requantize_s8(&stage, acc[k], o + k);
+                }
             }
         }
     }
+}
+
+void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
+{
+    fully_connected_s8(p, in, out, 0);
+}
+
+void tr_fully_connected_s8_opt(const tr_fc_params *p, const int8_t *in, int8_t *out)
+{
+    fully_connected_s8(p, in, out, 1);
 }
 
 /* --- int16x8: int16 activations (zero point 0, so no offsets), int8 weights ------------------------------- */

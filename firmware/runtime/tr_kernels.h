@@ -251,8 +251,8 @@ void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
  * out_c <= TR_RESIDUAL_CHANNELS. out may be skip itself (each value of skip is read before its place is written). */
 void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out);
 /* tr_conv_s8 and tr_conv_add_s8 where every shift <= -1, the sums are small enough for the shorter
- * requantization of the depthwise kernel, and the activation range is all of int8 (the compiler checks, see
- * lower.doubled_requant_fits). */
+ * requantization of the depthwise kernel, the activation range is all of int8 and out_c is even, with a bias and
+ * each filter padded to whole words (the compiler checks and pads, see lower.lower_conv_2d). */
 void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
 void tr_conv_add_s8_opt(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out);
 /* CONV_2D, any groups or receptive field: reads the input in place, one output pixel at a time. */
@@ -265,6 +265,8 @@ void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out
 void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* FULLY_CONNECTED: out[rows][out_n] from in[rows][in_n] and weights[out_n][in_n]. */
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out);
+/* tr_fully_connected_s8 with the _opt requantization (see tr_conv_s8_opt), for symmetric weights. */
+void tr_fully_connected_s8_opt(const tr_fc_params *p, const int8_t *in, int8_t *out);
 /* MAX_POOL_2D: the largest value of each window clipped to the input, clamped. */
 void tr_max_pool_s8(const tr_pool_params *p, const int8_t *in, int8_t *out);
 /* AVERAGE_POOL_2D: the mean of each window clipped to the input, rounded half away from zero, clamped. */

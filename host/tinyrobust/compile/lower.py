@@ -176,17 +176,20 @@ COLUMN_BYTES = 1152
 
 def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     """int8 convolutions of one group whose receptive field fits a column run on tr_conv_s8, or tr_conv_s8_opt
-    where its requantization is exact and the activation range is all of int8; the others read the input in
-    place."""
+    where its requantization is exact, the activation range is all of int8 and the channels pair up; the others
+    read the input in place."""
     fields, constants, activations = _conv_common(graph, op, name, depthwise=False)
     function = f"tr_conv_{SUFFIXES[activations]}"
     field_bytes = fields["k_h"] * fields["k_w"] * fields["k_c"]
     if activations == "int8" and (fields["k_c"] != fields["in_c"] or field_bytes > COLUMN_BYTES):
         function = "tr_conv_s8_in_place"
-    elif activations == "int8" and (fields["act_min"], fields["act_max"]) == (-128, 127):
+    elif activations == "int8" and (fields["act_min"], fields["act_max"]) == (-128, 127) and fields["out_c"] % 2 == 0:
         if doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1, 2, 3)):
             function = "tr_conv_s8_opt"
             constants = [_whole_words(c, fields["out_c"]) if c.name == fields["weights"] else c for c in constants]
+            if fields["bias"] == "NULL":  # its channel loop starts from a bias
+                fields["bias"] = f"{WEIGHTS_PREFIX}{name}_bias"
+                constants.append(Constant(fields["bias"], "int32_t", np.zeros(fields["out_c"], np.int64)))
     return Kernel(function, "tr_conv_params", fields, constants)
 
 
@@ -278,7 +281,11 @@ def lower_fully_connected(graph: Graph, op: Op, name: str) -> Kernel:
         "weights": weights.name, **bias_fields,
         "requant": requant,
     }  # fmt: skip
-    return Kernel(f"tr_fully_connected_{SUFFIXES[activations]}", "tr_fc_params", fields, constants)
+    function = f"tr_fully_connected_{SUFFIXES[activations]}"
+    if activations == "int8" and fields["weights_offset"] == 0 and (lo, hi) == (-128, 127):
+        if doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1,)):
+            function = "tr_fully_connected_s8_opt"
+    return Kernel(function, "tr_fc_params", fields, constants)
 
 
 def _lower_pool(graph: Graph, op: Op, function: str) -> Kernel:
