@@ -200,8 +200,8 @@ static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
     }
 }
 
-/* n bytes of value at dst, a word at a time (for the same reason). */
-static inline void fill_s8(int8_t *dst, int8_t value, int n)
+/* n > 0 bytes of value at dst, a word at a time (for the same reason): fill_s8's, not inlined, for padding. */
+static TR_SETUP void fill_run_s8(int8_t *dst, int8_t value, int n)
 {
     int32_t v = (int32_t)((uint32_t)(uint8_t)value * 0x01010101u);
     for (; n >= 4; n -= 4, dst += 4) {
@@ -210,6 +210,14 @@ static inline void fill_s8(int8_t *dst, int8_t value, int n)
     }
     for (; n > 0; n--) {
         *dst++ = value;
+    }
+}
+
+/* n bytes of value at dst, where most calls fill none. */
+static inline void fill_s8(int8_t *dst, int8_t value, int n)
+{
+    if (n > 0) {
+        fill_run_s8(dst, value, n);
     }
 }
 

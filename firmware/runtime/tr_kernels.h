@@ -51,13 +51,13 @@ typedef struct {
     int16_t dilation_h, dilation_w;
     int16_t pad_h, pad_w;   /* padding before the first row / column */
     int16_t depth_multiplier; /* depthwise only */
-    int32_t in_offset;      /* -input zero point */
-    int32_t out_offset;     /* output zero point */
-    int32_t act_min, act_max;
+    int16_t in_offset;      /* -input zero point */
+    int16_t out_offset;     /* output zero point */
+    int16_t act_min, act_max; /* int16 fields: the parameters of every step are in flash */
+    int16_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
     const int8_t *weights;  /* conv: [out_c][k_h][k_w][in_c]; depthwise: [k_h][k_w][out_c] */
     const int32_t *bias;    /* [out_c] or NULL */
     const int64_t *bias64;  /* _s16 only: [out_c] or NULL */
-    int32_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
     tr_requant requant;
     const tr_residual *residual; /* tr_conv_add_s8 only: the ADD fused after the convolution */
 } tr_conv_params;
