@@ -221,8 +221,8 @@ static inline void fill_s8(int8_t *dst, int8_t value, int n)
     }
 }
 
-static inline __attribute__((always_inline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in,
-                                                                      int iy0, int ix0, int8_t *column)
+static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0,
+                                                         int8_t *column)
 {
     const int in_c = p->in_c, row_size = p->k_w * in_c, zero_point = -p->in_offset;
     int ky_lo, ky_hi, kx_lo, kx_hi;
@@ -316,42 +316,92 @@ typedef struct {
     const int32_t *bias;       /* the folded bias of the next pair */
     const int32_t *multiplier; /* and its requantization */
     const int8_t *shift;
-    int8_t *out;               /* its first pixel's outputs; the second's are out_c further */
+    const int8_t *weights;     /* the next pair's filters, interleaved a word of each at a time */
+    int8_t *out;               /* the first pixel's outputs of the next pair */
+    int32_t second, third;     /* how far the second and third pixels' outputs are from the first's */
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
-    int32_t filter_size, passes, skip; /* of the dot product: 16 bytes a pass, the first skipping 4 * skip */
-    int32_t out_c;
-    const int8_t *column;      /* the first pixel's receptive field; the second's is TR_COLUMN_BYTES further */
+    int32_t skip;              /* steps the first pass skips: 16-byte passes over the field's whole words */
+    const int8_t *column;      /* the first pixel's receptive field; the others are TR_COLUMN_BYTES apart */
+    const int8_t *end;         /* where the first pixel's field ends */
 } channels_context;
 
+/* Four bytes of three receptive fields TR_COLUMN_BYTES apart times four of each of two filters (a word of each,
+ * interleaved): each weight word is loaded and widened once for the three pixels. The third and second pixels'
+ * words first, at immediate offsets, so that the first pixel's load can advance x. */
+#define TR_CHANNELS_STEP                                                                                           \
+    "ldr %[t0], [%[w]], #4\n\t"                                                                                    \
+    "ldr %[t2], [%[w]], #4\n\t"                                                                                    \
+    "sxtb16 %[t1], %[t0]\n\t"                                                                                      \
+    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                                              \
+    "sxtb16 %[t3], %[t2]\n\t"                                                                                      \
+    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                                              \
+    "ldr %[t4], [%[x], %[column2]]\n\t"                                                                            \
+    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
+    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
+    "smlad %[c0], %[t1], %[t5], %[c0]\n\t"                                                                         \
+    "smlad %[c1], %[t3], %[t5], %[c1]\n\t"                                                                         \
+    "smlad %[c0], %[t0], %[t4], %[c0]\n\t"                                                                         \
+    "smlad %[c1], %[t2], %[t4], %[c1]\n\t"                                                                         \
+    "ldr %[t4], [%[x], %[column]]\n\t"                                                                             \
+    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
+    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
+    "smlad %[b0], %[t1], %[t5], %[b0]\n\t"                                                                         \
+    "smlad %[b1], %[t3], %[t5], %[b1]\n\t"                                                                         \
+    "smlad %[b0], %[t0], %[t4], %[b0]\n\t"                                                                         \
+    "smlad %[b1], %[t2], %[t4], %[b1]\n\t"                                                                         \
+    "ldr %[t4], [%[x]], #4\n\t"                                                                                    \
+    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
+    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
+    "smlad %[a0], %[t1], %[t5], %[a0]\n\t"                                                                         \
+    "smlad %[a1], %[t3], %[t5], %[a1]\n\t"                                                                         \
+    "smlad %[a0], %[t0], %[t4], %[a0]\n\t"                                                                         \
+    "smlad %[a1], %[t2], %[t4], %[a1]\n\t"
+
 /* One output of channels_s8: the accumulator acc requantized from twice itself (requantize_doubled, overwriting
- * acc), saturated and stored at address; m, nudge and right are its channel's. */
+ * acc) into w, saturated and stored at address; t5, t4 and t3 hold its channel's multiplier, nudge and right. */
 #define TR_CHANNELS_OUTPUT(acc, address)                                                                           \
     "add %[" #acc "], %[" #acc "], %[" #acc "]\n\t"                                                                \
-    "smmlar %[w0], %[" #acc "], %[t5], %[t4]\n\t"                                                                  \
-    "add %[w0], %[w0], %[" #acc "], asr #31\n\t"                                                                   \
-    "asr %[w0], %[w0], %[t3]\n\t"                                                                                  \
-    "ssat %[w0], #8, %[w0]\n\t"                                                                                    \
-    "strb %[w0], " address "\n\t"
+    "smmlar %[w], %[" #acc "], %[t5], %[t4]\n\t"                                                                   \
+    "add %[w], %[w], %[" #acc "], asr #31\n\t"                                                                     \
+    "asr %[w], %[w], %[t3]\n\t"                                                                                    \
+    "ssat %[w], #8, %[w]\n\t"                                                                                      \
+    "strb %[w], " address "\n\t"
 
-/* A channel's requantization constants into t3 (right), t4 (nudge) and t5 (multiplier), from the pointers t2
- * (shift) and t1 (multiplier), which advance; t0 is the context. */
+/* A channel's requantization constants into t3 (right), t4 (nudge) and t5 (multiplier), its pointers advanced in
+ * the context t0; t1 is scratch. */
 #define TR_CHANNELS_CONSTANTS                                                                                      \
-    "ldrsb %[t3], [%[t2]], #1\n\t"                                                                                 \
-    "ldr %[t4], [%[t0], %[k]]\n\t"                                                                                 \
+    "ldr %[t1], [%[t0], %[shift]]\n\t"                                                                             \
+    "ldrsb %[t3], [%[t1]], #1\n\t"                                                                                 \
+    "str %[t1], [%[t0], %[shift]]\n\t"                                                                             \
+    "ldr %[t1], [%[t0], %[multiplier]]\n\t"                                                                        \
+    "ldr %[t5], [%[t1]], #4\n\t"                                                                                   \
+    "str %[t1], [%[t0], %[multiplier]]\n\t"                                                                        \
     "rsb %[t3], %[t3], #0\n\t"                                                                                     \
-    "sub %[t5], %[t3], #1\n\t"                                                                                     \
-    "lsl %[t4], %[t4], %[t5]\n\t"                                                                                  \
-    "ldr %[t5], [%[t1]], #4\n\t"
+    "ldr %[t4], [%[t0], %[k]]\n\t"                                                                                 \
+    "sub %[t1], %[t3], #1\n\t"                                                                                     \
+    "lsl %[t4], %[t4], %[t1]\n\t"
 
-/* conv_s8's channel loop for two pixels with the _opt requantization, in assembly: every output channel pair's
- * dot products over both receptive fields (dot4_columns_s8's steps, four a pass), then its four outputs, with
- * no call or reload per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile. */
-static __attribute__((noinline)) void channels_s8(channels_context *c, const int8_t *w0)
+/* A channel's three outputs, from the accumulators p0, p1 and p2, at x + byte, then at the second's and third's
+ * distances from it (t2 scratch). */
+#define TR_CHANNELS_OUTPUTS(p0, p1, p2, byte)                                                                      \
+    TR_CHANNELS_CONSTANTS TR_CHANNELS_OUTPUT(p0, "[%[x], #" #byte "]")                                             \
+    "ldr %[t2], [%[t0], %[second]]\n\t"                                                                            \
+    "add %[t2], %[t2], #" #byte "\n\t" TR_CHANNELS_OUTPUT(p1, "[%[x], %[t2]]")                                     \
+    "ldr %[t2], [%[t0], %[third]]\n\t"                                                                             \
+    "add %[t2], %[t2], #" #byte "\n\t" TR_CHANNELS_OUTPUT(p2, "[%[x], %[t2]]")
+
+/* conv_s8's channel loop for three pixels with the _opt requantization, in assembly: every output channel pair's
+ * dot products over the three receptive fields (16 bytes a pass), then its six outputs, with no call or reload
+ * per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile, with the
+ * fields' end, which ends the passes. */
+static __attribute__((noinline)) void channels_s8(channels_context *context)
 {
-    int32_t a0, a1, b0, b1, n, t1, t2, t3, t4, t5, t0 = (int32_t)c;
-    const int8_t *x, *w1;
-    __asm__ volatile("str %[t0], [sp, #-8]!\n"
+    int32_t a0, a1, b0, b1, c0, c1, t1, t2, t3, t4, t5, t0 = (int32_t)context;
+    const int8_t *x, *w;
+    __asm__ volatile("ldr %[t1], [%[t0], %[end]]\n\t"
+                     "str %[t1], [sp, #-4]!\n\t"
+                     "str %[t0], [sp, #-4]!\n"
                      "1:\n\t"
                      "ldr %[t1], [%[t0], %[bias]]\n\t"
                      "ldr %[a0], [%[t1]], #4\n\t"
@@ -359,35 +409,26 @@ static __attribute__((noinline)) void channels_s8(channels_context *c, const int
                      "str %[t1], [%[t0], %[bias]]\n\t"
                      "mov %[b0], %[a0]\n\t"
                      "mov %[b1], %[a1]\n\t"
-                     "ldr %[t1], [%[t0], %[size]]\n\t"
-                     "add %[w1], %[w0], %[t1]\n\t"
-                     "ldr %[n], [%[t0], %[passes]]\n\t"
+                     "mov %[c0], %[a0]\n\t"
+                     "mov %[c1], %[a1]\n\t"
+                     "ldr %[w], [%[t0], %[weights]]\n\t"
                      "ldr %[x], [%[t0], %[field]]\n\t"
                      "ldr %[t1], [%[t0], %[skip]]\n\t"
                      "cmp %[t1], #1\n\t"
                      "beq 3f\n\t"
                      "bgt 6f\n"
-                     "2:\n\t" TR_DOT4_COLUMNS_STEP "3:\n\t" TR_DOT4_COLUMNS_STEP
-                     "4:\n\t" TR_DOT4_COLUMNS_STEP "5:\n\t" TR_DOT4_COLUMNS_STEP
-                     "subs %[n], %[n], #1\n\t"
+                     "2:\n\t" TR_CHANNELS_STEP "3:\n\t" TR_CHANNELS_STEP
+                     "4:\n\t" TR_CHANNELS_STEP "5:\n\t" TR_CHANNELS_STEP
+                     "ldr %[t0], [sp, #4]\n\t"
+                     "cmp %[x], %[t0]\n\t"
                      "bne 2b\n\t"
                      "ldr %[t0], [sp]\n\t"
+                     "str %[w], [%[t0], %[weights]]\n\t"
                      "ldr %[x], [%[t0], %[out]]\n\t"
-                     "ldr %[n], [%[t0], %[out_c]]\n\t"
-                     "ldr %[t1], [%[t0], %[multiplier]]\n\t"
-                     "ldr %[t2], [%[t0], %[shift]]\n\t"
-                     TR_CHANNELS_CONSTANTS
-                     TR_CHANNELS_OUTPUT(a0, "[%[x]]")
-                     TR_CHANNELS_OUTPUT(b0, "[%[x], %[n]]")
-                     "add %[x], %[x], #1\n\t"
-                     TR_CHANNELS_CONSTANTS
-                     TR_CHANNELS_OUTPUT(a1, "[%[x]]")
-                     TR_CHANNELS_OUTPUT(b1, "[%[x], %[n]]")
-                     "add %[x], %[x], #1\n\t"
+                     TR_CHANNELS_OUTPUTS(a0, b0, c0, 0)
+                     TR_CHANNELS_OUTPUTS(a1, b1, c1, 1)
+                     "add %[x], %[x], #2\n\t"
                      "str %[x], [%[t0], %[out]]\n\t"
-                     "str %[t1], [%[t0], %[multiplier]]\n\t"
-                     "str %[t2], [%[t0], %[shift]]\n\t"
-                     "mov %[w0], %[w1]\n\t"
                      "ldr %[t1], [%[t0], %[pairs]]\n\t"
                      "subs %[t1], %[t1], #1\n\t"
                      "str %[t1], [%[t0], %[pairs]]\n\t"
@@ -399,14 +440,16 @@ static __attribute__((noinline)) void channels_s8(channels_context *c, const int
                      "b 5b\n"
                      "7:\n\t"
                      "add sp, sp, #8"
-                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [x] "=&r"(x), [w0] "+r"(w0),
-                       [w1] "=&r"(w1), [n] "=&r"(n), [t0] "+r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [c0] "=&r"(c0), [c1] "=&r"(c1),
+                       [x] "=&r"(x), [w] "=&r"(w), [t0] "+r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
                        [t4] "=&r"(t4), [t5] "=&r"(t5)
-                     : [column] "i"(TR_COLUMN_BYTES), [field] "i"(offsetof(channels_context, column)),
+                     : [column] "i"(TR_COLUMN_BYTES), [column2] "i"(2 * TR_COLUMN_BYTES),
+                       [field] "i"(offsetof(channels_context, column)), [end] "i"(offsetof(channels_context, end)),
                        [bias] "i"(offsetof(channels_context, bias)),
-                       [size] "i"(offsetof(channels_context, filter_size)),
-                       [passes] "i"(offsetof(channels_context, passes)), [skip] "i"(offsetof(channels_context, skip)),
-                       [out] "i"(offsetof(channels_context, out)), [out_c] "i"(offsetof(channels_context, out_c)),
+                       [weights] "i"(offsetof(channels_context, weights)),
+                       [skip] "i"(offsetof(channels_context, skip)), [out] "i"(offsetof(channels_context, out)),
+                       [second] "i"(offsetof(channels_context, second)),
+                       [third] "i"(offsetof(channels_context, third)),
                        [multiplier] "i"(offsetof(channels_context, multiplier)),
                        [shift] "i"(offsetof(channels_context, shift)), [k] "i"(offsetof(channels_context, k)),
                        [pairs] "i"(offsetof(channels_context, pairs))
@@ -442,34 +485,47 @@ static __attribute__((noinline)) void residual_s8(const tr_residual *r, const in
     }
 }
 
-/* Two output pixels at a time, each one dot product per pair of output channels over its whole receptive field:
- * no bounds or padding in the inner loop, and each weight load serves both pixels. One group, and a field of at
- * most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). Both pixels' fields are gathered
- * before their outputs are written: a 1x1, stride-1 convolution may write over its own input (see tr_kernels.h).
- * With skip (tr_conv_add_s8), the two pixels' values go to the stack, then through the residual ADD with skip's
- * values at their places, each read before its place is written. With opt (the _opt entry points), the outputs
- * are requantized from the doubled accumulator and saturated to int8: the compiler checks that this is exact and
- * that the activation range is all of int8. */
+/* The _opt layers' filters are interleaved in pairs, a word of each in turn (see lower.interleave_pairs):
+ * dot4_s8 over n bytes (a multiple of 4) of two such filters starting at w. */
+static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, int n, int32_t acc[4])
+{
+    for (int i = 0; i < n; i += 4, w += 8) {
+        dot4_s8(xa + i, xb + i, w, w + 4, 4, acc);
+    }
+}
+
+/* Two output pixels at a time (three in assembly), each one dot product per pair of output channels over its
+ * whole receptive field: no bounds or padding in the inner loop, and each weight load serves every pixel. One
+ * group, and a field of at most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). The
+ * pixels' fields are gathered before their outputs are written: a 1x1, stride-1 convolution may write over its
+ * own input (see tr_kernels.h). With skip (tr_conv_add_s8), the pixels' values go to the stack, then through the
+ * residual ADD with skip's values at their places, each read before its place is written. With opt (the _opt
+ * entry points), the outputs are requantized from the doubled accumulator and saturated to int8, from filters
+ * padded to whole words and interleaved in pairs: the compiler checks that this is exact, that the activation
+ * range is all of int8 and that out_c is even. A last group of fewer pixels computes its last pixel again, in
+ * place of the missing ones. */
 static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *p, const int8_t *in,
                                                           const int8_t *skip, int8_t *out, const int opt)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int field = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
-    const int filter_size = opt ? (field + 3) & ~3 : field; /* the _opt filters are padded to whole words */
-    int8_t columns[2 * TR_COLUMN_BYTES];
-    int8_t sums[2 * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
+    const int filter_size = opt ? (field + 3) & ~3 : field;
+    enum { GROUP = TR_DSP ? 3 : 2 }; /* pixels at a time on the _opt path */
+    const int group = opt ? GROUP : 2;
+    int8_t columns[GROUP * TR_COLUMN_BYTES];
+    int8_t sums[GROUP * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
 #if TR_DSP
-    /* the _opt layers' channel loop, channels_s8: the compiler gives them an even out_c and a bias */
-    channels_context context = {
-        .k = 1 + 2 * p->out_offset, .filter_size = filter_size, .passes = (filter_size + 12) / 16,
-        .skip = (16 - filter_size % 16) % 16 / 4, .column = columns,
-    };
+    channels_context context; /* set field by field: an initializer would zero the others with memset */
+    context.k = 1 + 2 * p->out_offset;
+    context.skip = (16 - filter_size % 16) % 16 / 4;
+    context.column = columns;
+    context.end = columns + filter_size;
 #endif
-    for (int px = 0; px < pixels; px += 2, out += 2 * out_c) {
-        const int two = px + 1 < pixels; /* an odd last pixel is computed twice, once discarded */
+    for (int px = 0; px < pixels; px += group, out += group * out_c) {
+        const int n = tr_min(group, pixels - px); /* pixels of this group */
         int8_t *y = skip ? sums : out;
-        for (int i = 0; i < 2; i++) {
-            const int oy = (px + i * two) / p->out_w, ox = (px + i * two) % p->out_w;
+        for (int i = 0; i < group; i++) {
+            const int q = px + tr_min(i, n - 1), oy = q / p->out_w, ox = q % p->out_w;
             receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
                                columns + i * TR_COLUMN_BYTES);
             fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights */
@@ -479,36 +535,37 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             context.bias = p->bias;
             context.multiplier = p->requant.multiplier;
             context.shift = p->requant.shift;
+            context.weights = p->weights;
             context.out = y;
-            context.out_c = two ? out_c : 0; /* an odd last pixel's two values land in the same place */
+            context.second = tr_min(1, n - 1) * out_c; /* a missing pixel's values land on the last one's */
+            context.third = tr_min(2, n - 1) * out_c;
             context.pairs = out_c / 2;
-            channels_s8(&context, p->weights);
+            channels_s8(&context);
             if (skip) {
-                residual_s8(p->residual, sums, skip + px * out_c, out, (1 + two) * out_c);
+                residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
             }
             continue;
         }
 #endif
         for (int oc = 0; oc < out_c; oc += 2) {
-            const int pair = oc + 1 < out_c; /* an odd last channel likewise */
+            const int pair = oc + 1 < out_c; /* an odd last channel is computed twice, once discarded */
             const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
             const int32_t bias0 = p->bias ? p->bias[oc] : 0, bias1 = p->bias && pair ? p->bias[oc + 1] : 0;
             int32_t acc[4] = {bias0, bias1, bias0, bias1};
-            dot4_columns_s8(columns, w0, w1, filter_size, acc);
             if (opt) {
+                dot4_pairs_s8(columns, columns + TR_COLUMN_BYTES, w0, filter_size, acc);
                 const int32_t m0 = p->requant.multiplier[oc], r0 = -p->requant.shift[oc];
-                const int32_t m1 = p->requant.multiplier[oc + pair], r1 = -p->requant.shift[oc + pair];
+                const int32_t m1 = p->requant.multiplier[oc + 1], r1 = -p->requant.shift[oc + 1];
                 const int32_t n0 = doubled_nudge(r0, p->out_offset), n1 = doubled_nudge(r1, p->out_offset);
-                for (int i = 0; i <= two; i++) {
+                for (int i = 0; i < n; i++) {
                     int8_t *o = y + i * out_c + oc;
                     o[0] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i], m0, n0, r0));
-                    if (pair) {
-                        o[1] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i + 1], m1, n1, r1));
-                    }
+                    o[1] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i + 1], m1, n1, r1));
                 }
                 continue;
             }
-            for (int i = 0; i <= two; i++) {
+            dot4_columns_s8(columns, w0, w1, filter_size, acc);
+            for (int i = 0; i < n; i++) {
                 int8_t *o = y + i * out_c + oc;
                 o[0] = requantize_s8(&stage, acc[2 * i], oc);
                 if (pair) {
@@ -517,7 +574,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             }
         }
         if (skip) {
-            residual_s8(p->residual, sums, skip + px * out_c, out, (1 + two) * out_c);
+            residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
         }
     }
 }

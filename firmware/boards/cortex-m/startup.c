@@ -1,6 +1,5 @@
 /* Vector table and reset for Armv7-M / Armv8-M cores: copy .data, zero .bss, enable the FPU, run main. */
 #include <stdint.h>
-#include <string.h>
 #include "tr_board.h"
 
 extern uint32_t __stack_top, __data_load, __data_start, __data_end, __bss_start, __bss_end;
@@ -42,8 +41,15 @@ uint32_t tr_stack_high_water(void)
 void Reset_Handler(void)
 {
     tr_board_early_init();
-    memcpy(&__data_start, &__data_load, (uint32_t)((char *)&__data_end - (char *)&__data_start));
-    memset(&__bss_start, 0, (uint32_t)((char *)&__bss_end - (char *)&__bss_start));
+    /* .data and .bss are whole words (link.ld.j2); volatile keeps GCC from making these loops calls to newlib's
+     * memcpy and memset, about 470 B of flash */
+    const uint32_t *from = &__data_load;
+    for (volatile uint32_t *to = &__data_start; to < &__data_end;) {
+        *to++ = *from++;
+    }
+    for (volatile uint32_t *to = &__bss_start; to < &__bss_end;) {
+        *to++ = 0;
+    }
 #ifdef TR_PROFILE
     paint_stack();
 #endif

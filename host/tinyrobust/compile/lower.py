@@ -186,19 +186,21 @@ def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     elif activations == "int8" and (fields["act_min"], fields["act_max"]) == (-128, 127) and fields["out_c"] % 2 == 0:
         if doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1, 2, 3)):
             function = "tr_conv_s8_opt"
-            constants = [_whole_words(c, fields["out_c"]) if c.name == fields["weights"] else c for c in constants]
+            constants = [interleave_pairs(c, fields["out_c"]) if c.name == fields["weights"] else c for c in constants]
             if fields["bias"] == "NULL":  # its channel loop starts from a bias
                 fields["bias"] = f"{WEIGHTS_PREFIX}{name}_bias"
                 constants.append(Constant(fields["bias"], "int32_t", np.zeros(fields["out_c"], np.int64)))
     return Kernel(function, "tr_conv_params", fields, constants)
 
 
-def _whole_words(weights: Constant, out_c: int) -> Constant:
-    """tr_conv_s8_opt's filters, each padded with zero weights to whole words: its dot products then take 4 bytes
-    at a time (the receptive field is padded to match, see conv_s8)."""
+def interleave_pairs(weights: Constant, out_c: int) -> Constant:
+    """tr_conv_s8_opt's filters, each padded with zero weights to whole words (the receptive field is padded to
+    match, see conv_s8), interleaved in pairs of channels a word of each at a time: its dot products take a word of
+    both filters from one pointer."""
     filters = weights.values.reshape(out_c, -1)
     padded = np.pad(filters, ((0, 0), (0, -filters.shape[1] % 4)))
-    return Constant(weights.name, weights.ctype, padded.reshape(-1))
+    pairs = padded.reshape(out_c // 2, 2, -1, 4).transpose(0, 2, 1, 3)
+    return Constant(weights.name, weights.ctype, pairs.reshape(-1))
 
 
 # TR_DEPTHWISE_TAPS and TR_DEPTHWISE_PATCH in tr_kernels.h: the largest window (k_h * k_w) tr_depthwise_conv_s8_opt
