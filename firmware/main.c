@@ -22,7 +22,7 @@
 
 /* n bytes from src to dst, a byte at a time: volatile keeps GCC from making the loop a call to newlib's memcpy,
  * about 300 B of flash for the protocol's few copies. */
-static void copy_bytes(void *dst, const void *src, uint32_t n)
+static __attribute__((noinline)) void copy_bytes(void *dst, const void *src, uint32_t n)
 {
     volatile uint8_t *to = dst;
     const uint8_t *from = src;

@@ -200,6 +200,12 @@ static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
     }
 }
 
+/* copy_s8, not inlined: the receptive field of a 1x1 filter. */
+static __attribute__((noinline)) void copy_run_s8(int8_t *dst, const int8_t *src, int n)
+{
+    copy_s8(dst, src, n);
+}
+
 /* n > 0 bytes of value at dst, a word at a time (for the same reason): fill_s8's, not inlined, for padding. */
 static TR_SETUP void fill_run_s8(int8_t *dst, int8_t value, int n)
 {
@@ -521,13 +527,19 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     context.column = columns;
     context.end = columns + filter_size;
 #endif
+    /* a 1x1 filter, stride 1, no padding: output pixel q's field is input pixel q */
+    const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h && !p->pad_w;
     for (int px = 0; px < pixels; px += group, out += group * out_c) {
         const int n = tr_min(group, pixels - px); /* pixels of this group */
         int8_t *y = skip ? sums : out;
         for (int i = 0; i < group; i++) {
             const int q = px + tr_min(i, n - 1), oy = q / p->out_w, ox = q % p->out_w;
-            receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
-                               columns + i * TR_COLUMN_BYTES);
+            if (pointwise) {
+                copy_run_s8(columns + i * TR_COLUMN_BYTES, in + q * field, field);
+            } else {
+                receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
+                                   columns + i * TR_COLUMN_BYTES);
+            }
             fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights */
         }
 #if TR_DSP
@@ -1108,6 +1120,8 @@ static inline int64_t dot_s16(const int16_t *x, const int8_t *w, int n, int64_t 
  * found once per output pixel; with one group and no dilation along x a filter row is one run of the input. */
 void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 {
+    /* copied out: the int16 stores to out may alias p's int16 fields, as far as C knows */
+    const int32_t acc64 = p->acc64, lo = p->act_min, hi = p->act_max;
     const int k_w = p->k_w, k_c = p->k_c, in_c = p->in_c, out_c = p->out_c;
     const int per_group = out_c / (in_c / k_c), row_size = k_w * k_c, filter_size = p->k_h * row_size;
     const int whole_rows = k_c == in_c && p->dilation_w == 1;
@@ -1135,7 +1149,7 @@ void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
                         acc = dot_s16(x, w, run, acc);
                     }
                 }
-                out[oc] = requantize_s16(acc, p->acc64, &p->requant, oc, p->act_min, p->act_max);
+                out[oc] = requantize_s16(acc, acc64, &p->requant, oc, lo, hi);
             }
         }
     }
@@ -1143,6 +1157,7 @@ void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 {
+    const int32_t acc64 = p->acc64, lo = p->act_min, hi = p->act_max; /* see tr_conv_s16 */
     const int out_c = p->out_c, m = p->depth_multiplier, tap_step = p->dilation_w * p->in_c;
     const int row_step = p->dilation_h * p->in_w * p->in_c, filter_row = p->k_w * out_c;
     for (int oy = 0; oy < p->out_h; oy++) {
@@ -1167,7 +1182,7 @@ void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *
                         acc += *w * *x;
                     }
                 }
-                out[oc] = requantize_s16(acc, p->acc64, &p->requant, oc, p->act_min, p->act_max);
+                out[oc] = requantize_s16(acc, acc64, &p->requant, oc, lo, hi);
             }
         }
     }
