@@ -83,7 +83,7 @@ typedef struct {
     int32_t act_min, act_max;
 } tr_pool_params;
 
-/* tr_conv_s8 gathers each output pixel's receptive field (k_h * k_w * in_c bytes) on the stack, two at a time;
+/* tr_conv_s8 gathers each output pixel's receptive field (k_h * k_w * in_c bytes) on the stack, two or three at a time;
  * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. */
 #define TR_COLUMN_BYTES 1152
 
@@ -241,11 +241,12 @@ typedef struct {
 } tr_smoothing_params;
 
 /* Each kernel writes out from in (or in1 and in2); out never overlaps an input, but where the planner places it
- * over one that the kernel reads before writing over it: tr_conv_s8's 1x1, stride-1 convolutions (each pair of
+ * over one that the kernel reads before writing over it: tr_conv_s8's 1x1, stride-1 convolutions (each group of
  * pixels is gathered before its outputs are written), tr_depthwise_conv_s8_opt's maps of one patch (each group of
  * channels is copied to the patch first) and tr_conv_add_s8's skip (see each; the compiler checks, see planner.py). */
 
-/* CONV_2D, one group, k_h * k_w * in_c <= TR_COLUMN_BYTES: an im2col column of two pixels, two channels a pass. */
+/* CONV_2D, one group, k_h * k_w * in_c <= TR_COLUMN_BYTES: an im2col column of two pixels, two channels a pass
+ * (three pixels on the _opt path with the DSP extension). */
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* tr_conv_s8 followed by an ADD of its output (in1) and skip (in2), of the same shape, as p->residual gives it;
  * out_c <= TR_RESIDUAL_CHANNELS. out may be skip itself (each value of skip is read before its place is written). */

@@ -183,13 +183,17 @@ def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     field_bytes = fields["k_h"] * fields["k_w"] * fields["k_c"]
     if activations == "int8" and (fields["k_c"] != fields["in_c"] or field_bytes > COLUMN_BYTES):
         function = "tr_conv_s8_in_place"
-    elif activations == "int8" and (fields["act_min"], fields["act_max"]) == (-128, 127) and fields["out_c"] % 2 == 0:
-        if doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1, 2, 3)):
-            function = "tr_conv_s8_opt"
-            constants = [interleave_pairs(c, fields["out_c"]) if c.name == fields["weights"] else c for c in constants]
-            if fields["bias"] == "NULL":  # its channel loop starts from a bias
-                fields["bias"] = f"{WEIGHTS_PREFIX}{name}_bias"
-                constants.append(Constant(fields["bias"], "int32_t", np.zeros(fields["out_c"], np.int64)))
+    elif (
+        activations == "int8"
+        and (fields["act_min"], fields["act_max"]) == (-128, 127)
+        and fields["out_c"] % 2 == 0
+        and doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1, 2, 3))
+    ):
+        function = "tr_conv_s8_opt"
+        constants = [interleave_pairs(c, fields["out_c"]) if c.name == fields["weights"] else c for c in constants]
+        if fields["bias"] == "NULL":  # its channel loop starts from a bias
+            fields["bias"] = f"{WEIGHTS_PREFIX}{name}_bias"
+            constants.append(Constant(fields["bias"], "int32_t", np.zeros(fields["out_c"], np.int64)))
     return Kernel(function, "tr_conv_params", fields, constants)
 
 
@@ -284,9 +288,13 @@ def lower_fully_connected(graph: Graph, op: Op, name: str) -> Kernel:
         "requant": requant,
     }  # fmt: skip
     function = f"tr_fully_connected_{SUFFIXES[activations]}"
-    if activations == "int8" and fields["weights_offset"] == 0 and (lo, hi) == (-128, 127):
-        if doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1,)):
-            function = "tr_fully_connected_s8_opt"
+    if (
+        activations == "int8"
+        and fields["weights_offset"] == 0
+        and (lo, hi) == (-128, 127)
+        and doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1,))
+    ):
+        function = "tr_fully_connected_s8_opt"
     return Kernel(function, "tr_fc_params", fields, constants)
 
 

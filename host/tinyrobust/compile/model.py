@@ -211,8 +211,9 @@ def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, 
 def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
     """How far into the step's output its input t may start, if the kernel reads each value of t before its place
     in the output is written (see tr_kernels.h), or None. tr_conv_add_s8 reads each value of its skip just before
-    writing its place. tr_conv_s8's 1x1 stride-1 convolution gathers two pixels' inputs, then writes their outputs:
-    an input starting out_bytes - in_bytes or more into the output stays ahead of the writes. The depthwise kernel
+    writing its place. tr_conv_s8's 1x1 stride-1 convolution gathers two pixels' inputs (three on the _opt path
+    with the DSP extension), then writes their outputs: an input starting out_bytes - in_bytes or more into the
+    output stays ahead of the writes. The depthwise kernel
     copies each group of four channels of a map that fits one patch before writing the group's outputs in the
     same places: four channels a group, so that the last group overlaps no other."""
     f, out = step.fields, graph.tensors[step.output]
@@ -221,7 +222,8 @@ def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
     if t != step.inputs[0]:
         return None
     pointwise = (f.get("k_h"), f.get("k_w"), f.get("stride_h"), f.get("stride_w")) == (1, 1, 1, 1)
-    if step.function in ("tr_conv_s8", "tr_conv_s8_opt") and pointwise and (f["in_h"], f["in_w"]) == (f["out_h"], f["out_w"]):
+    same_size = pointwise and (f["in_h"], f["in_w"]) == (f["out_h"], f["out_w"])
+    if step.function in ("tr_conv_s8", "tr_conv_s8_opt") and same_size:
         return -(-max(0, out.nbytes - graph.tensors[t].nbytes) // ALIGNMENT) * ALIGNMENT
     if step.function == "tr_depthwise_conv_s8_opt" and f["out_c"] % 4 == 0:
         rows = (f["out_h"] - 1) * f["stride_h"] + (f["k_h"] - 1) * f["dilation_h"] + 1
