@@ -20,6 +20,9 @@
 #define INVOKE() tr_model_invoke()
 #endif
 
+/* The protocol's code runs between inferences, never inside the counted INFER: compiled for size. */
+#pragma GCC optimize("Os")
+
 /* n bytes from src to dst, a byte at a time: volatile keeps GCC from making the loop a call to newlib's memcpy,
  * about 300 B of flash for the protocol's few copies. */
 static __attribute__((noinline)) void copy_bytes(void *dst, const void *src, uint32_t n)

@@ -202,6 +202,7 @@ static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
     }
 }
 
+
 /* copy_s8, not inlined: the receptive field of a 1x1 filter. */
 static __attribute__((noinline)) void copy_run_s8(int8_t *dst, const int8_t *src, int n)
 {
@@ -233,6 +234,14 @@ static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p
                                                          int8_t *column)
 {
     const int in_c = p->in_c, row_size = p->k_w * in_c, zero_point = -p->in_offset;
+    if (iy0 >= 0 && ix0 >= 0 && iy0 + (p->k_h - 1) * p->dilation_h < p->in_h && ix0 + p->k_w <= p->in_w &&
+        p->dilation_w == 1) { /* inside the input, as most are: a run of the input per row */
+        const int8_t *x = in + (iy0 * p->in_w + ix0) * in_c;
+        for (int ky = 0; ky < p->k_h; ky++, x += p->dilation_h * p->in_w * in_c, column += row_size) {
+            copy_s8(column, x, row_size);
+        }
+        return;
+    }
     int ky_lo, ky_hi, kx_lo, kx_hi;
     inside_taps(iy0, p->k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
     inside_taps(ix0, p->k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
