@@ -183,10 +183,6 @@ __attribute__((optimize("Os"))) void tr_conv_s8_in_place(const tr_conv_params *p
     }
 }
 
-/* The receptive field of the output pixel whose filter starts at input (iy0, ix0), gathered into column as one
- * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
- * folded bias stays exact). One group only: k_c == in_c. Copying even a 1x1 filter's field is cheap next to its
- * out_c products, and keeps the two pixels' fields a constant distance apart (see dot4_columns_s8). */
 /* n bytes from src to dst, two words a pass: a receptive field's runs are short, where memcpy costs a call and
  * its dispatch. The empty asm keeps GCC from making the loop that call. */
 static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
@@ -201,7 +197,6 @@ static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
         *dst++ = *src++;
     }
 }
-
 
 /* copy_s8, not inlined: the receptive field of a 1x1 filter. */
 static __attribute__((noinline)) void copy_run_s8(int8_t *dst, const int8_t *src, int n)
@@ -230,6 +225,11 @@ static inline void fill_s8(int8_t *dst, int8_t value, int n)
     }
 }
 
+/* The receptive field of the output pixel whose filter starts at input (iy0, ix0), gathered into column as one
+ * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
+ * folded bias stays exact). One group only: k_c == in_c. Copying the field is cheap next to its out_c products,
+ * and keeps the pixels' fields a constant distance apart (TR_COLUMN_BYTES, see dot4_columns_s8 and channels_s8);
+ * conv_s8 copies a 1x1 filter's field itself. */
 static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0,
                                                          int8_t *column)
 {
