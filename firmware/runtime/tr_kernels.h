@@ -253,7 +253,8 @@ void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
 void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out);
 /* tr_conv_s8 and tr_conv_add_s8 where every shift <= -1, the sums are small enough for the shorter
  * requantization of the depthwise kernel, the activation range is all of int8 and out_c is even, with a bias and
- * each filter padded to whole words (the compiler checks and pads, see lower.lower_conv_2d). */
+ * the filters padded to whole words and interleaved in channel pairs (the compiler checks, pads and interleaves,
+ * see lower.lower_conv_2d). */
 void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
 void tr_conv_add_s8_opt(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out);
 /* CONV_2D, any groups or receptive field: reads the input in place, one output pixel at a time. */
