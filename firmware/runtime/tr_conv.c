@@ -269,6 +269,14 @@ static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p
 }
 
 #if TR_DSP
+/* Passes of two steps over %[passes], entering at the second step where %[t0] is not 0 (an odd four bytes first):
+ * the loop of dot4_columns_s8 and dot4_rows_s8. */
+#define TR_PASSES_OF_TWO(step)                                                                                     \
+    "cmp %[t0], #0\n\t"                                                                                            \
+    "bne 2f\n"                                                                                                     \
+    "1:\n\t" step "2:\n\t" step "subs %[passes], %[passes], #1\n\t"                                                \
+    "bne 1b"
+
 /* Four bytes of both fields times four of each of the two filters: the second pixel's word first, at an immediate
  * offset, so that the first pixel's load can advance x (post-indexed). */
 #define TR_DOT4_COLUMNS_STEP                                                                                       \
@@ -306,11 +314,7 @@ static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int
         int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
         int32_t t0 = n & 4, t1, t2, t3, t4, t5; /* t0: an odd step first */
         int passes = (n + 4) / 8;
-        __asm__ volatile("cmp %[t0], #0\n\t"
-                         "bne 2f\n"
-                         "1:\n\t" TR_DOT4_COLUMNS_STEP "2:\n\t" TR_DOT4_COLUMNS_STEP
-                         "subs %[passes], %[passes], #1\n\t"
-                         "bne 1b"
+        __asm__ volatile(TR_PASSES_OF_TWO(TR_DOT4_COLUMNS_STEP)
                          : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [x] "+r"(x), [w0] "+r"(w0),
                            [w1] "+r"(w1), [passes] "+r"(passes), [t0] "+&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
                            [t3] "=&r"(t3), [t4] "=&r"(t4), [t5] "=&r"(t5)
@@ -993,11 +997,7 @@ static __attribute__((noinline)) void dot4_rows_s8(const int8_t *x, const int8_t
     int passes = (n + 4) / 8;
     if (n >= 4) {
         int32_t t0 = n & 4, t1, t2, t3; /* t0: an odd step first */
-        __asm__ volatile("cmp %[t0], #0\n\t"
-                         "bne 2f\n"
-                         "1:\n\t" TR_DOT4_ROWS_STEP "2:\n\t" TR_DOT4_ROWS_STEP
-                         "subs %[passes], %[passes], #1\n\t"
-                         "bne 1b"
+        __asm__ volatile(TR_PASSES_OF_TWO(TR_DOT4_ROWS_STEP)
                          : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w0] "+r"(w0),
                            [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [passes] "+r"(passes), [t0] "+&r"(t0),
                            [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3)
