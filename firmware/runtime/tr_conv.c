@@ -237,7 +237,8 @@ static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p
     if (iy0 >= 0 && ix0 >= 0 && iy0 + (p->k_h - 1) * p->dilation_h < p->in_h && ix0 + p->k_w <= p->in_w &&
         p->dilation_w == 1) { /* inside the input, as most are: a run of the input per row */
         const int8_t *x = in + (iy0 * p->in_w + ix0) * in_c;
-        for (int ky = 0; ky < p->k_h; ky++, x += p->dilation_h * p->in_w * in_c, column += row_size) {
+        const int k_h = p->k_h, row_step = p->dilation_h * p->in_w * in_c; /* read once: the copies may alias p */
+        for (int ky = 0; ky < k_h; ky++, x += row_step, column += row_size) {
             copy_s8(column, x, row_size);
         }
         return;
@@ -339,7 +340,7 @@ typedef struct {
     const int8_t *shift;
     const int8_t *weights;     /* the next pair's filters, interleaved a word of each at a time */
     int8_t *out;               /* the first pixel's outputs of the next pair */
-    int32_t second, third;     /* how far the second and third pixels' outputs are from the first's */
+    int32_t second;            /* how far the second pixel's outputs are from the first's, the third's twice that */
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
     int32_t skip;              /* steps the first pass skips: 16-byte passes over the field's whole words */
@@ -380,37 +381,21 @@ typedef struct {
     "smlad %[a1], %[t2], %[t4], %[a1]\n\t"
 
 /* One output of channels_s8: the accumulator acc requantized from twice itself (requantize_doubled, overwriting
- * acc) into w, saturated and stored at address; t5, t4 and t3 hold its channel's multiplier, nudge and right. */
+ * acc) into w, saturated and stored at address. t5 holds its channel's multiplier, t2 its nudge and t0 its shift
+ * right less one in the low byte, where register shifts read it: the last step of the shift is SSAT's. */
 #define TR_CHANNELS_OUTPUT(acc, address)                                                                           \
     "add %[" #acc "], %[" #acc "], %[" #acc "]\n\t"                                                                \
-    "smmlar %[w], %[" #acc "], %[t5], %[t4]\n\t"                                                                   \
+    "smmlar %[w], %[" #acc "], %[t5], %[t2]\n\t"                                                                   \
     "add %[w], %[w], %[" #acc "], asr #31\n\t"                                                                     \
-    "asr %[w], %[w], %[t3]\n\t"                                                                                    \
-    "ssat %[w], #8, %[w]\n\t"                                                                                      \
+    "asr %[w], %[w], %[t0]\n\t"                                                                                    \
+    "ssat %[w], #8, %[w], asr #1\n\t"                                                                              \
     "strb %[w], " address "\n\t"
 
-/* A channel's requantization constants into t3 (right), t4 (nudge) and t5 (multiplier), its pointers advanced in
- * the context t0; t1 is scratch. */
-#define TR_CHANNELS_CONSTANTS                                                                                      \
-    "ldr %[t1], [%[t0], %[shift]]\n\t"                                                                             \
-    "ldrsb %[t3], [%[t1]], #1\n\t"                                                                                 \
-    "str %[t1], [%[t0], %[shift]]\n\t"                                                                             \
-    "ldr %[t1], [%[t0], %[multiplier]]\n\t"                                                                        \
-    "ldr %[t5], [%[t1]], #4\n\t"                                                                                   \
-    "str %[t1], [%[t0], %[multiplier]]\n\t"                                                                        \
-    "rsb %[t3], %[t3], #0\n\t"                                                                                     \
-    "ldr %[t4], [%[t0], %[k]]\n\t"                                                                                 \
-    "sub %[t1], %[t3], #1\n\t"                                                                                     \
-    "lsl %[t4], %[t4], %[t1]\n\t"
-
-/* A channel's three outputs, from the accumulators p0, p1 and p2, at x + byte, then at the second's and third's
- * distances from it (t2 scratch). */
-#define TR_CHANNELS_OUTPUTS(p0, p1, p2, byte)                                                                      \
-    TR_CHANNELS_CONSTANTS TR_CHANNELS_OUTPUT(p0, "[%[x], #" #byte "]")                                             \
-    "ldr %[t2], [%[t0], %[second]]\n\t"                                                                            \
-    "add %[t2], %[t2], #" #byte "\n\t" TR_CHANNELS_OUTPUT(p1, "[%[x], %[t2]]")                                     \
-    "ldr %[t2], [%[t0], %[third]]\n\t"                                                                             \
-    "add %[t2], %[t2], #" #byte "\n\t" TR_CHANNELS_OUTPUT(p2, "[%[x], %[t2]]")
+/* A channel's three outputs, from the accumulators p0, p1 and p2, at x and the second and third pixels' places
+ * t1 and 2 * t1 bytes further. */
+#define TR_CHANNELS_OUTPUTS(p0, p1, p2)                                                                            \
+    TR_CHANNELS_OUTPUT(p0, "[%[x]]") TR_CHANNELS_OUTPUT(p1, "[%[x], %[t1]]")                                       \
+    TR_CHANNELS_OUTPUT(p2, "[%[x], %[t1], lsl #1]")
 
 /* conv_s8's channel loop for three pixels with the _opt requantization, in assembly: every output channel pair's
  * dot products over the three receptive fields (16 bytes a pass), then its six outputs, with no call or reload
@@ -446,9 +431,26 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "ldr %[t0], [sp]\n\t"
                      "str %[w], [%[t0], %[weights]]\n\t"
                      "ldr %[x], [%[t0], %[out]]\n\t"
-                     TR_CHANNELS_OUTPUTS(a0, b0, c0, 0)
-                     TR_CHANNELS_OUTPUTS(a1, b1, c1, 1)
-                     "add %[x], %[x], #2\n\t"
+                     "ldr %[t1], [%[t0], %[second]]\n\t"
+                     "ldr %[t4], [%[t0], %[k]]\n\t"
+                     "ldr %[t2], [%[t0], %[shift]]\n\t"
+                     "ldrh %[t3], [%[t2]], #2\n\t" /* the pair's shifts, -right as bytes: ~ gives right - 1 */
+                     "str %[t2], [%[t0], %[shift]]\n\t"
+                     "ldr %[t2], [%[t0], %[multiplier]]\n\t"
+                     "ldr %[t5], [%[t2]], #8\n\t"
+                     "str %[t2], [%[t0], %[multiplier]]\n\t"
+                     "mvn %[t0], %[t3]\n\t"
+                     "lsl %[t2], %[t4], %[t0]\n\t" /* doubled_nudge: k << (right - 1) */
+                     TR_CHANNELS_OUTPUTS(a0, b0, c0)
+                     "ldr %[t0], [sp]\n\t"
+                     "ldr %[t5], [%[t0], %[multiplier]]\n\t"
+                     "ldr %[t5], [%[t5], #-4]\n\t"
+                     "mvn %[t0], %[t3], lsr #8\n\t"
+                     "lsl %[t2], %[t4], %[t0]\n\t"
+                     "add %[x], %[x], #1\n\t"
+                     TR_CHANNELS_OUTPUTS(a1, b1, c1)
+                     "ldr %[t0], [sp]\n\t"
+                     "add %[x], %[x], #1\n\t"
                      "str %[x], [%[t0], %[out]]\n\t"
                      "ldr %[t1], [%[t0], %[pairs]]\n\t"
                      "subs %[t1], %[t1], #1\n\t"
@@ -470,7 +472,6 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                        [weights] "i"(offsetof(channels_context, weights)),
                        [skip] "i"(offsetof(channels_context, skip)), [out] "i"(offsetof(channels_context, out)),
                        [second] "i"(offsetof(channels_context, second)),
-                       [third] "i"(offsetof(channels_context, third)),
                        [multiplier] "i"(offsetof(channels_context, multiplier)),
                        [shift] "i"(offsetof(channels_context, shift)), [k] "i"(offsetof(channels_context, k)),
                        [pairs] "i"(offsetof(channels_context, pairs))
@@ -524,7 +525,7 @@ static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, i
  * entry points), the outputs are requantized from the doubled accumulator and saturated to int8, from filters
  * padded to whole words and interleaved in pairs: the compiler checks that this is exact, that the activation
  * range is all of int8 and that out_c is even. A last group of fewer pixels computes its last pixel again, in
- * place of the missing ones. */
+ * place of the missing ones (or, in assembly, the pixel before it). */
 static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *p, const int8_t *in,
                                                           const int8_t *skip, int8_t *out, const int opt)
 {
@@ -542,20 +543,37 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     context.column = columns;
     context.end = columns + filter_size;
 #endif
+    for (int i = 0; i < group; i++) {
+        fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights, past every field */
+    }
     /* a 1x1 filter, stride 1, no padding: output pixel q's field is input pixel q */
     const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h && !p->pad_w;
-    for (int px = 0; px < pixels; px += group, out += group * out_c) {
-        const int n = tr_min(group, pixels - px); /* pixels of this group */
+    for (int px = 0, n; px < pixels; px += n, out += n * out_c) {
+        n = tr_min(group, pixels - px); /* pixels of this group */
         int8_t *y = skip ? sums : out;
-        for (int i = 0; i < group; i++) {
-            const int q = px + tr_min(i, n - 1), oy = q / p->out_w, ox = q % p->out_w;
+        int again = 0; /* the pixel before the group computed again, first */
+#if TR_DSP
+        /* channels_s8 writes the third pixel twice the second's distance on, which for a last group of two lies
+         * past the output: the group starts a pixel early instead, from the field the group before left in its
+         * last column (the input there may be written over by now). */
+        if (opt && n == 2 && !skip) {
+            if (px > 0) {
+                copy_run_s8(columns, columns + 2 * TR_COLUMN_BYTES, filter_size);
+                again = 1;
+                y -= out_c;
+            } else {
+                n = 1;
+            }
+        }
+#endif
+        for (int i = again; i < group; i++) {
+            const int q = px + tr_min(i - again, n - 1), oy = q / p->out_w, ox = q % p->out_w;
             if (pointwise) {
                 copy_run_s8(columns + i * TR_COLUMN_BYTES, in + q * field, field);
             } else {
                 receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
                                    columns + i * TR_COLUMN_BYTES);
             }
-            fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights */
         }
 #if TR_DSP
         if (opt) {
@@ -564,8 +582,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             context.shift = p->requant.shift;
             context.weights = p->weights;
             context.out = y;
-            context.second = tr_min(1, n - 1) * out_c; /* a missing pixel's values land on the last one's */
-            context.third = tr_min(2, n - 1) * out_c;
+            context.second = n + again == 1 ? 0 : out_c; /* a missing pixel's values land on the last one's */
             context.pairs = out_c / 2;
             channels_s8(&context);
             if (skip) {
