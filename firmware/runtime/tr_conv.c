@@ -26,6 +26,16 @@
 #define TR_DSP 0
 #endif
 
+/* Helium (MVE's integer instructions, the Cortex-M55): tr_conv_s8_opt's channel loop in vectors (channels_mve)
+ * rather than the DSP extension's assembly (channels_s8). */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#include <arm_mve.h>
+#define TR_MVE 1
+#else
+#define TR_MVE 0
+#endif
+#define TR_CHANNELS_ASM (TR_DSP && !TR_MVE)
+
 /* Work done once per call, group of channels or patch of input, not per output value: compiled for size, to keep
  * the runtime's flash small. */
 #define TR_SETUP __attribute__((noinline, optimize("Os")))
@@ -331,7 +341,7 @@ static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int
     dot4_s8(x, x + TR_COLUMN_BYTES, w0, w1, n, acc); /* what the DSP loop left, or everything */
 }
 
-#if TR_DSP
+#if TR_CHANNELS_ASM
 /* What channels_s8 keeps in memory, its registers all taken by the dot products: the pointers it advances a pair
  * of channels at a time, and the constants of the layer. */
 typedef struct {
@@ -479,6 +489,59 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
 }
 #endif
 
+#if TR_MVE
+/* channels_s8 with Helium: per pair of output channels, 16 bytes of the three receptive fields a step, the pair's
+ * filters (interleaved a word of each at a time) split apart by VLD2, and each 16-byte dot product one VMLADAVA. A
+ * last part of fewer than 16 bytes takes predicated loads, the filters' words a gather, which reads no further
+ * than the filters. The first n pixels' outputs go to y, out_c apart. */
+static __attribute__((noinline)) void channels_mve(const tr_conv_params *p, const int8_t *columns, int filter_size,
+                                                   int8_t *y, int n)
+{
+    const int out_c = p->out_c, whole = filter_size & ~15, rest = filter_size - whole;
+    const int32_t out_offset = p->out_offset;
+    const uint32x4_t every_other = vidupq_n_u32(0, 2); /* word offsets 0, 2, 4, 6 */
+    const mve_pred16_t rest_words = vctp32q((uint32_t)rest / 4), rest_bytes = vctp8q((uint32_t)rest);
+    const int8_t *x0 = columns, *x1 = columns + TR_COLUMN_BYTES, *x2 = columns + 2 * TR_COLUMN_BYTES;
+    const int8_t *w = p->weights;
+    for (int oc = 0; oc < out_c; oc += 2, w += 2 * filter_size) {
+        int32_t a0 = p->bias[oc], a1 = p->bias[oc + 1], b0 = a0, b1 = a1, c0 = a0, c1 = a1;
+        for (int i = 0; i < whole; i += 16) {
+            const uint32x4x2_t pair = vld2q_u32((const uint32_t *)(w + 2 * i));
+            const int8x16_t w0 = vreinterpretq_s8_u32(pair.val[0]), w1 = vreinterpretq_s8_u32(pair.val[1]);
+            const int8x16_t xa = vldrbq_s8(x0 + i), xb = vldrbq_s8(x1 + i), xc = vldrbq_s8(x2 + i);
+            a0 = vmladavaq_s8(a0, xa, w0);
+            a1 = vmladavaq_s8(a1, xa, w1);
+            b0 = vmladavaq_s8(b0, xb, w0);
+            b1 = vmladavaq_s8(b1, xb, w1);
+            c0 = vmladavaq_s8(c0, xc, w0);
+            c1 = vmladavaq_s8(c1, xc, w1);
+        }
+        if (rest) {
+            const uint32_t *words = (const uint32_t *)(w + 2 * whole);
+            const uint32x4_t v0 = vldrwq_gather_shifted_offset_z_u32(words, every_other, rest_words);
+            const uint32x4_t v1 = vldrwq_gather_shifted_offset_z_u32(words + 1, every_other, rest_words);
+            const int8x16_t w0 = vreinterpretq_s8_u32(v0), w1 = vreinterpretq_s8_u32(v1);
+            const int8x16_t xa = vldrbq_z_s8(x0 + whole, rest_bytes), xb = vldrbq_z_s8(x1 + whole, rest_bytes);
+            const int8x16_t xc = vldrbq_z_s8(x2 + whole, rest_bytes);
+            a0 = vmladavaq_p_s8(a0, xa, w0, rest_bytes);
+            a1 = vmladavaq_p_s8(a1, xa, w1, rest_bytes);
+            b0 = vmladavaq_p_s8(b0, xb, w0, rest_bytes);
+            b1 = vmladavaq_p_s8(b1, xb, w1, rest_bytes);
+            c0 = vmladavaq_p_s8(c0, xc, w0, rest_bytes);
+            c1 = vmladavaq_p_s8(c1, xc, w1, rest_bytes);
+        }
+        const int32_t m0 = p->requant.multiplier[oc], r0 = -p->requant.shift[oc];
+        const int32_t m1 = p->requant.multiplier[oc + 1], r1 = -p->requant.shift[oc + 1];
+        const int32_t n0 = doubled_nudge(r0, out_offset), n1 = doubled_nudge(r1, out_offset);
+        const int32_t values[3][2] = {{a0, a1}, {b0, b1}, {c0, c1}};
+        for (int i = 0; i < n; i++) {
+            y[i * out_c + oc] = (int8_t)tr_saturate_s8(requantize_doubled(2 * values[i][0], m0, n0, r0));
+            y[i * out_c + oc + 1] = (int8_t)tr_saturate_s8(requantize_doubled(2 * values[i][1], m1, n1, r1));
+        }
+    }
+}
+#endif
+
 /* out[i] = ADD(y[i], skip[i]) for n values, the residual ADD of tr_conv_add_s8: TFLM's arithmetic, each input's
  * share of the sum looked up (tr_residual), the sum requantized. */
 static __attribute__((noinline)) void residual_s8(const tr_residual *r, const int8_t *y, const int8_t *skip,
@@ -536,7 +599,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     const int group = opt ? GROUP : 2;
     int8_t columns[GROUP * TR_COLUMN_BYTES];
     int8_t sums[GROUP * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
-#if TR_DSP
+#if TR_CHANNELS_ASM
     channels_context context; /* set field by field: an initializer would zero the others with memset */
     context.k = 1 + 2 * p->out_offset;
     context.skip = (16 - filter_size % 16) % 16 / 4;
@@ -552,7 +615,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
         n = tr_min(group, pixels - px); /* pixels of this group */
         int8_t *y = skip ? sums : out;
         int again = 0; /* the pixel before the group computed again, first */
-#if TR_DSP
+#if TR_CHANNELS_ASM
         /* channels_s8 writes the third pixel twice the second's distance on, which for a last group of two lies
          * past the output: the group starts a pixel early instead, from the field the group before left in its
          * last column (the input there may be written over by now). */
@@ -575,7 +638,15 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
                                    columns + i * TR_COLUMN_BYTES);
             }
         }
-#if TR_DSP
+#if TR_MVE
+        if (opt) {
+            channels_mve(p, columns, filter_size, y, n);
+            if (skip) {
+                residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
+            }
+            continue;
+        }
+#elif TR_DSP
         if (opt) {
             context.bias = p->bias;
             context.multiplier = p->requant.multiplier;
