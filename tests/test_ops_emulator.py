@@ -167,8 +167,8 @@ SWEEPS = {
 SWEEP_KINDS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 # The Cortex-M4 has the DSP extension (SXTB16, SMLAD); the Cortex-M3 runs the plain C loops.
 DSP_BOARDS = {"qemu-mps2-an386": True, "qemu-mps2-an385": False}
-# The int8 kernels also on the Cortex-M55, whose convolutions take Helium's VMLADAVA.
-INT8_BOARDS = {**DSP_BOARDS, "qemu-mps3-an547": True}
+# The int8 kernels also on the Cortex-M55, whose convolutions and fully connected layers take Helium's VMLADAVA.
+INT8_BOARDS = [*DSP_BOARDS, "qemu-mps3-an547"]
 
 
 @pytest.mark.parametrize("board", sorted(INT8_BOARDS))
@@ -209,11 +209,13 @@ def test_int8_convolutions_on_the_emulator_are_bit_exact_with_tflm(case, board, 
     compiled = compile_model(tflite)
     assert set(compiled.op_counts) & SWEEP_KINDS and set(compiled.op_counts) <= SWEEP_KINDS | {"RESHAPE"}
     disassembly = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
-    # objdump decodes no Helium without the ELF's MVE attribute, which -mfpu leaves out: the function's symbol
-    helium = board == "qemu-mps3-an547" and "tr_conv_s8_opt" in {s.function for s in compiled.steps}
-    assert ("<channels_mve>:" in disassembly) == helium
-    if not helium:  # the other layers' loops: the DSP extension's, or plain C
-        assert ("sxtb16" in disassembly) == INT8_BOARDS[board]
+    if board in DSP_BOARDS:
+        assert ("sxtb16" in disassembly) == DSP_BOARDS[board]
+    else:  # Helium's loops where the layers take them: their symbols, as objdump decodes no MVE here
+        kernels = {s.function for s in compiled.steps}
+        assert ("<channels_mve>:" in disassembly) == ("tr_conv_s8_opt" in kernels)
+        fully_connected = {"tr_fully_connected_s8", "tr_fully_connected_s8_opt"}
+        assert ("<rows_mve>:" in disassembly) == bool(kernels & fully_connected)
 
 
 @pytest.mark.parametrize("board", sorted(DSP_BOARDS))

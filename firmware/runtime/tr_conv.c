@@ -26,15 +26,15 @@
 #define TR_DSP 0
 #endif
 
-/* Helium (MVE's integer instructions, the Cortex-M55): tr_conv_s8_opt's channel loop in vectors (channels_mve)
- * rather than the DSP extension's assembly (channels_s8). */
+/* Helium (MVE's integer instructions, the Cortex-M55): the convolution's channel loop and the fully connected
+ * layer's rows in vectors (channels_mve, rows_mve) rather than the DSP extension's assembly. */
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
 #include <arm_mve.h>
 #define TR_MVE 1
 #else
 #define TR_MVE 0
 #endif
-#define TR_CHANNELS_ASM (TR_DSP && !TR_MVE)
+#define TR_DSP_ASM (TR_DSP && !TR_MVE) /* the DSP extension's loops that Helium's replace */
 
 /* Work done once per call, group of channels or patch of input, not per output value: compiled for size, to keep
  * the runtime's flash small. */
@@ -341,7 +341,7 @@ static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int
     dot4_s8(x, x + TR_COLUMN_BYTES, w0, w1, n, acc); /* what the DSP loop left, or everything */
 }
 
-#if TR_CHANNELS_ASM
+#if TR_DSP_ASM
 /* What channels_s8 keeps in memory, its registers all taken by the dot products: the pointers it advances a pair
  * of channels at a time, and the constants of the layer. */
 typedef struct {
@@ -599,7 +599,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     const int group = opt ? GROUP : 2;
     int8_t columns[GROUP * TR_COLUMN_BYTES];
     int8_t sums[GROUP * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
-#if TR_CHANNELS_ASM
+#if TR_DSP_ASM
     channels_context context; /* set field by field: an initializer would zero the others with memset */
     context.k = 1 + 2 * p->out_offset;
     context.skip = (16 - filter_size % 16) % 16 / 4;
@@ -615,7 +615,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
         n = tr_min(group, pixels - px); /* pixels of this group */
         int8_t *y = skip ? sums : out;
         int again = 0; /* the pixel before the group computed again, first */
-#if TR_CHANNELS_ASM
+#if TR_DSP_ASM
         /* channels_s8 writes the third pixel twice the second's distance on, which for a last group of two lies
          * past the output: the group starts a pixel early instead, from the field the group before left in its
          * last column (the input there may be written over by now). */
@@ -1047,7 +1047,7 @@ TR_SETUP void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in
     }
 }
 
-#if TR_DSP
+#if TR_DSP_ASM
 /* Four bytes of the input times four of each of the four rows. */
 #define TR_DOT4_ROWS_STEP                                                                                          \
     "ldr %[t0], [%[x]], #4\n\t"                                                                                    \
@@ -1106,9 +1106,32 @@ static __attribute__((noinline)) void dot4_rows_s8(const int8_t *x, const int8_t
 }
 #endif
 
+#if TR_MVE
+/* dot4_rows_s8 with Helium: 16 bytes of the input and of each row a step, each dot product one VMLADAVA; the last
+ * step's loads and sums predicated to the bytes left. */
+static __attribute__((noinline)) void rows_mve(const int8_t *x, const int8_t *const w[4], int n, int32_t acc[4])
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int8_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    for (int i = 0; i < n; i += 16) {
+        const mve_pred16_t live = vctp8q((uint32_t)(n - i));
+        const int8x16_t v = vldrbq_z_s8(x + i, live);
+        a0 = vmladavaq_p_s8(a0, v, vldrbq_z_s8(w0 + i, live), live);
+        a1 = vmladavaq_p_s8(a1, v, vldrbq_z_s8(w1 + i, live), live);
+        a2 = vmladavaq_p_s8(a2, v, vldrbq_z_s8(w2 + i, live), live);
+        a3 = vmladavaq_p_s8(a3, v, vldrbq_z_s8(w3 + i, live), live);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#endif
+
 /* TFLM's sum of (w + weights_offset) * (x + in_offset): the compiler folded in_offset * sum(w) and
  * in_n * weights_offset * in_offset into the bias; weights_offset * sum(x) is one sum per input row. Outputs in
- * blocks of TR_FC_BLOCK, each one pass over the input: four with the DSP extension (dot4_rows_s8), else two. */
+ * blocks of TR_FC_BLOCK, each one pass over the input: four with the DSP extension (dot4_rows_s8, or rows_mve with
+ * Helium), else two. */
 #define TR_FC_BLOCK (TR_DSP ? 4 : 2)
 static inline __attribute__((always_inline)) void fully_connected_s8(const tr_fc_params *p, const int8_t *in,
                                                                       int8_t *out, const int opt)
@@ -1132,7 +1155,9 @@ static inline __attribute__((always_inline)) void fully_connected_s8(const tr_fc
                 w[k] = p->weights + row * in_n;
                 acc[k] = row_term + (p->bias ? p->bias[row] : 0);
             }
-#if TR_DSP
+#if TR_MVE
+            rows_mve(in, w, in_n, acc);
+#elif TR_DSP
             dot4_rows_s8(in, w, in_n, acc);
 #else
             dot2_s8(in, w[0], w[1], in_n, &acc[0], &acc[1]);
