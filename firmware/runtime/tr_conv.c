@@ -84,6 +84,21 @@ static inline int32_t doubled_nudge(int32_t right, int32_t out_offset)
     return (int32_t)((1u << (right - 1)) + ((uint32_t)out_offset << right));
 }
 
+/* The outputs of the _opt convolution's channels oc and oc + 1 for n pixels, out_c apart from y: their
+ * accumulators acc[2 * i] and acc[2 * i + 1] requantized from twice themselves and saturated to int8. */
+static inline __attribute__((always_inline)) void pair_outputs_s8(const tr_conv_params *p, int oc,
+                                                                   const int32_t *acc, int n, int8_t *y, int out_c)
+{
+    const int32_t m0 = p->requant.multiplier[oc], r0 = -p->requant.shift[oc];
+    const int32_t m1 = p->requant.multiplier[oc + 1], r1 = -p->requant.shift[oc + 1];
+    const int32_t n0 = doubled_nudge(r0, p->out_offset), n1 = doubled_nudge(r1, p->out_offset);
+    for (int i = 0; i < n; i++) {
+        int8_t *o = y + i * out_c + oc;
+        o[0] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i], m0, n0, r0));
+        o[1] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i + 1], m1, n1, r1));
+    }
+}
+
 /* Four int8 values from any address (the core allows unaligned word loads). */
 static inline int32_t load4(const int8_t *p)
 {
@@ -498,7 +513,6 @@ static __attribute__((noinline)) void channels_mve(const tr_conv_params *p, cons
                                                    int8_t *y, int n)
 {
     const int out_c = p->out_c, whole = filter_size & ~15, rest = filter_size - whole;
-    const int32_t out_offset = p->out_offset;
     const uint32x4_t every_other = vidupq_n_u32(0, 2); /* word offsets 0, 2, 4, 6 */
     const mve_pred16_t rest_words = vctp32q((uint32_t)rest / 4), rest_bytes = vctp8q((uint32_t)rest);
     const int8_t *x0 = columns, *x1 = columns + TR_COLUMN_BYTES, *x2 = columns + 2 * TR_COLUMN_BYTES;
@@ -530,14 +544,8 @@ static __attribute__((noinline)) void channels_mve(const tr_conv_params *p, cons
             c0 = vmladavaq_p_s8(c0, xc, w0, rest_bytes);
             c1 = vmladavaq_p_s8(c1, xc, w1, rest_bytes);
         }
-        const int32_t m0 = p->requant.multiplier[oc], r0 = -p->requant.shift[oc];
-        const int32_t m1 = p->requant.multiplier[oc + 1], r1 = -p->requant.shift[oc + 1];
-        const int32_t n0 = doubled_nudge(r0, out_offset), n1 = doubled_nudge(r1, out_offset);
-        const int32_t values[3][2] = {{a0, a1}, {b0, b1}, {c0, c1}};
-        for (int i = 0; i < n; i++) {
-            y[i * out_c + oc] = (int8_t)tr_saturate_s8(requantize_doubled(2 * values[i][0], m0, n0, r0));
-            y[i * out_c + oc + 1] = (int8_t)tr_saturate_s8(requantize_doubled(2 * values[i][1], m1, n1, r1));
-        }
+        const int32_t acc[6] = {a0, a1, b0, b1, c0, c1};
+        pair_outputs_s8(p, oc, acc, n, y, out_c);
     }
 }
 #endif
@@ -669,14 +677,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             int32_t acc[4] = {bias0, bias1, bias0, bias1};
             if (opt) {
                 dot4_pairs_s8(columns, columns + TR_COLUMN_BYTES, w0, filter_size, acc);
-                const int32_t m0 = p->requant.multiplier[oc], r0 = -p->requant.shift[oc];
-                const int32_t m1 = p->requant.multiplier[oc + 1], r1 = -p->requant.shift[oc + 1];
-                const int32_t n0 = doubled_nudge(r0, p->out_offset), n1 = doubled_nudge(r1, p->out_offset);
-                for (int i = 0; i < n; i++) {
-                    int8_t *o = y + i * out_c + oc;
-                    o[0] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i], m0, n0, r0));
-                    o[1] = (int8_t)tr_saturate_s8(requantize_doubled(2 * acc[2 * i + 1], m1, n1, r1));
-                }
+                pair_outputs_s8(p, oc, acc, n, y, out_c);
                 continue;
             }
             dot4_columns_s8(columns, w0, w1, filter_size, acc);

@@ -252,9 +252,14 @@ def doubled_requant_fits(
     bias = np.zeros_like(weight_sums)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         bias = graph.tensors[op.inputs[2]].data.astype(np.int64).reshape(-1)
-    acc = np.abs(bias) + 256 * weight_sums
-    rounded = (acc * multipliers >> 31) + 1
-    smmlar = rounded + (1 << (right - 1)) + abs(fields["out_offset"]) * (1 << right)
+    return _doubled_sums_fit(np.abs(bias) + 256 * weight_sums, multipliers, right, fields["out_offset"])
+
+
+def _doubled_sums_fit(acc, multiplier, right, out_offset: int) -> bool:
+    """requantize_doubled's sums below 2^31 in magnitude, for accumulators up to acc (arrays per channel, or one
+    value): twice the accumulator, and SMMLAR's rounded a2 * multiplier / 2^32 + 2^(r - 1) + the output zero
+    point * 2^r."""
+    smmlar = (acc * multiplier >> 31) + 1 + (1 << (right - 1)) + abs(out_offset) * (1 << right)
     return bool(np.all(2 * acc < 2**31) and np.all(smmlar < 2**31))
 
 
@@ -470,10 +475,7 @@ def _residual_nudge(quant: dict[str, int], largest_sum: int) -> int:
     two tables: a shift right r >= 1, twice the largest sum and SMMLAR's result below 2^31 in magnitude. 0 (never
     a nudge: 2^(r - 1) * (1 + 2 * zero point) is odd times a power of two) where it is not."""
     right, offset = -quant["out_shift"], quant["out_offset"]
-    if right < 1:
-        return 0
-    smmlar = (largest_sum * quant["out_multiplier"] >> 31) + 1 + (1 << (right - 1)) + abs(offset) * (1 << right)
-    if 2 * largest_sum >= 2**31 or smmlar >= 2**31:
+    if right < 1 or not _doubled_sums_fit(largest_sum, quant["out_multiplier"], right, offset):
         return 0
     return int(np.int32(np.uint32(((1 << (right - 1)) + (offset << right)) % 2**32)))
 
