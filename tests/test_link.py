@@ -8,7 +8,7 @@ import pytest
 import serial
 
 from tinyrobust.assets import FIRMWARE
-from tinyrobust.device.link import MSG_INFER, MSG_REPLY, Device, encode_frame
+from tinyrobust.device.link import MSG_INFER, MSG_REPLY, Device, LinkError, encode_frame
 
 FEED_MORE, FEED_FRAME, FEED_BAD_CRC, FEED_TOO_LONG = 0, 1, -1, -2
 
@@ -84,3 +84,13 @@ def test_host_reader_skips_noise_stale_and_corrupt_replies():
     port.write(encode_frame(MSG_INFER | MSG_REPLY, 42, (1234).to_bytes(8, "little") + b"\x05\x06\x07\x08"))
     output, ticks = device.infer(b"\x09" * 4)
     assert (output, ticks) == (b"\x05\x06\x07\x08", 1234)
+
+
+def test_a_silent_device_ends_in_a_link_error_after_one_session_check_per_request():
+    # The loop hands the host back its own requests, which answer nothing: a device that stopped (a crashed firmware).
+    port = serial.serial_for_url("loop://", timeout=0.05)
+    device = Device(port, bytes_per_s=1e6, retries=2)
+    device.model_hash, device.work_s = b"\x00" * 32, 0.001  # a session to check, and short timeouts
+    with pytest.raises(LinkError, match="failed after 3 attempts"):
+        device.infer(b"\x09" * 4)
+    assert device.retransmissions == 2 + 2  # the INFER's and its one session check's (INFO)

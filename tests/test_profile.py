@@ -12,7 +12,7 @@ import pytest
 
 from conftest import tinyrobust
 from tinyrobust.assets import FIRMWARE
-from tinyrobust.build.firmware import ARM_GCC, build_firmware, cpu_flags, memory_report
+from tinyrobust.build.firmware import ARM_GCC, STACK_BYTES, build_firmware, cpu_flags, memory_report
 from tinyrobust.build.memory import LARGEST_FUNCTIONS, memory_breakdown
 from tinyrobust.compile.graph import read_tflite
 from tinyrobust.compile.model import compile_model
@@ -216,7 +216,7 @@ def test_memory_breakdown_adds_up_to_the_memory_report(digits, tmp_path):
     assert sum(memory.flash.values()) == memory.flash_bytes and sum(memory.ram.values()) == memory.ram_bytes
     assert (memory.flash["weights"], memory.flash["quant_params"]) == (report.weights_bytes, report.quant_params_bytes)
     assert memory.ram["arena"] == compiled.arena_bytes and memory.ram["link_buffers"] > 512
-    assert memory.stack_reserved_bytes == 8192 and 0 <= memory.flash["other"] < 64
+    assert memory.stack_reserved_bytes == STACK_BYTES and 0 <= memory.flash["other"] < 64
     sizes = [f["bytes"] for f in memory.largest_functions]
     assert sizes == sorted(sizes, reverse=True) and "tr_conv_s8_opt" in {f["name"] for f in memory.largest_functions}
 

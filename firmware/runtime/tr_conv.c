@@ -369,13 +369,13 @@ typedef struct {
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
     int32_t skip;              /* steps the first pass skips: 16-byte passes over the field's whole words */
-    const int8_t *column;      /* the first pixel's receptive field; the others are TR_COLUMN_BYTES apart */
-    const int8_t *end;         /* where the first pixel's field ends */
+    const int32_t *fields;     /* the three pixels' receptive fields, widened (widen_s8) */
+    const int32_t *end;        /* and where they end */
 } channels_context;
 
-/* Four bytes of three receptive fields TR_COLUMN_BYTES apart times four of each of two filters (a word of each,
- * interleaved): each weight word is loaded and widened once for the three pixels. The third and second pixels'
- * words first, at immediate offsets, so that the first pixel's load can advance x. */
+/* Four bytes of the three receptive fields, widened to halfwords (widen_s8: six words, two of each pixel), times
+ * four of each of two filters (a word of each, interleaved, widened here once for the three pixels). The third and
+ * second pixels' words first, at immediate offsets, so that the first pixel's last load can advance x. */
 #define TR_CHANNELS_STEP                                                                                           \
     "ldr %[t0], [%[w]], #4\n\t"                                                                                    \
     "ldr %[t2], [%[w]], #4\n\t"                                                                                    \
@@ -383,27 +383,24 @@ typedef struct {
     "sxtb16 %[t0], %[t0], ror #8\n\t"                                                                              \
     "sxtb16 %[t3], %[t2]\n\t"                                                                                      \
     "sxtb16 %[t2], %[t2], ror #8\n\t"                                                                              \
-    "ldr %[t4], [%[x], %[column2]]\n\t"                                                                            \
-    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
-    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
-    "smlad %[c0], %[t1], %[t5], %[c0]\n\t"                                                                         \
-    "smlad %[c1], %[t3], %[t5], %[c1]\n\t"                                                                         \
-    "smlad %[c0], %[t0], %[t4], %[c0]\n\t"                                                                         \
-    "smlad %[c1], %[t2], %[t4], %[c1]\n\t"                                                                         \
-    "ldr %[t4], [%[x], %[column]]\n\t"                                                                             \
-    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
-    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
-    "smlad %[b0], %[t1], %[t5], %[b0]\n\t"                                                                         \
-    "smlad %[b1], %[t3], %[t5], %[b1]\n\t"                                                                         \
-    "smlad %[b0], %[t0], %[t4], %[b0]\n\t"                                                                         \
-    "smlad %[b1], %[t2], %[t4], %[b1]\n\t"                                                                         \
-    "ldr %[t4], [%[x]], #4\n\t"                                                                                    \
-    "sxtb16 %[t5], %[t4]\n\t"                                                                                      \
-    "sxtb16 %[t4], %[t4], ror #8\n\t"                                                                              \
-    "smlad %[a0], %[t1], %[t5], %[a0]\n\t"                                                                         \
-    "smlad %[a1], %[t3], %[t5], %[a1]\n\t"                                                                         \
-    "smlad %[a0], %[t0], %[t4], %[a0]\n\t"                                                                         \
-    "smlad %[a1], %[t2], %[t4], %[a1]\n\t"
+    "ldr %[t4], [%[x], #16]\n\t"                                                                                   \
+    "ldr %[t5], [%[x], #20]\n\t"                                                                                   \
+    "smlad %[c0], %[t1], %[t4], %[c0]\n\t"                                                                         \
+    "smlad %[c1], %[t3], %[t4], %[c1]\n\t"                                                                         \
+    "smlad %[c0], %[t0], %[t5], %[c0]\n\t"                                                                         \
+    "smlad %[c1], %[t2], %[t5], %[c1]\n\t"                                                                         \
+    "ldr %[t4], [%[x], #8]\n\t"                                                                                    \
+    "ldr %[t5], [%[x], #12]\n\t"                                                                                   \
+    "smlad %[b0], %[t1], %[t4], %[b0]\n\t"                                                                         \
+    "smlad %[b1], %[t3], %[t4], %[b1]\n\t"                                                                         \
+    "smlad %[b0], %[t0], %[t5], %[b0]\n\t"                                                                         \
+    "smlad %[b1], %[t2], %[t5], %[b1]\n\t"                                                                         \
+    "ldr %[t5], [%[x], #4]\n\t"                                                                                    \
+    "ldr %[t4], [%[x]], #24\n\t"                                                                                   \
+    "smlad %[a0], %[t1], %[t4], %[a0]\n\t"                                                                         \
+    "smlad %[a1], %[t3], %[t4], %[a1]\n\t"                                                                         \
+    "smlad %[a0], %[t0], %[t5], %[a0]\n\t"                                                                         \
+    "smlad %[a1], %[t2], %[t5], %[a1]\n\t"
 
 /* One output of channels_s8: the accumulator acc requantized from twice itself (requantize_doubled, overwriting
  * acc) into w, saturated and stored at address. t5 holds its channel's multiplier, t2 its nudge and t0 its shift
@@ -491,8 +488,7 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [c0] "=&r"(c0), [c1] "=&r"(c1),
                        [x] "=&r"(x), [w] "=&r"(w), [t0] "+r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
                        [t4] "=&r"(t4), [t5] "=&r"(t5)
-                     : [column] "i"(TR_COLUMN_BYTES), [column2] "i"(2 * TR_COLUMN_BYTES),
-                       [field] "i"(offsetof(channels_context, column)), [end] "i"(offsetof(channels_context, end)),
+                     : [field] "i"(offsetof(channels_context, fields)), [end] "i"(offsetof(channels_context, end)),
                        [bias] "i"(offsetof(channels_context, bias)),
                        [weights] "i"(offsetof(channels_context, weights)),
                        [skip] "i"(offsetof(channels_context, skip)), [out] "i"(offsetof(channels_context, out)),
@@ -587,7 +583,82 @@ static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, i
     }
 }
 
-/* Two output pixels at a time (three in assembly), each one dot product per pair of output channels over its
+#if TR_DSP_ASM
+/* A receptive field of words words from x into its place of the group's widened fields (channels_s8's): each
+ * word's bytes 0 and 2, then 1 and 3, sign-extended into halfwords, six words (three pixels) apart. Widened once
+ * per pixel here, the field's bytes are not widened again for every pair of output channels. */
+static __attribute__((noinline)) void widen_s8(int32_t *place, const int8_t *x, int words)
+{
+    for (const int32_t *end = place + 6 * words; place < end; place += 6, x += 4) {
+        const int32_t v = load4(x);
+        place[0] = __sxtb16(v);
+        place[1] = sxtb16_ror8(v);
+    }
+}
+
+/* conv_s8's _opt path with the DSP extension: three pixels a group, their receptive fields widened on the stack,
+ * then channels_s8 for every output channel pair. The fields are gathered before the outputs are written (see
+ * conv_s8). channels_s8 writes the third pixel's outputs twice the second's distance from the first's: a last
+ * group of two takes its pixels in the order px + 1, px, px - 1, the second's outputs out_c before the first's, and
+ * computes px - 1 again from the field the group before left in the third place (its input may be written over by
+ * now). A last group of one computes its pixel three times, its outputs at one place. The caller gives the stack
+ * (a function with variable arrays is never inlined): fields for six words per word of the field, column for the
+ * field gathered whole to widen, and sums for tr_conv_add_s8's values before the residual ADD. */
+static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_params *p, const int8_t *in,
+                                                                   const int8_t *skip, int8_t *out, int32_t *fields,
+                                                                   int8_t *column, int8_t *sums)
+{
+    const int field = p->k_h * p->k_w * p->k_c, words = (field + 3) / 4, out_c = p->out_c;
+    const int pixels = p->out_h * p->out_w;
+    fill_s8(column + field, 0, 4 * words - field); /* x 0 weights past the field */
+    /* a 1x1 filter, stride 1, no padding and whole words: output pixel q's field is input pixel q */
+    const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h &&
+                          !p->pad_w && field % 4 == 0;
+    channels_context context; /* set field by field: an initializer would zero the others with memset */
+    context.k = 1 + 2 * p->out_offset;
+    context.skip = (4 - words % 4) % 4;
+    context.fields = fields;
+    context.end = fields + 6 * words;
+    for (int px = 0, n; px < pixels; px += n, out += n * out_c) {
+        n = tr_min(3, pixels - px);
+        if (n == 2 && !skip && px == 0) {
+            n = 1; /* no pixel before it: one at a time */
+        }
+        int8_t *y = skip ? sums : out;
+        int32_t second = n == 1 ? 0 : out_c;
+        int q[3] = {px, px + tr_min(1, n - 1), px + tr_min(2, n - 1)}, places = 3;
+        if (n == 2 && !skip) {
+            q[0] = px + 1;
+            q[1] = px;
+            places = 2;
+            y += out_c;
+            second = -out_c;
+        }
+        for (int i = 0; i < places; i++) {
+            const int8_t *x = in + q[i] * field;
+            if (!pointwise) {
+                const int oy = q[i] / p->out_w, ox = q[i] % p->out_w;
+                receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w, column);
+                x = column;
+            }
+            widen_s8(fields + 2 * i, x, words);
+        }
+        context.bias = p->bias;
+        context.multiplier = p->requant.multiplier;
+        context.shift = p->requant.shift;
+        context.weights = p->weights;
+        context.out = y;
+        context.second = second;
+        context.pairs = out_c / 2;
+        channels_s8(&context);
+        if (skip) {
+            residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
+        }
+    }
+}
+#endif
+
+/* Two output pixels at a time (three with Helium; see conv_s8_widened for the DSP extension's), each one dot product per pair of output channels over its
  * whole receptive field: no bounds or padding in the inner loop, and each weight load serves every pixel. One
  * group, and a field of at most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). The
  * pixels' fields are gathered before their outputs are written: a 1x1, stride-1 convolution may write over its
@@ -596,24 +667,17 @@ static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, i
  * entry points), the outputs are requantized from the doubled accumulator and saturated to int8, from filters
  * padded to whole words and interleaved in pairs: the compiler checks that this is exact, that the activation
  * range is all of int8 and that out_c is even. A last group of fewer pixels computes its last pixel again, in
- * place of the missing ones (or, in assembly, the pixel before it). */
+ * place of the missing ones. */
 static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *p, const int8_t *in,
                                                           const int8_t *skip, int8_t *out, const int opt)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int field = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
     const int filter_size = opt ? (field + 3) & ~3 : field;
-    enum { GROUP = TR_DSP ? 3 : 2 }; /* pixels at a time on the _opt path */
+    enum { GROUP = TR_MVE ? 3 : 2 }; /* pixels at a time on the _opt path */
     const int group = opt ? GROUP : 2;
     int8_t columns[GROUP * TR_COLUMN_BYTES];
     int8_t sums[GROUP * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
-#if TR_DSP_ASM
-    channels_context context; /* set field by field: an initializer would zero the others with memset */
-    context.k = 1 + 2 * p->out_offset;
-    context.skip = (16 - filter_size % 16) % 16 / 4;
-    context.column = columns;
-    context.end = columns + filter_size;
-#endif
     for (int i = 0; i < group; i++) {
         fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights, past every field */
     }
@@ -622,23 +686,8 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     for (int px = 0, n; px < pixels; px += n, out += n * out_c) {
         n = tr_min(group, pixels - px); /* pixels of this group */
         int8_t *y = skip ? sums : out;
-        int again = 0; /* the pixel before the group computed again, first */
-#if TR_DSP_ASM
-        /* channels_s8 writes the third pixel twice the second's distance on, which for a last group of two lies
-         * past the output: the group starts a pixel early instead, from the field the group before left in its
-         * last column (the input there may be written over by now). */
-        if (opt && n == 2 && !skip) {
-            if (px > 0) {
-                copy_run_s8(columns, columns + 2 * TR_COLUMN_BYTES, filter_size);
-                again = 1;
-                y -= out_c;
-            } else {
-                n = 1;
-            }
-        }
-#endif
-        for (int i = again; i < group; i++) {
-            const int q = px + tr_min(i - again, n - 1), oy = q / p->out_w, ox = q % p->out_w;
+        for (int i = 0; i < group; i++) {
+            const int q = px + tr_min(i, n - 1), oy = q / p->out_w, ox = q % p->out_w;
             if (pointwise) {
                 copy_run_s8(columns + i * TR_COLUMN_BYTES, in + q * field, field);
             } else {
@@ -649,21 +698,6 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
 #if TR_MVE
         if (opt) {
             channels_mve(p, columns, filter_size, y, n);
-            if (skip) {
-                residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
-            }
-            continue;
-        }
-#elif TR_DSP
-        if (opt) {
-            context.bias = p->bias;
-            context.multiplier = p->requant.multiplier;
-            context.shift = p->requant.shift;
-            context.weights = p->weights;
-            context.out = y;
-            context.second = n + again == 1 ? 0 : out_c; /* a missing pixel's values land on the last one's */
-            context.pairs = out_c / 2;
-            channels_s8(&context);
             if (skip) {
                 residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
             }
@@ -705,14 +739,31 @@ void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *ski
     conv_s8(p, in, skip, out, 0);
 }
 
+#if TR_DSP_ASM
+/* The _opt entry points' stack for conv_s8_widened, as large as the layer needs. */
+#define TR_WIDENED(p, in, skip, out, sums_size)                                                                    \
+    const int words = ((p)->k_h * (p)->k_w * (p)->k_c + 3) / 4;                                                    \
+    int32_t fields[6 * words];                                                                                     \
+    int8_t column[4 * words], sums[sums_size];                                                                     \
+    conv_s8_widened(p, in, skip, out, fields, column, sums)
+#endif
+
 void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
+#if TR_DSP_ASM
+    TR_WIDENED(p, in, NULL, out, 1);
+#else
     conv_s8(p, in, NULL, out, 1);
+#endif
 }
 
 void tr_conv_add_s8_opt(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out)
 {
+#if TR_DSP_ASM
+    TR_WIDENED(p, in, skip, out, 3 * p->out_c);
+#else
     conv_s8(p, in, skip, out, 1);
+#endif
 }
 
 /* --- DEPTHWISE_CONV_2D ------------------------------------------------------------------------------------ */

@@ -73,10 +73,11 @@ def _ray_options(command):
 
 def _stack_option(command):
     """--stack: the firmware's stack reserve, for the commands that build a model's firmware."""
+    from tinyrobust.build.firmware import STACK_BYTES
     return click.option(
         "--stack", type=int, metavar="BYTES", help="Reserve this much stack in the firmware, e.g. what `tinyrobust "
         "profile` recommends; refused when below the stack's high-water mark, measured first by a profile build in "
-        "the emulator  [default: 8192]"
+        f"the emulator  [default: {STACK_BYTES}]"
     )(command)
 
 

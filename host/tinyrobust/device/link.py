@@ -89,6 +89,7 @@ class Device:
         self.session = 0
         self.output_bytes = 0
         self.resets = 0  # device resets detected and recovered from
+        self._recovering = False  # asking a silent device for its session must not recover again, and again
         self.retransmissions = 0
         self._buffer = bytearray()
 
@@ -104,7 +105,7 @@ class Device:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retransmissions += 1
-            if attempt >= 2 and self.model_hash is not None:
+            if attempt >= 2 and self.model_hash is not None and not self._recovering:
                 self._recover_from_reset()
             started = time.monotonic()
             self.port.write(frame)
@@ -133,10 +134,13 @@ class Device:
 
     def _recover_from_reset(self) -> None:
         """If the device lost the session the host set, it was reset: shake hands again."""
+        self._recovering = True
         try:
             info = self.info()
         except LinkError:
             return  # still silent; the caller keeps retrying
+        finally:
+            self._recovering = False
         if info.session != self.session:
             self.resets += 1
             self.handshake(self.model_hash)
