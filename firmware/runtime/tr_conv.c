@@ -250,24 +250,11 @@ static inline void fill_s8(int8_t *dst, int8_t value, int n)
     }
 }
 
-/* The receptive field of the output pixel whose filter starts at input (iy0, ix0), gathered into column as one
- * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
- * folded bias stays exact). One group only: k_c == in_c. Copying the field is cheap next to its out_c products,
- * and keeps the pixels' fields a constant distance apart (TR_COLUMN_BYTES, see dot4_columns_s8 and channels_s8);
- * conv_s8 copies a 1x1 filter's field itself. */
-static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0,
-                                                         int8_t *column)
+/* receptive_field_s8 for a field that crosses the border of the input: taps outside it hold the zero point. Compiled
+ * for size, as few pixels' fields cross it. */
+static TR_SETUP void border_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0, int8_t *column)
 {
     const int in_c = p->in_c, row_size = p->k_w * in_c, zero_point = -p->in_offset;
-    if (iy0 >= 0 && ix0 >= 0 && iy0 + (p->k_h - 1) * p->dilation_h < p->in_h && ix0 + p->k_w <= p->in_w &&
-        p->dilation_w == 1) { /* inside the input, as most are: a run of the input per row */
-        const int8_t *x = in + (iy0 * p->in_w + ix0) * in_c;
-        const int k_h = p->k_h, row_step = p->dilation_h * p->in_w * in_c; /* read once: the copies may alias p */
-        for (int ky = 0; ky < k_h; ky++, x += row_step, column += row_size) {
-            copy_s8(column, x, row_size);
-        }
-        return;
-    }
     int ky_lo, ky_hi, kx_lo, kx_hi;
     inside_taps(iy0, p->k_h, p->dilation_h, p->in_h, &ky_lo, &ky_hi);
     inside_taps(ix0, p->k_w, p->dilation_w, p->in_w, &kx_lo, &kx_hi);
@@ -281,16 +268,32 @@ static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p
         fill_s8(c, zero_point, kx_lo * in_c);
         c += kx_lo * in_c;
         const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * in_c;
-        if (p->dilation_w == 1) {
-            copy_s8(c, x, (kx_hi - kx_lo) * in_c);
-            c += (kx_hi - kx_lo) * in_c;
-        } else {
-            for (int kx = kx_lo; kx < kx_hi; kx++, x += p->dilation_w * in_c, c += in_c) {
-                copy_s8(c, x, in_c);
-            }
+        for (int kx = kx_lo; kx < kx_hi; kx++, x += p->dilation_w * in_c, c += in_c) {
+            copy_s8(c, x, in_c);
         }
         fill_s8(c, zero_point, (p->k_w - kx_hi) * in_c);
         c += (p->k_w - kx_hi) * in_c;
+    }
+}
+
+/* The receptive field of the output pixel whose filter starts at input (iy0, ix0), gathered into column as one
+ * run of bytes in the filters' order ([k_h][k_w][in_c]), taps outside the input holding the zero point (so the
+ * folded bias stays exact). One group only: k_c == in_c. Copying the field is cheap next to its out_c products,
+ * and gives the channel loops their fields in one run each; conv_s8 copies a 1x1 filter's field itself. */
+static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0,
+                                                         int8_t *column)
+{
+    if (iy0 < 0 || ix0 < 0 || iy0 + (p->k_h - 1) * p->dilation_h >= p->in_h || ix0 + p->k_w > p->in_w ||
+        p->dilation_w != 1) {
+        border_field_s8(p, in, iy0, ix0, column);
+        return;
+    }
+    /* inside the input, as most are: a run of the input per row */
+    const int in_c = p->in_c, row_size = p->k_w * in_c;
+    const int8_t *x = in + (iy0 * p->in_w + ix0) * in_c;
+    const int k_h = p->k_h, row_step = p->dilation_h * p->in_w * in_c; /* read once: the copies may alias p */
+    for (int ky = 0; ky < k_h; ky++, x += row_step, column += row_size) {
+        copy_s8(column, x, row_size);
     }
 }
 
@@ -368,7 +371,7 @@ typedef struct {
     int32_t second;            /* how far the second pixel's outputs are from the first's, the third's twice that */
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
-    int32_t skip;              /* steps the first pass skips: 16-byte passes over the field's whole words */
+    int32_t skip;              /* steps the first pass skips: passes of TR_CHANNELS_PASS steps, 4 bytes each */
     const int32_t *fields;     /* the three pixels' receptive fields, widened (widen_s8) */
     const int32_t *end;        /* and where they end */
 } channels_context;
@@ -404,12 +407,13 @@ typedef struct {
 
 /* One output of channels_s8: the accumulator acc requantized from twice itself (requantize_doubled, overwriting
  * acc) into w, saturated and stored at address. t5 holds its channel's multiplier, t2 its nudge and t0 its shift
- * right less one in the low byte, where register shifts read it: the last step of the shift is SSAT's. */
+ * right less one in the low byte, where register shifts read it: the last step of the shift is SSAT's. ASRS, not
+ * ASR: its 16-bit encoding, the flags being free here. */
 #define TR_CHANNELS_OUTPUT(acc, address)                                                                           \
     "add %[" #acc "], %[" #acc "], %[" #acc "]\n\t"                                                                \
     "smmlar %[w], %[" #acc "], %[t5], %[t2]\n\t"                                                                   \
     "add %[w], %[w], %[" #acc "], asr #31\n\t"                                                                     \
-    "asr %[w], %[w], %[t0]\n\t"                                                                                    \
+    "asrs %[w], %[w], %[t0]\n\t"                                                                                   \
     "ssat %[w], #8, %[w], asr #1\n\t"                                                                              \
     "strb %[w], " address "\n\t"
 
@@ -419,15 +423,29 @@ typedef struct {
     TR_CHANNELS_OUTPUT(p0, "[%[x]]") TR_CHANNELS_OUTPUT(p1, "[%[x], %[t1]]")                                       \
     TR_CHANNELS_OUTPUT(p2, "[%[x], %[t1], lsl #1]")
 
+/* Steps of channels_s8's passes: a field's words not a multiple of it enter the first pass at a later step. */
+#define TR_CHANNELS_PASS 8
+
 /* conv_s8's channel loop for three pixels with the _opt requantization, in assembly: every output channel pair's
- * dot products over the three receptive fields (16 bytes a pass), then its six outputs, with no call or reload
- * per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile, with the
- * fields' end, which ends the passes. */
+ * dot products over the three receptive fields (TR_CHANNELS_PASS steps a pass), then its six outputs, with no call
+ * or reload per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile, with
+ * the fields' end, which ends the passes, and the address of the step the first pass enters at (one load of the
+ * PC per pair, where comparisons with the steps to skip took up to six instructions). */
 static __attribute__((noinline)) void channels_s8(channels_context *context)
 {
-    int32_t a0, a1, b0, b1, c0, c1, t1, t2, t3, t4, t5, t0 = (int32_t)context;
-    const int8_t *x, *w;
+    /* the loads' operands in r0-r7, where an immediate offset fits a 16-bit encoding: the steps take less flash */
+    register int32_t t0 __asm__("r0") = (int32_t)context;
+    register int32_t t1 __asm__("r1"), t2 __asm__("r2"), t3 __asm__("r3"), t4 __asm__("r4"), t5 __asm__("r5");
+    register const int8_t *x __asm__("r6"), *w __asm__("r7");
+    int32_t a0, a1, b0, b1, c0, c1;
     __asm__ volatile("ldr %[t1], [%[t0], %[end]]\n\t"
+                     "ldr %[t2], [%[t0], %[skip]]\n\t"
+                     "adr %[t3], 2f\n\t"
+                     "adr %[t4], 3f\n\t"
+                     "sub %[t4], %[t4], %[t3]\n\t" /* a step's bytes */
+                     "mla %[t3], %[t2], %[t4], %[t3]\n\t"
+                     "orr %[t3], %[t3], #1\n\t" /* the entry, in Thumb state */
+                     "str %[t3], [sp, #-4]!\n\t"
                      "str %[t1], [sp, #-4]!\n\t"
                      "str %[t0], [sp, #-4]!\n"
                      "1:\n\t"
@@ -441,12 +459,9 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "mov %[c1], %[a1]\n\t"
                      "ldr %[w], [%[t0], %[weights]]\n\t"
                      "ldr %[x], [%[t0], %[field]]\n\t"
-                     "ldr %[t1], [%[t0], %[skip]]\n\t"
-                     "cmp %[t1], #1\n\t"
-                     "beq 3f\n\t"
-                     "bgt 6f\n"
-                     "2:\n\t" TR_CHANNELS_STEP "3:\n\t" TR_CHANNELS_STEP
-                     "4:\n\t" TR_CHANNELS_STEP "5:\n\t" TR_CHANNELS_STEP
+                     "ldr pc, [sp, #8]\n"
+                     "2:\n\t" TR_CHANNELS_STEP "3:\n\t" TR_CHANNELS_STEP TR_CHANNELS_STEP TR_CHANNELS_STEP
+                     TR_CHANNELS_STEP TR_CHANNELS_STEP TR_CHANNELS_STEP TR_CHANNELS_STEP
                      "ldr %[t0], [sp, #4]\n\t"
                      "cmp %[x], %[t0]\n\t"
                      "bne 2b\n\t"
@@ -478,13 +493,7 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "subs %[t1], %[t1], #1\n\t"
                      "str %[t1], [%[t0], %[pairs]]\n\t"
                      "bne 1b\n\t"
-                     "b 7f\n"
-                     "6:\n\t" /* skip 2 or 3 */
-                     "cmp %[t1], #2\n\t"
-                     "beq 4b\n\t"
-                     "b 5b\n"
-                     "7:\n\t"
-                     "add sp, sp, #8"
+                     "add sp, sp, #12"
                      : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [c0] "=&r"(c0), [c1] "=&r"(c1),
                        [x] "=&r"(x), [w] "=&r"(w), [t0] "+r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
                        [t4] "=&r"(t4), [t5] "=&r"(t5)
@@ -616,7 +625,7 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
                           !p->pad_w && field % 4 == 0;
     channels_context context; /* set field by field: an initializer would zero the others with memset */
     context.k = 1 + 2 * p->out_offset;
-    context.skip = (4 - words % 4) % 4;
+    context.skip = (TR_CHANNELS_PASS - words % TR_CHANNELS_PASS) % TR_CHANNELS_PASS;
     context.fields = fields;
     context.end = fields + 6 * words;
     for (int px = 0, n; px < pixels; px += n, out += n * out_c) {
@@ -658,16 +667,16 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
 }
 #endif
 
-/* Two output pixels at a time (three with Helium; see conv_s8_widened for the DSP extension's), each one dot product per pair of output channels over its
- * whole receptive field: no bounds or padding in the inner loop, and each weight load serves every pixel. One
- * group, and a field of at most TR_COLUMN_BYTES (the compiler chooses tr_conv_s8_in_place otherwise). The
- * pixels' fields are gathered before their outputs are written: a 1x1, stride-1 convolution may write over its
- * own input (see tr_kernels.h). With skip (tr_conv_add_s8), the pixels' values go to the stack, then through the
- * residual ADD with skip's values at their places, each read before its place is written. With opt (the _opt
- * entry points), the outputs are requantized from the doubled accumulator and saturated to int8, from filters
- * padded to whole words and interleaved in pairs: the compiler checks that this is exact, that the activation
- * range is all of int8 and that out_c is even. A last group of fewer pixels computes its last pixel again, in
- * place of the missing ones. */
+/* Two output pixels at a time (three with Helium; the DSP extension's _opt path is conv_s8_widened), each one dot
+ * product per pair of output channels over its whole receptive field: no bounds or padding in the inner loop, and each
+ * weight load serves every pixel. One group, and a field of at most TR_COLUMN_BYTES (the compiler chooses
+ * tr_conv_s8_in_place otherwise). The pixels' fields are gathered before their outputs are written: a 1x1, stride-1
+ * convolution may write over its own input (see tr_kernels.h). With skip (tr_conv_add_s8), the pixels' values go to
+ * the stack, then through the residual ADD with skip's values at their places, each read before its place is written.
+ * With opt (the _opt entry points), the outputs are requantized from the doubled accumulator and saturated to int8,
+ * from filters padded to whole words and interleaved in pairs: the compiler checks that this is exact, that the
+ * activation range is all of int8 and that out_c is even. A last group of fewer pixels computes its last pixel again,
+ * in place of the missing ones. */
 static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *p, const int8_t *in,
                                                           const int8_t *skip, int8_t *out, const int opt)
 {
