@@ -229,7 +229,8 @@ static __attribute__((noinline)) void copy_run_s8(int8_t *dst, const int8_t *src
     copy_s8(dst, src, n);
 }
 
-/* n > 0 bytes of value at dst, a word at a time (for the same reason): fill_s8's, not inlined, for padding. */
+/* n > 0 bytes of value at dst, a word at a time (for the same reason, and the last bytes too: a call to memset
+ * would link newlib's, 162 bytes of flash): fill_s8's, not inlined, for padding. */
 static TR_SETUP void fill_run_s8(int8_t *dst, int8_t value, int n)
 {
     int32_t v = (int32_t)((uint32_t)(uint8_t)value * 0x01010101u);
@@ -238,6 +239,7 @@ static TR_SETUP void fill_run_s8(int8_t *dst, int8_t value, int n)
         memcpy(dst, &v, 4);
     }
     for (; n > 0; n--) {
+        __asm__("" : "+r"(dst));
         *dst++ = value;
     }
 }
@@ -268,8 +270,9 @@ static TR_SETUP void border_field_s8(const tr_conv_params *p, const int8_t *in, 
         fill_s8(c, zero_point, kx_lo * in_c);
         c += kx_lo * in_c;
         const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * in_c;
-        for (int kx = kx_lo; kx < kx_hi; kx++, x += p->dilation_w * in_c, c += in_c) {
-            copy_s8(c, x, in_c);
+        const int run = p->dilation_w == 1 ? (kx_hi - kx_lo) * in_c : in_c; /* adjacent taps: one run */
+        for (int8_t *end = c + (kx_hi - kx_lo) * in_c; c < end; x += p->dilation_w * run, c += run) {
+            copy_s8(c, x, run);
         }
         fill_s8(c, zero_point, (p->k_w - kx_hi) * in_c);
         c += (p->k_w - kx_hi) * in_c;
