@@ -155,13 +155,19 @@ SWEEPS = {
     "dense-odd-sizes": ([L.Flatten(), L.Dense(13, activation="relu"), L.Dense(6), L.Dense(1)], (5, 3, 3)),
     # 5x5x48: a receptive field larger than the stack's column buffer, read from the input in place
     "conv-large-filter": ([L.Conv2D(3, 5, padding="same"), L.Conv2D(5, 1)], (7, 6, 48)),
-    # tr_conv_s8_opt's channel loop in assembly: fields of 27, 8, 54 and 12 bytes padded to whole words (every
-    # entry into its 16-byte passes), and pixel counts of 3n + 2 (56: a last group starting a pixel early) and
-    # 3n + 1 (16: the last pixel computed for all three places)
+    # tr_conv_s8_opt's channel loop in assembly: fields of 27, 8, 54 and 12 bytes padded to whole words (7, 2, 14
+    # and 3: entering its eight-step passes at steps 1, 6, 2 and 5), and pixel counts of 3n + 2 (56: a last group
+    # taking the pixel before it again) and 3n + 1 (16: the last pixel computed for all three places)
     "conv-channel-pairs-whole-words": (
         [L.Conv2D(8, 3, padding="same", activation="relu"), L.Conv2D(6, 1), L.Conv2D(4, 3, strides=2, padding="same"),
          L.Conv2D(10, (1, 3), padding="same")],
         (8, 7, 3),
+    ),
+    # layers of two pixels (no pixel before them: one at a time) and of one, with fields of 5, 4, 2, 8 and 1 words:
+    # the passes' other entries, at steps 3, 4, 6, 0 and 7
+    "conv-one-or-two-pixels": (
+        [L.Conv2D(16, 1), L.Conv2D(4, 1), L.Conv2D(32, (1, 2)), L.Conv2D(4, 1), L.Conv2D(2, 1)],
+        (1, 2, 20),
     ),
 }  # fmt: skip
 SWEEP_KINDS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}

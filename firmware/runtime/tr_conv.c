@@ -1,14 +1,14 @@
 /* Convolutions and fully connected layers.
  *
- * The int8 kernels follow CMSIS-NN's design. The compiler folds the input offset into the bias (bias + in_offset
- * * the sum of each filter's weights: exact, as int32 sums are), so the inner loops are plain dot products of
- * int8 values. A tap outside the input (padding) then adds weight * zero point, which cancels that tap's share of
- * the folded term: the result is TFLM's, whose reference kernel skips the tap. CONV_2D gathers each output
- * pixel's receptive field on the stack (im2col, the zero point for padding) and takes two pixels times two
- * output channels per pass (three pixels in assembly); DEPTHWISE_CONV_2D takes four channels per load;
- * FULLY_CONNECTED four outputs per input load (two on the plain path). Most layers take the _opt kernels, whose
- * requantization is a few instructions from twice the accumulator (requantize_doubled). Bounds are found once per
- * output pixel, never per product. On cores with the DSP extension the products go through SXTB16 and SMLAD
+ * The int8 kernels follow CMSIS-NN's design. The compiler folds the input offset into the bias (bias + in_offset *
+ * the sum of each filter's weights: exact, as int32 sums are), so the inner loops are plain dot products of int8
+ * values. A tap outside the input (padding) then adds weight * zero point, which cancels that tap's share of the
+ * folded term: the result is TFLM's, whose reference kernel skips the tap. CONV_2D gathers each output pixel's
+ * receptive field on the stack (im2col, the zero point for padding) and takes two pixels times two output channels
+ * per pass (three pixels in assembly, from fields widened to halfwords once); DEPTHWISE_CONV_2D takes four channels
+ * per load; FULLY_CONNECTED four outputs per input load (two on the plain path). Most layers take the _opt kernels,
+ * whose requantization is a few instructions from twice the accumulator (requantize_doubled). Bounds are found once
+ * per output pixel, never per product. On cores with the DSP extension the products go through SXTB16 and SMLAD
  * (SMLABB/SMLATT in depthwise); elsewhere (the Cortex-M3, the host build of the tests) the same loops run with
  * scalar products. Accumulating the same int32 products in another order gives the same sums, and the
  * requantization is TFLM's: outputs are bit-exact with it.
