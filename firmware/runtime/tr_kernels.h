@@ -84,7 +84,8 @@ typedef struct {
 } tr_pool_params;
 
 /* tr_conv_s8 gathers each output pixel's receptive field (k_h * k_w * in_c bytes) on the stack, two or three at a time;
- * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. */
+ * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. The DSP
+ * extension's _opt path widens three to halfwords instead: seven times a field's bytes of stack (conv_s8_widened). */
 #define TR_COLUMN_BYTES 1152
 
 /* tr_conv_add_s8 keeps two pixels' values on the stack before the residual ADD: up to this many channels. */
