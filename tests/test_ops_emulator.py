@@ -181,7 +181,8 @@ INT8_BOARDS = [*DSP_BOARDS, "qemu-mps3-an547"]
 def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tflm(board, tmp_path):
     """The planner's ties and the fused residual ADD (tr_conv_add_s8) on both paths: a residual block whose sum is
     written over its skip, depthwise layers over their input, 1x1 convolutions that widen and narrow in place. 56
-    pixels: the three-pixel loop's last group of two starts a pixel early, from a field whose input is written over."""
+    pixels: the three-pixel loop's last group of two takes the pixel before it again, from a field whose input is
+    written over."""
     layers = [
         conv(8),
         Branch(lambda x, y: K.relu(x + y), conv(8, activation="relu"), conv(8)),
