@@ -141,11 +141,25 @@ SWEEPS = {
         (12, 11, 7),
     ),
     # tr_depthwise_conv_s8_opt's interior read in place, borders over patches (columns taller than one), stride 2,
-    # 5x5 and dilated windows, and six channels: a last group overlapping the one before
+    # 5x5 and dilated windows (a map too tall for tr_depthwise3x3_s8_opt's band), and six channels: a last group
+    # overlapping the one before
     "depthwise-interior-borders": (
         [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(3, strides=2, padding="same"),
          L.DepthwiseConv2D(5, padding="same"), L.DepthwiseConv2D(3, dilation_rate=2, padding="same")],
         (88, 10, 6),
+    ),
+    # tr_depthwise3x3_s8_opt: a wide map written over its input, rows of odd widths (a last pixel alone, after the
+    # map in the last row), no padding, then maps it leaves to tr_depthwise_conv_s8_opt (stride 2, rows of fewer
+    # than six pixels); a tall map walked along its columns, with six channels (a last group overlapping the one
+    # before), and one walked row
+    "depthwise3x3-band": (
+        [L.DepthwiseConv2D(3, padding="same"), L.DepthwiseConv2D(3), L.DepthwiseConv2D(3, strides=2, padding="same"),
+         L.DepthwiseConv2D(3, padding="same")],
+        (7, 9, 8),
+    ),
+    "depthwise3x3-band-tall": (
+        [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(3)],
+        (11, 3, 6),
     ),
     "dilated-conv-depthwise": (
         [L.Conv2D(5, 3, dilation_rate=2, padding="same"), L.DepthwiseConv2D(3, dilation_rate=(2, 3), padding="same"),
@@ -180,9 +194,10 @@ INT8_BOARDS = [*DSP_BOARDS, "qemu-mps3-an547"]
 @pytest.mark.parametrize("board", sorted(INT8_BOARDS))
 def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tflm(board, tmp_path):
     """The planner's ties and the fused residual ADD (tr_conv_add_s8) on both paths: a residual block whose sum is
-    written over its skip, depthwise layers over their input, 1x1 convolutions that widen and narrow in place. 56
-    pixels: the three-pixel loop's last group of two takes the pixel before it again, from a field whose input is
-    written over."""
+    written over its skip, a depthwise layer over its input (seven rows: tr_depthwise3x3_s8_opt's band takes two
+    strips, the second from rows kept of the first), 1x1 convolutions that widen and narrow in place. 56 pixels: the
+    three-pixel loop's last group of two takes the pixel before it again, from a field whose input is written
+    over."""
     layers = [
         conv(8),
         Branch(lambda x, y: K.relu(x + y), conv(8, activation="relu"), conv(8)),
@@ -194,6 +209,8 @@ def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tfl
     tflite = quantized_model(layers, (7, 8, 3))
     compiled = compile_model(tflite)
     assert [s.function for s in compiled.steps].count("tr_conv_add_s8_opt") == 2
+    (depthwise,) = [s for s in compiled.steps if s.function == "tr_depthwise3x3_s8_opt"]
+    assert compiled.offsets[depthwise.output] == compiled.offsets[depthwise.inputs[0]]
     assert_bit_exact_on_the_emulator(tflite, random_inputs(tflite, 10), {"ADD"}, tmp_path, board)
 
 

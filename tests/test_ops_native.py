@@ -80,9 +80,9 @@ CASES = {
     "conv-large-filter": ([L.Conv2D(3, 5, strides=(2, 1), padding="same")], (7, 6, 48)),  # 5x5x48 read in place
     "depthwise3x3-same": ([L.DepthwiseConv2D(3, padding="same", activation="relu")], (8, 8, 6)),
     "depthwise-multiplier2-stride2": ([L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)], (11, 9, 3)),
-    # tr_depthwise_conv_s8_opt on maps too large for one patch: the interior read in place, the border over patches,
-    # with a last group of channels overlapping the one before, a window of 5x5 or dilated 7x7, columns taller than
-    # a patch, and an activation range narrower than int8
+    # maps too large for one patch: tr_depthwise3x3_s8_opt with a last group of channels overlapping the one before;
+    # tr_depthwise_conv_s8_opt's interior read in place and border over patches, with a window of 5x5 or dilated
+    # 7x7, columns taller than a patch, and an activation range narrower than int8
     "depthwise3x3-stride2-odd-channels": ([L.DepthwiseConv2D(3, strides=2, padding="same")], (22, 20, 7)),
     "depthwise3x3-valid-relu6": ([L.DepthwiseConv2D(3, activation="relu6")], (20, 20, 8)),
     "depthwise5x5-tall": ([L.DepthwiseConv2D(5, padding="same")], (90, 9, 4)),
@@ -416,11 +416,24 @@ def test_native_int16x8_bit_exact_with_tflm(case, tmp_path):
     assert_native_bit_exact(tflite, full_range_inputs(tflite, 40), tmp_path)
 
 
-def test_depthwise_layers_of_depth_multiplier_one_take_the_optimized_kernel():
-    layers = [L.DepthwiseConv2D(3, padding="same"), L.DepthwiseConv2D(3, depth_multiplier=2), L.DepthwiseConv2D(3)]
-    compiled = compile_model(quantized_model(layers, (9, 9, 4)))
+def test_depthwise_layers_of_depth_multiplier_one_take_the_optimized_kernels():
+    """3x3 windows at stride 1 take the band kernel; other windows, strides and dilations the general one."""
+    layers = [
+        L.DepthwiseConv2D(3, padding="same"),
+        L.DepthwiseConv2D(3, depth_multiplier=2),
+        L.DepthwiseConv2D(3, strides=2, padding="same"),
+        L.DepthwiseConv2D(3, strides=3),
+        L.DepthwiseConv2D(2),
+    ]
+    compiled = compile_model(quantized_model(layers, (17, 17, 4)))
     functions = [s.function for s in compiled.steps]
-    assert functions == ["tr_depthwise_conv_s8_opt", "tr_depthwise_conv_s8", "tr_depthwise_conv_s8_opt"]
+    assert functions == [
+        "tr_depthwise3x3_s8_opt",
+        "tr_depthwise_conv_s8",
+        "tr_depthwise_conv_s8_opt",
+        "tr_depthwise_conv_s8_opt",
+        "tr_depthwise_conv_s8_opt",
+    ]
 
 
 def test_layers_that_allow_it_write_over_their_input_in_the_arena():
@@ -431,7 +444,7 @@ def test_layers_that_allow_it_write_over_their_input_in_the_arena():
     compiled = compile_model(quantized_model(layers, input_shape))
     at = compiled.offsets
     dw1, pw16, pw8, dw2, pw12 = compiled.steps[1:]
-    assert dw1.function == dw2.function == "tr_depthwise_conv_s8_opt"
+    assert dw1.function == dw2.function == "tr_depthwise3x3_s8_opt"
     assert at[dw1.output] == at[dw1.inputs[0]] and at[dw2.output] == at[dw2.inputs[0]]
     assert at[pw16.inputs[0]] == at[pw16.output] + 6 * 7 * 8  # the input: the upper half of the output
     assert at[pw8.inputs[0]] == at[pw8.output] and at[pw12.inputs[0]] == at[pw12.output] + 176  # 6x7x4, aligned

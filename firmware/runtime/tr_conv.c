@@ -115,6 +115,21 @@ static inline int32_t sxtb16_ror8(int32_t x)
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
     return r;
 }
+
+/* The low (pack_lo) or high (pack_hi) halfwords of a and b, as (a's, b's). */
+static inline int32_t pack_lo(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t pack_hi(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
 #endif
 
 /* *acc0 += w0 . x and *acc1 += w1 . x over n int8 values: each input load serves two output channels (the plain
@@ -1111,6 +1126,306 @@ TR_SETUP void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in
     }
 }
 
+/* DEPTHWISE_CONV_2D with a 3x3 window, stride 1 and depth multiplier 1, for the activation range all of int8: four
+ * channels a group, one channel at a time over a band of the group's input rows, widened to halfwords and split by
+ * channel so that a channel's values in two adjacent columns are one word. A word of the band is then two taps of
+ * a window row for SMLAD, and two pixels a step share each load. For a window row (w0, w1, w2) over the columns
+ * (x0, x1) (x2, x3) of two words:
+ *
+ *     pixel 0 = w0 x0 + w1 x1 (SMLAD with (w0, w1)) + w2 x2 (SMLABT with (w1, w2)),
+ *     pixel 1 = w0 x1 (SMLATB with (w0, w1)) + w1 x2 + w2 x3 (SMLAD with (w1, w2)):
+ *
+ * two loads and four multiplies for six products, where tr_depthwise_conv_s8_opt takes an input word, two SXTB16,
+ * a word pair of weights and four multiplies for four.
+ *
+ * The band is a strip of TR_BAND_ROWS input rows, the outputs of all but two of them a pass, laid out
+ * [column pair][row][channel] (TR_BAND_PAIR bytes a column pair): a pixel's words lie at fixed offsets from one
+ * pointer, and the next output row's one row (16 bytes) further. The last two rows stay for the next strip, moved
+ * to its top. Band column b is input column b - pad_w, the zero point outside the input (see the top of the file),
+ * up to two columns after the last pixel's window: an odd last pixel is computed beside one more, whose output goes
+ * to the next row's first pixel and is written again with its own value later (the last row's goes to the stack).
+ * Each input row is widened once per group, before the group's outputs in its place are written: a same-sized map
+ * may be written over its input (see tr_kernels.h). */
+#define TR_BAND_ROWS 8
+#define TR_BAND_PAIR (TR_BAND_ROWS * 16)
+
+typedef struct {
+    int32_t w[3][2];           /* the doubled window's rows: (w0, w1) and (w1, w2) in halfwords */
+    int32_t multiplier, nudge; /* requantize_doubled's */
+    int32_t bias, right;       /* 2 * the folded bias; the shift right */
+} band_channel;
+
+/* A strip's walk for band_strip_s8, the same for the group's channels. */
+typedef struct {
+    int32_t out_c;
+    int32_t span;     /* the band's bytes under a row's pixel pairs */
+    int32_t rows;     /* output rows, >= 1 */
+    int32_t out_step; /* bytes from after a row's last pixel pair's outputs to the next row's first */
+} band_walk;
+
+/* Two int16 values as a word's halfwords (lo, hi). */
+static inline int32_t halfwords(int32_t lo, int32_t hi)
+{
+    return (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)hi << 16);
+}
+
+/* The map as the band walks it: along the input's rows, or, where the map is taller than wide, along its columns
+ * (the band's rows then hold input columns, and a pixel pair lies one pixel above the other): rows of more pixels,
+ * fewer of them, and less of the band spent beside an odd last pixel. */
+typedef struct {
+    int in_rows, in_cols, pad_top, pad_left; /* the input as walked */
+    int in_row, in_col;                      /* bytes from one walked row, column, to the next */
+    int out_rows, out_cols, out_row, out_col; /* likewise for the output */
+    int tap_row, tap_col;                    /* the same for the window's weights */
+} band_map;
+
+static TR_SETUP band_map walked_map(const tr_conv_params *p)
+{
+    const int in_c = p->in_c, out_c = p->out_c;
+    if (p->out_h > p->out_w) {
+        const band_map m = {p->in_w, p->in_h, p->pad_w, p->pad_h, in_c, p->in_w * in_c,
+                            p->out_w, p->out_h, out_c, p->out_w * out_c, out_c, 3 * out_c};
+        return m;
+    }
+    const band_map m = {p->in_h, p->in_w, p->pad_h, p->pad_w, p->in_w * in_c, in_c,
+                        p->out_h, p->out_w, p->out_w * out_c, out_c, 3 * out_c, out_c};
+    return m;
+}
+
+static __attribute__((noinline)) void prepare_band(const tr_conv_params *p, const band_map *m, int c,
+                                                   band_channel ch[4])
+{
+    const int tap_col = m->tap_col;
+    for (int k = 0; k < 4; k++, ch++) {
+        const int8_t *w = p->weights + c + k;
+        for (int ky = 0; ky < 3; ky++, w += m->tap_row) {
+            ch->w[ky][0] = halfwords(2 * w[0], 2 * w[tap_col]);
+            ch->w[ky][1] = halfwords(2 * w[tap_col], 2 * w[2 * tap_col]);
+        }
+        const int32_t right = -p->requant.shift[c + k];
+        ch->multiplier = p->requant.multiplier[c + k];
+        ch->nudge = doubled_nudge(right, p->out_offset);
+        ch->bias = 2 * (p->bias ? p->bias[c + k] : 0);
+        ch->right = right;
+    }
+}
+
+/* A column pair of the band from the words of four channels in its two columns (v0, v1): channel k's values of
+ * both, widened, at s[k]. */
+static inline __attribute__((always_inline)) void band_pair(int32_t *s, int32_t v0, int32_t v1)
+{
+#if TR_DSP
+    const int32_t a02 = __sxtb16(v0), a13 = sxtb16_ror8(v0), b02 = __sxtb16(v1), b13 = sxtb16_ror8(v1);
+    s[0] = pack_lo(a02, b02);
+    s[1] = pack_lo(a13, b13);
+    s[2] = pack_hi(a02, b02);
+    s[3] = pack_hi(a13, b13);
+#else
+    for (int k = 0; k < 4; k++) {
+        s[k] = halfwords((int8_t)(v0 >> 8 * k), (int8_t)(v1 >> 8 * k));
+    }
+#endif
+}
+
+/* Walked input row iy into a row of the band (row: its first column pair's words) over columns column pairs, four
+ * channels of the input from in: the pairs inside the input with no bounds checks, the zero point outside it. */
+static __attribute__((noinline)) void band_row_s8(const band_map *m, const int8_t *in, int32_t zero_points, int iy,
+                                                  int32_t *row, int columns)
+{
+    enum { STEP = TR_BAND_PAIR / 4 };
+    const int in_col = m->in_col, in_cols = m->in_cols, pad = m->pad_left;
+    int32_t *s = row, *end = row + STEP * columns;
+    if (iy < 0 || iy >= m->in_rows) {
+        for (; s < end; s += STEP) {
+            band_pair(s, zero_points, zero_points);
+        }
+        return;
+    }
+    const int8_t *x = in + iy * m->in_row;
+    if (pad) { /* the first pair: the zero point, then column 0 */
+        band_pair(s, zero_points, load4(x));
+        s += STEP;
+        x += in_col;
+    }
+    for (int32_t *inside = s + STEP * tr_min((in_cols - pad) / 2, (int32_t)(end - s) / STEP); s < inside;
+         s += STEP, x += 2 * in_col) {
+        band_pair(s, load4(x), load4(x + in_col));
+    }
+    if ((in_cols - pad) % 2 && s < end) { /* the last column, then the zero point */
+        band_pair(s, load4(x), zero_points);
+        s += STEP;
+    }
+    for (; s < end; s += STEP) {
+        band_pair(s, zero_points, zero_points);
+    }
+}
+
+#if TR_DSP
+/* A window row of band_strip_s8's two pixels: the row's words (row r of the pixels' two column pairs), weights
+ * (w0, w1) in w01 and (w1, w2) in w12. */
+#define TR_BAND_ROW(r, w01, w12)                                                                                   \
+    "ldr %[xa], [%[x], #" #r " * 16]\n\t"                                                                          \
+    "ldr %[xb], [%[x], %[pair] + " #r " * 16]\n\t"                                                                 \
+    "smlad %[a0], %[xa], %[" #w01 "], %[a0]\n\t"                                                                   \
+    "smlatb %[a1], %[xa], %[" #w01 "], %[a1]\n\t"                                                                  \
+    "smlabt %[a0], %[xb], %[" #w12 "], %[a0]\n\t"                                                                  \
+    "smlad %[a1], %[xb], %[" #w12 "], %[a1]\n\t"
+
+/* The outputs of channel ch over a strip, as walk gives it, from the band at x (the channel's word of the first
+ * output row's first column pair) to out. In assembly: the window, the requantization and the two pixels take all
+ * fourteen registers; the stack holds the bias, the shift, out_c, the row's end in the band, the rows left, and
+ * how far back the next row starts in the band and on in the output. */
+static __attribute__((noinline)) void band_strip_s8(const band_channel *ch, const band_walk *walk, const int32_t *x,
+                                                    int8_t *out)
+{
+    int32_t w0, w1, w2, w3, w4, w5, m, nudge, xb;
+    int32_t a0 = (int32_t)ch, a1 = (int32_t)walk, xa;
+    __asm__ volatile("sub sp, sp, #28\n\t"
+                     "ldr %[xa], [%[a0], %[bias]]\n\t"
+                     "str %[xa], [sp]\n\t"
+                     "ldr %[xa], [%[a0], %[right]]\n\t"
+                     "str %[xa], [sp, #4]\n\t"
+                     "ldr %[xa], [%[a1], %[out_c]]\n\t"
+                     "str %[xa], [sp, #8]\n\t"
+                     "ldr %[xa], [%[a1], %[span]]\n\t"
+                     "sub %[xb], %[xa], #16\n\t"
+                     "str %[xb], [sp, #20]\n\t" /* back: span - 16 */
+                     "add %[xa], %[x], %[xa]\n\t"
+                     "str %[xa], [sp, #12]\n\t"
+                     "ldr %[xa], [%[a1], %[rows]]\n\t"
+                     "str %[xa], [sp, #16]\n\t"
+                     "ldr %[xa], [%[a1], %[out_step]]\n\t"
+                     "str %[xa], [sp, #24]\n\t"
+                     "ldr %[w0], [%[a0]]\n\t"
+                     "ldr %[w1], [%[a0], #4]\n\t"
+                     "ldr %[w2], [%[a0], #8]\n\t"
+                     "ldr %[w3], [%[a0], #12]\n\t"
+                     "ldr %[w4], [%[a0], #16]\n\t"
+                     "ldr %[w5], [%[a0], #20]\n\t"
+                     "ldr %[m], [%[a0], %[multiplier]]\n\t"
+                     "ldr %[nudge], [%[a0], %[nudge_at]]\n"
+                     "1:\n\t"
+                     "ldr %[a0], [sp]\n\t"
+                     "mov %[a1], %[a0]\n\t"
+                     TR_BAND_ROW(0, w0, w1) TR_BAND_ROW(1, w2, w3) TR_BAND_ROW(2, w4, w5)
+                     "smmlar %[xb], %[a0], %[m], %[nudge]\n\t"
+                     "add %[xb], %[xb], %[a0], asr #31\n\t"
+                     "smmlar %[a0], %[a1], %[m], %[nudge]\n\t"
+                     "add %[a0], %[a0], %[a1], asr #31\n\t"
+                     "ldr %[xa], [sp, #4]\n\t"
+                     "asr %[xb], %[xb], %[xa]\n\t"
+                     "asr %[a0], %[a0], %[xa]\n\t"
+                     "ssat %[xb], #8, %[xb]\n\t"
+                     "ssat %[a0], #8, %[a0]\n\t"
+                     "ldr %[xa], [sp, #8]\n\t"
+                     "strb %[xb], [%[out]]\n\t"
+                     "strb %[a0], [%[out], %[xa]]\n\t"
+                     "add %[out], %[out], %[xa], lsl #1\n\t"
+                     "add %[x], %[x], %[pair]\n\t"
+                     "ldr %[xa], [sp, #12]\n\t"
+                     "cmp %[x], %[xa]\n\t"
+                     "bne 1b\n\t"
+                     /* the next output row: a row further in the band, from its first column pair */
+                     "add %[xa], %[xa], #16\n\t"
+                     "str %[xa], [sp, #12]\n\t"
+                     "ldr %[xa], [sp, #20]\n\t"
+                     "sub %[x], %[x], %[xa]\n\t"
+                     "ldr %[xa], [sp, #24]\n\t"
+                     "add %[out], %[out], %[xa]\n\t"
+                     "ldr %[xa], [sp, #16]\n\t"
+                     "subs %[xa], %[xa], #1\n\t"
+                     "str %[xa], [sp, #16]\n\t"
+                     "bne 1b\n\t"
+                     "add sp, sp, #28"
+                     : [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [w4] "=&r"(w4),
+                       [w5] "=&r"(w5), [m] "=&r"(m), [nudge] "=&r"(nudge), [xa] "=&r"(xa), [xb] "=&r"(xb),
+                       [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(x), [out] "+r"(out)
+                     : [pair] "i"(TR_BAND_PAIR), [bias] "i"(offsetof(band_channel, bias)),
+                       [right] "i"(offsetof(band_channel, right)),
+                       [multiplier] "i"(offsetof(band_channel, multiplier)),
+                       [nudge_at] "i"(offsetof(band_channel, nudge)), [out_c] "i"(offsetof(band_walk, out_c)),
+                       [span] "i"(offsetof(band_walk, span)), [rows] "i"(offsetof(band_walk, rows)),
+                       [out_step] "i"(offsetof(band_walk, out_step))
+                     : "cc", "memory");
+}
+#else
+/* band_strip_s8 in C: the window's halfwords (w0, w1) and (w1, w2) by row, the band's (x0, x1) by column pair. */
+static void band_strip_s8(const band_channel *ch, const band_walk *walk, const int32_t *x, int8_t *out)
+{
+    enum { STEP = TR_BAND_PAIR / 4 };
+    const int out_c = walk->out_c, pairs = walk->span / TR_BAND_PAIR;
+    for (int r = 0; r < walk->rows; r++, x += 4 - STEP * pairs, out += walk->out_step) {
+        for (int j = 0; j < pairs; j++, x += STEP, out += 2 * out_c) {
+            int32_t a0 = ch->bias, a1 = ch->bias;
+            for (int ky = 0; ky < 3; ky++) {
+                const int32_t *w = ch->w[ky], *v = x + 4 * ky;
+                const int32_t w0 = (int16_t)w[0], w1 = w[0] >> 16, w2 = w[1] >> 16;
+                const int32_t x0 = (int16_t)v[0], x1 = v[0] >> 16, x2 = (int16_t)v[STEP], x3 = v[STEP] >> 16;
+                a0 += w0 * x0 + w1 * x1 + w2 * x2;
+                a1 += w0 * x1 + w1 * x2 + w2 * x3;
+            }
+            out[0] = (int8_t)tr_saturate_s8(requantize_doubled(a0, ch->multiplier, ch->nudge, ch->right));
+            out[out_c] = (int8_t)tr_saturate_s8(requantize_doubled(a1, ch->multiplier, ch->nudge, ch->right));
+        }
+    }
+}
+#endif
+
+/* The group's outputs over rows walked rows of the band from row (its first column pair's words) to out: the last
+ * row's odd last pixel, where there is no next row to take the pixel beside it, apart. */
+static TR_SETUP void band_rows_s8(const band_map *m, const band_channel ch[4], const int32_t *row, int rows,
+                                  int8_t *out, int last)
+{
+    const int out_cols = m->out_cols, out_col = m->out_col, pairs = (out_cols + 1) / 2, lone = last && out_cols % 2;
+    const band_walk walk = {out_col, pairs * TR_BAND_PAIR, rows - lone, m->out_row - 2 * pairs * out_col};
+    const band_walk last_row = {out_col, (pairs - 1) * TR_BAND_PAIR, 1, 0}, one_pair = {1, TR_BAND_PAIR, 1, 0};
+    for (int k = 0; k < 4; k++) {
+        if (walk.rows > 0) {
+            band_strip_s8(&ch[k], &walk, row + k, out + k);
+        }
+        if (lone) {
+            const int32_t *x = row + k + 4 * walk.rows;
+            int8_t *o = out + k + walk.rows * m->out_row, two[2];
+            if (pairs > 1) {
+                band_strip_s8(&ch[k], &last_row, x, o);
+            }
+            band_strip_s8(&ch[k], &one_pair, x + (pairs - 1) * (TR_BAND_PAIR / 4), two);
+            o[(out_cols - 1) * out_col] = two[0];
+        }
+    }
+}
+
+TR_SETUP void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
+{
+    enum { STEP = TR_BAND_PAIR / 4, KEPT = 2 }; /* words a column pair; rows kept for the next strip */
+    const band_map m = walked_map(p);
+    const int32_t zero_points = (int32_t)((uint32_t)(uint8_t)-p->in_offset * 0x01010101u);
+    const int columns = (m.out_cols + 1) / 2 + 1; /* the band's column pairs */
+    int32_t band[STEP * columns];
+    band_channel ch[4];
+    for (int group = 0; group < p->out_c; group += 4) {
+        /* the last group, of fewer than four new channels, ends at out_c: it recomputes (and rewrites the same
+         * values of) some of the one before */
+        const int c = tr_min(group, p->out_c - 4);
+        prepare_band(p, &m, c, ch);
+        for (int r = 0; r < KEPT; r++) {
+            band_row_s8(&m, in + c, zero_points, r - m.pad_top, band + 4 * r, columns);
+        }
+        for (int oy = 0, rows; oy < m.out_rows; oy += rows) {
+            rows = tr_min(TR_BAND_ROWS - KEPT, m.out_rows - oy);
+            for (int r = KEPT; r < KEPT + rows; r++) {
+                band_row_s8(&m, in + c, zero_points, oy + r - m.pad_top, band + 4 * r, columns);
+            }
+            band_rows_s8(&m, ch, band, rows, out + oy * m.out_row + c, oy + rows == m.out_rows);
+            for (int32_t *s = band, *end = band + STEP * columns; s < end; s += STEP) { /* the last rows on top */
+                for (int i = 0; i < 4 * KEPT; i++) {
+                    s[i] = s[i + 4 * rows];
+                }
+            }
+        }
+    }
+}
+
 #if TR_DSP_ASM
 /* Four bytes of the input times four of each of the four rows. */
 #define TR_DOT4_ROWS_STEP                                                                                          \
@@ -1266,23 +1581,6 @@ static inline int16_t requantize_s16(int64_t acc, int32_t acc64, const tr_requan
                             : tr_requantize((int32_t)acc, r->multiplier[c], r->shift[c]);
     return (int16_t)tr_clamp(y, lo, hi);
 }
-
-#if TR_DSP
-/* The low (pack_lo) or high (pack_hi) halfwords of a and b, as (a's, b's). */
-static inline int32_t pack_lo(int32_t a, int32_t b)
-{
-    int32_t r;
-    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-
-static inline int32_t pack_hi(int32_t a, int32_t b)
-{
-    int32_t r;
-    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-#endif
 
 /* acc + w . x over n int16 inputs and int8 weights, in 64 bits. With the DSP extension four products per two
  * SMLALDs: the weights' SXTB16 halves hold elements (0, 2) and (1, 3), the inputs are repacked to match. */

@@ -266,6 +266,10 @@ void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out
  * within TR_DEPTHWISE_PATCH words, every shift <= -1 and sums small enough for its shorter requantization (the
  * compiler checks, see lower_depthwise_conv_2d): four channels per load, the interior without bounds checks. */
 void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
+/* tr_depthwise_conv_s8_opt's layers with a 3x3 window, stride 1, no dilation, padding of at most one and the
+ * activation range all of int8, whose band of three input rows fits the stack (the compiler checks, see
+ * lower_depthwise_conv_2d): two pixels a step, each word of the band two taps. */
+void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* FULLY_CONNECTED: out[rows][out_n] from in[rows][in_n] and weights[out_n][in_n]. */
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out);
 /* tr_fully_connected_s8 with the _opt requantization (see tr_conv_s8_opt), for symmetric weights. */

@@ -210,6 +210,9 @@ def interleave_pairs(weights: Constant, out_c: int) -> Constant:
 # TR_DEPTHWISE_TAPS and TR_DEPTHWISE_PATCH in tr_kernels.h: the largest window (k_h * k_w) tr_depthwise_conv_s8_opt
 # takes, and the words of its patch of input for the windows that cross the border (one word per input position).
 DEPTHWISE_TAPS, DEPTHWISE_PATCH = 49, 256
+# tr_depthwise3x3_s8_opt's band of input rows (TR_BAND_ROWS in tr_conv.c) of four channels, on the stack: the
+# bytes of a column pair, and the most it takes; the fewest pixels of the rows it walks.
+DEPTHWISE_BAND_PAIR, DEPTHWISE_BAND_BYTES, DEPTHWISE_BAND_PIXELS = 128, 4096, 6
 
 
 def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
@@ -221,8 +224,27 @@ def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     if activations == "int16":
         fields["acc64"] = 1
         return Kernel("tr_depthwise_conv_s16", "tr_conv_params", fields, constants)
-    opt = _fits_depthwise_opt(graph, op, name, fields, constants)
-    return Kernel("tr_depthwise_conv_s8_opt" if opt else "tr_depthwise_conv_s8", "tr_conv_params", fields, constants)
+    if not _fits_depthwise_opt(graph, op, name, fields, constants):
+        return Kernel("tr_depthwise_conv_s8", "tr_conv_params", fields, constants)
+    function = "tr_depthwise3x3_s8_opt" if _fits_depthwise3x3(fields) else "tr_depthwise_conv_s8_opt"
+    return Kernel(function, "tr_conv_params", fields, constants)
+
+
+def _fits_depthwise3x3(f: dict) -> bool:
+    """Whether tr_depthwise3x3_s8_opt takes a layer that tr_depthwise_conv_s8_opt does: a 3x3 window, no dilation,
+    stride 1, padding of at most one, the activation range all of int8, and its band on the stack within
+    DEPTHWISE_BAND_BYTES. It walks the map along its longer side, and takes it where that side has at least
+    DEPTHWISE_BAND_PIXELS pixels. At stride 2, or on shorter rows, widening the band costs more than it saves
+    (benchmarks/profile.py measured both on MobileNet)."""
+    longer = max(f["out_h"], f["out_w"])
+    band_bytes = DEPTHWISE_BAND_PAIR * ((longer + 1) // 2 + 1)
+    return (
+        (f["k_h"], f["k_w"], f["dilation_h"], f["dilation_w"], f["stride_h"], f["stride_w"]) == (3, 3, 1, 1, 1, 1)
+        and max(f["pad_h"], f["pad_w"]) <= 1
+        and (f["act_min"], f["act_max"]) == (-128, 127)
+        and longer >= DEPTHWISE_BAND_PIXELS
+        and band_bytes <= DEPTHWISE_BAND_BYTES
+    )
 
 
 def _fits_depthwise_opt(graph: Graph, op: Op, name: str, fields: dict, constants: list[Constant]) -> bool:

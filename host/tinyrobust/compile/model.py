@@ -213,9 +213,10 @@ def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
     in the output is written (see tr_kernels.h), or None. tr_conv_add_s8 reads each value of its skip just before
     writing its place. tr_conv_s8's 1x1 stride-1 convolution gathers two pixels' inputs (three on the _opt path
     with the DSP extension), then writes their outputs: an input starting out_bytes - in_bytes or more into the
-    output stays ahead of the writes. The depthwise kernel
-    copies each group of four channels of a map that fits one patch before writing the group's outputs in the
-    same places: four channels a group, so that the last group overlaps no other."""
+    output stays ahead of the writes. The depthwise kernels take four channels a group, so that the last group
+    overlaps no other: tr_depthwise_conv_s8_opt copies each group of a map that fits one patch before writing the
+    group's outputs in the same places; tr_depthwise3x3_s8_opt, at stride 1, widens each input row into its band
+    before it writes the outputs of the row above it (see tr_conv.c)."""
     f, out = step.fields, graph.tensors[step.output]
     if step.function in ("tr_conv_add_s8", "tr_conv_add_s8_opt"):
         return 0 if t == step.inputs[1] else None
@@ -225,11 +226,15 @@ def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
     same_size = pointwise and (f["in_h"], f["in_w"]) == (f["out_h"], f["out_w"])
     if step.function in ("tr_conv_s8", "tr_conv_s8_opt") and same_size:
         return -(-max(0, out.nbytes - graph.tensors[t].nbytes) // ALIGNMENT) * ALIGNMENT
-    if step.function == "tr_depthwise_conv_s8_opt" and f["out_c"] % 4 == 0:
+    same = (f.get("in_h"), f.get("in_w"), f.get("in_c")) == (f.get("out_h"), f.get("out_w"), f.get("out_c"))
+    if not same or f.get("out_c", 0) % 4:
+        return None
+    if step.function == "tr_depthwise3x3_s8_opt" and f["stride_h"] == 1:
+        return 0
+    if step.function == "tr_depthwise_conv_s8_opt":
         rows = (f["out_h"] - 1) * f["stride_h"] + (f["k_h"] - 1) * f["dilation_h"] + 1
         columns = (f["out_w"] - 1) * f["stride_w"] + (f["k_w"] - 1) * f["dilation_w"] + 1
-        same = (f["in_h"], f["in_w"], f["in_c"]) == (f["out_h"], f["out_w"], f["out_c"])
-        if same and rows * columns <= DEPTHWISE_PATCH:
+        if rows * columns <= DEPTHWISE_PATCH:
             return 0
     return None
 
