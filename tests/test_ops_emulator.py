@@ -161,9 +161,10 @@ SWEEPS = {
         [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(3)],
         (11, 3, 6),
     ),
+    # dilated rows of whole words first (3x2x6: each inside field widened from the input's rows, two rows apart)
     "dilated-conv-depthwise": (
-        [L.Conv2D(5, 3, dilation_rate=2, padding="same"), L.DepthwiseConv2D(3, dilation_rate=(2, 3), padding="same"),
-         L.Conv2D(4, (2, 3), dilation_rate=(3, 2))],
+        [L.Conv2D(6, (3, 2), dilation_rate=(2, 1), padding="same"), L.Conv2D(5, 3, dilation_rate=2, padding="same"),
+         L.DepthwiseConv2D(3, dilation_rate=(2, 3), padding="same"), L.Conv2D(4, (2, 3), dilation_rate=(3, 2))],
         (11, 12, 6),
     ),
     "dense-odd-sizes": ([L.Flatten(), L.Dense(13, activation="relu"), L.Dense(6), L.Dense(1)], (5, 3, 3)),

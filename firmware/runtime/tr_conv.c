@@ -223,19 +223,25 @@ __attribute__((optimize("Os"))) void tr_conv_s8_in_place(const tr_conv_params *p
     }
 }
 
-/* n bytes from src to dst, two words a pass: a receptive field's runs are short, where memcpy costs a call and
- * its dispatch. The empty asm keeps GCC from making the loop that call. */
+/* n bytes from src to dst, a word at a time, the last word ending at the last byte (over bytes already copied):
+ * a receptive field's runs are short, where memcpy costs a call and its dispatch, and a loop over the last bytes
+ * one by one costs more than they do. The empty asm keeps GCC from making the loops that call. */
 static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
 {
-    for (; n >= 8; n -= 8, dst += 8, src += 8) {
-        int32_t v0 = load4(src), v1 = load4(src + 4);
-        __asm__("" : "+r"(v0), "+r"(v1));
-        memcpy(dst, &v0, 4);
-        memcpy(dst + 4, &v1, 4);
+    if (n < 4) {
+        for (; n > 0; n--) {
+            __asm__("" : "+r"(dst));
+            *dst++ = *src++;
+        }
+        return;
     }
-    for (; n > 0; n--) {
-        *dst++ = *src++;
+    for (int i = 0; i < n - 4; i += 4) {
+        int32_t v = load4(src + i);
+        __asm__("" : "+r"(v));
+        memcpy(dst + i, &v, 4);
     }
+    const int32_t last = load4(src + n - 4);
+    memcpy(dst + n - 4, &last, 4);
 }
 
 /* copy_s8, not inlined: the receptive field of a 1x1 filter. */
@@ -265,6 +271,13 @@ static inline void fill_s8(int8_t *dst, int8_t value, int n)
     if (n > 0) {
         fill_run_s8(dst, value, n);
     }
+}
+
+/* Whether the receptive field that starts at input (iy0, ix0) lies inside the input, its taps in each row adjacent. */
+static inline int inside_field(const tr_conv_params *p, int iy0, int ix0)
+{
+    return iy0 >= 0 && ix0 >= 0 && iy0 + (p->k_h - 1) * p->dilation_h < p->in_h && ix0 + p->k_w <= p->in_w &&
+           p->dilation_w == 1;
 }
 
 /* receptive_field_s8 for a field that crosses the border of the input: taps outside it hold the zero point. Compiled
@@ -301,8 +314,7 @@ static TR_SETUP void border_field_s8(const tr_conv_params *p, const int8_t *in, 
 static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p, const int8_t *in, int iy0, int ix0,
                                                          int8_t *column)
 {
-    if (iy0 < 0 || ix0 < 0 || iy0 + (p->k_h - 1) * p->dilation_h >= p->in_h || ix0 + p->k_w > p->in_w ||
-        p->dilation_w != 1) {
+    if (!inside_field(p, iy0, ix0)) {
         border_field_s8(p, in, iy0, ix0, column);
         return;
     }
@@ -611,9 +623,9 @@ static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, i
 }
 
 #if TR_DSP_ASM
-/* A receptive field of words words from x into its place of the group's widened fields (channels_s8's): each
- * word's bytes 0 and 2, then 1 and 3, sign-extended into halfwords, six words (three pixels) apart. Widened once
- * per pixel here, the field's bytes are not widened again for every pair of output channels. */
+/* A run of words words of a receptive field from x into its place of the group's widened fields (channels_s8's):
+ * each word's bytes 0 and 2, then 1 and 3, sign-extended into halfwords, six words (three pixels) apart. Widened
+ * once per pixel here, the field's bytes are not widened again for every pair of output channels. */
 static __attribute__((noinline)) void widen_s8(int32_t *place, const int8_t *x, int words)
 {
     for (const int32_t *end = place + 6 * words; place < end; place += 6, x += 4) {
@@ -641,6 +653,9 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
     /* a 1x1 filter, stride 1, no padding and whole words: output pixel q's field is input pixel q */
     const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h &&
                           !p->pad_w && field % 4 == 0;
+    /* rows of whole words, adjacent taps: an inside field's rows are widened from the input's */
+    const int row_bytes = p->k_w * p->in_c, row_words = row_bytes % 4 || p->dilation_w != 1 ? 0 : row_bytes / 4;
+    const int row_step = p->dilation_h * p->in_w * p->in_c;
     channels_context context; /* set field by field: an initializer would zero the others with memset */
     context.k = 1 + 2 * p->out_offset;
     context.skip = (TR_CHANNELS_PASS - words % TR_CHANNELS_PASS) % TR_CHANNELS_PASS;
@@ -662,13 +677,21 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
             second = -out_c;
         }
         for (int i = 0; i < places; i++) {
-            const int8_t *x = in + q[i] * field;
-            if (!pointwise) {
-                const int oy = q[i] / p->out_w, ox = q[i] % p->out_w;
-                receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w, column);
-                x = column;
+            if (pointwise) {
+                widen_s8(fields + 2 * i, in + q[i] * field, words);
+                continue;
             }
-            widen_s8(fields + 2 * i, x, words);
+            const int iy0 = q[i] / p->out_w * p->stride_h - p->pad_h, ix0 = q[i] % p->out_w * p->stride_w - p->pad_w;
+            if (row_words && inside_field(p, iy0, ix0)) { /* widened from the input's rows: not gathered first */
+                const int8_t *x = in + (iy0 * p->in_w + ix0) * p->in_c;
+                for (int32_t *place = fields + 2 * i, *end = place + 6 * words; place < end; place += 6 * row_words) {
+                    widen_s8(place, x, row_words);
+                    x += row_step;
+                }
+                continue;
+            }
+            receptive_field_s8(p, in, iy0, ix0, column);
+            widen_s8(fields + 2 * i, column, words);
         }
         context.bias = p->bias;
         context.multiplier = p->requant.multiplier;
