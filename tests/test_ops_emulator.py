@@ -148,18 +148,18 @@ SWEEPS = {
          L.DepthwiseConv2D(5, padding="same"), L.DepthwiseConv2D(3, dilation_rate=2, padding="same")],
         (88, 10, 6),
     ),
-    # tr_depthwise3x3_s8_opt: a wide map written over its input, rows of odd widths (a last pixel alone, after the
-    # map in the last row), no padding, then maps it leaves to tr_depthwise_conv_s8_opt (stride 2, rows of fewer
-    # than six pixels); a tall map walked along its columns, with six channels (a last group overlapping the one
-    # before), and one walked row
+    # tr_depthwise3x3_s8_opt: a wide map written over its input, rows of odd widths (a last pixel alone), no
+    # padding, stride 2 with padding and without, a map it leaves to tr_depthwise_conv_s8_opt (stride 3); a tall
+    # map walked along its columns at strides 1 and 2, with six channels (a last group overlapping the one before)
     "depthwise3x3-band": (
         [L.DepthwiseConv2D(3, padding="same"), L.DepthwiseConv2D(3), L.DepthwiseConv2D(3, strides=2, padding="same"),
-         L.DepthwiseConv2D(3, padding="same")],
-        (7, 9, 8),
+         L.DepthwiseConv2D(3, strides=2), L.DepthwiseConv2D(3, strides=3, padding="same")],
+        (9, 13, 8),
     ),
     "depthwise3x3-band-tall": (
-        [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(3)],
-        (11, 3, 6),
+        [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(3),
+         L.DepthwiseConv2D(3, strides=2, padding="same")],
+        (23, 9, 6),
     ),
     # dilated rows of whole words first (3x2x6: each inside field widened from the input's rows, two rows apart)
     "dilated-conv-depthwise": (

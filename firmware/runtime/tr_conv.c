@@ -1149,26 +1149,27 @@ TR_SETUP void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in
     }
 }
 
-/* DEPTHWISE_CONV_2D with a 3x3 window, stride 1 and depth multiplier 1, for the activation range all of int8: four
- * channels a group, one channel at a time over a band of the group's input rows, widened to halfwords and split by
- * channel so that a channel's values in two adjacent columns are one word. A word of the band is then two taps of
- * a window row for SMLAD, and two pixels a step share each load. For a window row (w0, w1, w2) over the columns
- * (x0, x1) (x2, x3) of two words:
+/* DEPTHWISE_CONV_2D with a 3x3 window, stride 1 or 2 and depth multiplier 1, for the activation range all of int8:
+ * four channels a group, one channel at a time over a band of the group's input rows, widened to halfwords and split
+ * by channel so that a channel's values in two adjacent columns are one word. A word of the band is then two taps
+ * of a window row for SMLAD, and two pixels a step share each load. For a window row (w0, w1, w2) over the columns
+ * (x0, x1) (x2, x3) of two words, at stride 1:
  *
  *     pixel 0 = w0 x0 + w1 x1 (SMLAD with (w0, w1)) + w2 x2 (SMLABT with (w1, w2)),
  *     pixel 1 = w0 x1 (SMLATB with (w0, w1)) + w1 x2 + w2 x3 (SMLAD with (w1, w2)):
  *
  * two loads and four multiplies for six products, where tr_depthwise_conv_s8_opt takes an input word, two SXTB16,
- * a word pair of weights and four multiplies for four.
+ * a word pair of weights and four multiplies for four. At stride 2 pixel 1 is pixel 0 a word further, and its last
+ * tap is in a third word.
  *
- * The band is a strip of TR_BAND_ROWS input rows, the outputs of all but two of them a pass, laid out
- * [column pair][row][channel] (TR_BAND_PAIR bytes a column pair): a pixel's words lie at fixed offsets from one
- * pointer, and the next output row's one row (16 bytes) further. The last two rows stay for the next strip, moved
- * to its top. Band column b is input column b - pad_w, the zero point outside the input (see the top of the file),
- * up to two columns after the last pixel's window: an odd last pixel is computed beside one more, whose output goes
- * to the next row's first pixel and is written again with its own value later (the last row's goes to the stack).
- * Each input row is widened once per group, before the group's outputs in its place are written: a same-sized map
- * may be written over its input (see tr_kernels.h). */
+ * The band is a strip of TR_BAND_ROWS input rows laid out [column pair][row][channel] (TR_BAND_PAIR bytes a column
+ * pair): a pixel's words lie at fixed offsets from one pointer, and the next output row's one or two rows (the
+ * stride) further. A strip gives the outputs of all the rows its windows cover; the rows the next strip's windows
+ * also cover are moved to its top. Band column b is input column b - pad_w, the zero point outside the input (see
+ * the top of the file), up to the last pixel pair's window; an odd last pixel of a row is computed beside one more,
+ * into the stack. The map is walked along its longer side: rows of more pixels, fewer of them. Each input row is
+ * widened once per group, before the group's outputs in its place are written: a map may be written over its input
+ * (see tr_kernels.h). */
 #define TR_BAND_ROWS 8
 #define TR_BAND_PAIR (TR_BAND_ROWS * 16)
 
@@ -1184,6 +1185,7 @@ typedef struct {
     int32_t span;     /* the band's bytes under a row's pixel pairs */
     int32_t rows;     /* output rows, >= 1 */
     int32_t out_step; /* bytes from after a row's last pixel pair's outputs to the next row's first */
+    int32_t row_step; /* the band's bytes from one output row's window to the next's: 16 times the stride */
 } band_walk;
 
 /* Two int16 values as a word's halfwords (lo, hi). */
@@ -1250,35 +1252,45 @@ static inline __attribute__((always_inline)) void band_pair(int32_t *s, int32_t 
 #endif
 }
 
-/* Walked input row iy into a row of the band (row: its first column pair's words) over columns column pairs, four
- * channels of the input from in: the pairs inside the input with no bounds checks, the zero point outside it. */
-static __attribute__((noinline)) void band_row_s8(const band_map *m, const int8_t *in, int32_t zero_points, int iy,
-                                                  int32_t *row, int columns)
+/* Walked input rows [iy, iy + rows) into the band's rows from row (its first column pair's words), four channels
+ * of the input from in: the column pairs that hold input columns, with no bounds checks but at the ends (a pad of
+ * the zero point and column 0; the last column and the zero point). Pairs past the input's columns hold the zero
+ * point from zero_columns_s8; rows outside the input, the zero point throughout. */
+static __attribute__((noinline)) void band_rows_s8(const band_map *m, const int8_t *in, int32_t zero_points, int iy,
+                                                   int32_t *row, int rows, int columns)
 {
     enum { STEP = TR_BAND_PAIR / 4 };
-    const int in_col = m->in_col, in_cols = m->in_cols, pad = m->pad_left;
-    int32_t *s = row, *end = row + STEP * columns;
-    if (iy < 0 || iy >= m->in_rows) {
-        for (; s < end; s += STEP) {
-            band_pair(s, zero_points, zero_points);
+    const int in_col = m->in_col, pad = m->pad_left, odd = (m->in_cols - pad) % 2;
+    const int inside = tr_min((m->in_cols - pad) / 2, columns - pad), last = odd && pad + inside < columns;
+    for (int end_row = iy + rows; iy < end_row; iy++, row += 4) {
+        int32_t *s = row;
+        if (iy < 0 || iy >= m->in_rows) {
+            for (const int32_t *end = row + STEP * columns; s < end; s += STEP) {
+                band_pair(s, zero_points, zero_points);
+            }
+            continue;
         }
-        return;
+        const int8_t *x = in + iy * m->in_row;
+        if (pad) {
+            band_pair(s, zero_points, load4(x));
+            s += STEP;
+            x += in_col;
+        }
+        for (const int32_t *stop = s + STEP * inside; s < stop; s += STEP, x += 2 * in_col) {
+            band_pair(s, load4(x), load4(x + in_col));
+        }
+        if (last) {
+            band_pair(s, load4(x), zero_points);
+        }
     }
-    const int8_t *x = in + iy * m->in_row;
-    if (pad) { /* the first pair: the zero point, then column 0 */
-        band_pair(s, zero_points, load4(x));
-        s += STEP;
-        x += in_col;
-    }
-    for (int32_t *inside = s + STEP * tr_min((in_cols - pad) / 2, (int32_t)(end - s) / STEP); s < inside;
-         s += STEP, x += 2 * in_col) {
-        band_pair(s, load4(x), load4(x + in_col));
-    }
-    if ((in_cols - pad) % 2 && s < end) { /* the last column, then the zero point */
-        band_pair(s, load4(x), zero_points);
-        s += STEP;
-    }
-    for (; s < end; s += STEP) {
+}
+
+/* The zero point in every row of the band's column pairs that hold no input column: written once a call, as the
+ * strips' rows only ever write the pairs before them. */
+static TR_SETUP void zero_columns_s8(const band_map *m, int32_t zero_points, int32_t *band, int columns)
+{
+    const int pad = m->pad_left, used = tr_min(pad + (m->in_cols - pad + 1) / 2, columns);
+    for (int32_t *s = band + used * (TR_BAND_PAIR / 4), *end = band + columns * (TR_BAND_PAIR / 4); s < end; s += 4) {
         band_pair(s, zero_points, zero_points);
     }
 }
@@ -1294,31 +1306,78 @@ static __attribute__((noinline)) void band_row_s8(const band_map *m, const int8_
     "smlabt %[a0], %[xb], %[" #w12 "], %[a0]\n\t"                                                                  \
     "smlad %[a1], %[xb], %[" #w12 "], %[a1]\n\t"
 
+/* The same at stride 2: the pixels' three column pairs, (x0, x1) (x2, x3) (x4, x5), pixel 1 = w0 x2 + w1 x3 + w2 x4. */
+#define TR_BAND_ROW2(r, w01, w12)                                                                                  \
+    "ldr %[xa], [%[x], #" #r " * 16]\n\t"                                                                          \
+    "ldr %[xb], [%[x], %[pair] + " #r " * 16]\n\t"                                                                 \
+    "smlad %[a0], %[xa], %[" #w01 "], %[a0]\n\t"                                                                   \
+    "smlabt %[a0], %[xb], %[" #w12 "], %[a0]\n\t"                                                                  \
+    "smlad %[a1], %[xb], %[" #w01 "], %[a1]\n\t"                                                                   \
+    "ldr %[xa], [%[x], #2 * %c[pair] + " #r " * 16]\n\t"                                                          \
+    "smlabt %[a1], %[xa], %[" #w12 "], %[a1]\n\t"
+
+/* The two pixels' outputs, requantize_doubled's, at out and out_c further; then on to the next two, step bytes on
+ * in the band, until the row's end; then to the next row. */
+#define TR_BAND_OUTPUTS(step)                                                                                      \
+    "smmlar %[xb], %[a0], %[m], %[nudge]\n\t"                                                                      \
+    "add %[xb], %[xb], %[a0], asr #31\n\t"                                                                         \
+    "smmlar %[a0], %[a1], %[m], %[nudge]\n\t"                                                                      \
+    "add %[a0], %[a0], %[a1], asr #31\n\t"                                                                         \
+    "ldr %[xa], [sp, #4]\n\t"                                                                                      \
+    "asr %[xb], %[xb], %[xa]\n\t"                                                                                  \
+    "asr %[a0], %[a0], %[xa]\n\t"                                                                                  \
+    "ssat %[xb], #8, %[xb]\n\t"                                                                                    \
+    "ssat %[a0], #8, %[a0]\n\t"                                                                                    \
+    "ldr %[xa], [sp, #8]\n\t"                                                                                      \
+    "strb %[xb], [%[out]]\n\t"                                                                                     \
+    "strb %[a0], [%[out], %[xa]]\n\t"                                                                              \
+    "add %[out], %[out], %[xa], lsl #1\n\t"                                                                        \
+    "add %[x], %[x], " step "\n\t"                                                                                 \
+    "ldr %[xa], [sp, #12]\n\t"                                                                                     \
+    "cmp %[x], %[xa]\n\t"
+
+/* The next output row, after the last pixel pair of one: its window row_step bytes further in the band, from its
+ * first column pair; the loop at label again while rows are left. */
+#define TR_BAND_NEXT_ROW(again)                                                                                    \
+    "ldr %[xb], [sp, #28]\n\t"                                                                                     \
+    "add %[xa], %[xa], %[xb]\n\t"                                                                                  \
+    "str %[xa], [sp, #12]\n\t"                                                                                     \
+    "ldr %[xa], [sp, #20]\n\t"                                                                                     \
+    "sub %[x], %[x], %[xa]\n\t"                                                                                    \
+    "ldr %[xa], [sp, #24]\n\t"                                                                                     \
+    "add %[out], %[out], %[xa]\n\t"                                                                                \
+    "ldr %[xa], [sp, #16]\n\t"                                                                                     \
+    "subs %[xa], %[xa], #1\n\t"                                                                                    \
+    "str %[xa], [sp, #16]\n\t"                                                                                     \
+    "bne " again "\n\t"
+
 /* The outputs of channel ch over a strip, as walk gives it, from the band at x (the channel's word of the first
  * output row's first column pair) to out. In assembly: the window, the requantization and the two pixels take all
- * fourteen registers; the stack holds the bias, the shift, out_c, the row's end in the band, the rows left, and
- * how far back the next row starts in the band and on in the output. */
+ * fourteen registers; the stack holds the bias, the shift, out_c, the row's end in the band, the rows left, how far
+ * back the next row starts in the band and on in the output, and the band's step between rows. */
 static __attribute__((noinline)) void band_strip_s8(const band_channel *ch, const band_walk *walk, const int32_t *x,
                                                     int8_t *out)
 {
     int32_t w0, w1, w2, w3, w4, w5, m, nudge, xb;
     int32_t a0 = (int32_t)ch, a1 = (int32_t)walk, xa;
-    __asm__ volatile("sub sp, sp, #28\n\t"
+    __asm__ volatile("sub sp, sp, #32\n\t"
                      "ldr %[xa], [%[a0], %[bias]]\n\t"
                      "str %[xa], [sp]\n\t"
                      "ldr %[xa], [%[a0], %[right]]\n\t"
                      "str %[xa], [sp, #4]\n\t"
                      "ldr %[xa], [%[a1], %[out_c]]\n\t"
                      "str %[xa], [sp, #8]\n\t"
-                     "ldr %[xa], [%[a1], %[span]]\n\t"
-                     "sub %[xb], %[xa], #16\n\t"
-                     "str %[xb], [sp, #20]\n\t" /* back: span - 16 */
-                     "add %[xa], %[x], %[xa]\n\t"
-                     "str %[xa], [sp, #12]\n\t"
                      "ldr %[xa], [%[a1], %[rows]]\n\t"
                      "str %[xa], [sp, #16]\n\t"
                      "ldr %[xa], [%[a1], %[out_step]]\n\t"
                      "str %[xa], [sp, #24]\n\t"
+                     "ldr %[xb], [%[a1], %[row_step]]\n\t"
+                     "str %[xb], [sp, #28]\n\t"
+                     "ldr %[xa], [%[a1], %[span]]\n\t"
+                     "sub %[a1], %[xa], %[xb]\n\t"
+                     "str %[a1], [sp, #20]\n\t" /* back: span - row_step */
+                     "add %[xa], %[x], %[xa]\n\t"
+                     "str %[xa], [sp, #12]\n\t"
                      "ldr %[w0], [%[a0]]\n\t"
                      "ldr %[w1], [%[a0], #4]\n\t"
                      "ldr %[w2], [%[a0], #8]\n\t"
@@ -1326,40 +1385,26 @@ static __attribute__((noinline)) void band_strip_s8(const band_channel *ch, cons
                      "ldr %[w4], [%[a0], #16]\n\t"
                      "ldr %[w5], [%[a0], #20]\n\t"
                      "ldr %[m], [%[a0], %[multiplier]]\n\t"
-                     "ldr %[nudge], [%[a0], %[nudge_at]]\n"
+                     "ldr %[nudge], [%[a0], %[nudge_at]]\n\t"
+                     "cmp %[xb], #16\n\t"
+                     "bne 2f\n"
                      "1:\n\t"
                      "ldr %[a0], [sp]\n\t"
                      "mov %[a1], %[a0]\n\t"
                      TR_BAND_ROW(0, w0, w1) TR_BAND_ROW(1, w2, w3) TR_BAND_ROW(2, w4, w5)
-                     "smmlar %[xb], %[a0], %[m], %[nudge]\n\t"
-                     "add %[xb], %[xb], %[a0], asr #31\n\t"
-                     "smmlar %[a0], %[a1], %[m], %[nudge]\n\t"
-                     "add %[a0], %[a0], %[a1], asr #31\n\t"
-                     "ldr %[xa], [sp, #4]\n\t"
-                     "asr %[xb], %[xb], %[xa]\n\t"
-                     "asr %[a0], %[a0], %[xa]\n\t"
-                     "ssat %[xb], #8, %[xb]\n\t"
-                     "ssat %[a0], #8, %[a0]\n\t"
-                     "ldr %[xa], [sp, #8]\n\t"
-                     "strb %[xb], [%[out]]\n\t"
-                     "strb %[a0], [%[out], %[xa]]\n\t"
-                     "add %[out], %[out], %[xa], lsl #1\n\t"
-                     "add %[x], %[x], %[pair]\n\t"
-                     "ldr %[xa], [sp, #12]\n\t"
-                     "cmp %[x], %[xa]\n\t"
+                     TR_BAND_OUTPUTS("%[pair]")
                      "bne 1b\n\t"
-                     /* the next output row: a row further in the band, from its first column pair */
-                     "add %[xa], %[xa], #16\n\t"
-                     "str %[xa], [sp, #12]\n\t"
-                     "ldr %[xa], [sp, #20]\n\t"
-                     "sub %[x], %[x], %[xa]\n\t"
-                     "ldr %[xa], [sp, #24]\n\t"
-                     "add %[out], %[out], %[xa]\n\t"
-                     "ldr %[xa], [sp, #16]\n\t"
-                     "subs %[xa], %[xa], #1\n\t"
-                     "str %[xa], [sp, #16]\n\t"
-                     "bne 1b\n\t"
-                     "add sp, sp, #28"
+                     TR_BAND_NEXT_ROW("1b")
+                     "b 3f\n"
+                     "2:\n\t"
+                     "ldr %[a0], [sp]\n\t"
+                     "mov %[a1], %[a0]\n\t"
+                     TR_BAND_ROW2(0, w0, w1) TR_BAND_ROW2(1, w2, w3) TR_BAND_ROW2(2, w4, w5)
+                     TR_BAND_OUTPUTS("#2 * %c[pair]")
+                     "bne 2b\n\t"
+                     TR_BAND_NEXT_ROW("2b")
+                     "3:\n\t"
+                     "add sp, sp, #32"
                      : [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [w4] "=&r"(w4),
                        [w5] "=&r"(w5), [m] "=&r"(m), [nudge] "=&r"(nudge), [xa] "=&r"(xa), [xb] "=&r"(xb),
                        [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(x), [out] "+r"(out)
@@ -1368,7 +1413,7 @@ static __attribute__((noinline)) void band_strip_s8(const band_channel *ch, cons
                        [multiplier] "i"(offsetof(band_channel, multiplier)),
                        [nudge_at] "i"(offsetof(band_channel, nudge)), [out_c] "i"(offsetof(band_walk, out_c)),
                        [span] "i"(offsetof(band_walk, span)), [rows] "i"(offsetof(band_walk, rows)),
-                       [out_step] "i"(offsetof(band_walk, out_step))
+                       [out_step] "i"(offsetof(band_walk, out_step)), [row_step] "i"(offsetof(band_walk, row_step))
                      : "cc", "memory");
 }
 #else
@@ -1376,16 +1421,20 @@ static __attribute__((noinline)) void band_strip_s8(const band_channel *ch, cons
 static void band_strip_s8(const band_channel *ch, const band_walk *walk, const int32_t *x, int8_t *out)
 {
     enum { STEP = TR_BAND_PAIR / 4 };
-    const int out_c = walk->out_c, pairs = walk->span / TR_BAND_PAIR;
-    for (int r = 0; r < walk->rows; r++, x += 4 - STEP * pairs, out += walk->out_step) {
-        for (int j = 0; j < pairs; j++, x += STEP, out += 2 * out_c) {
+    const int out_c = walk->out_c, stride = walk->row_step / 16, pairs = walk->span / (stride * TR_BAND_PAIR);
+    for (int r = 0; r < walk->rows; r++, x += 4 * stride - STEP * stride * pairs, out += walk->out_step) {
+        for (int j = 0; j < pairs; j++, x += STEP * stride, out += 2 * out_c) {
             int32_t a0 = ch->bias, a1 = ch->bias;
             for (int ky = 0; ky < 3; ky++) {
                 const int32_t *w = ch->w[ky], *v = x + 4 * ky;
                 const int32_t w0 = (int16_t)w[0], w1 = w[0] >> 16, w2 = w[1] >> 16;
-                const int32_t x0 = (int16_t)v[0], x1 = v[0] >> 16, x2 = (int16_t)v[STEP], x3 = v[STEP] >> 16;
-                a0 += w0 * x0 + w1 * x1 + w2 * x2;
-                a1 += w0 * x1 + w1 * x2 + w2 * x3;
+                int32_t u[6]; /* the columns of the pixels' column pairs */
+                for (int i = 0; i < 1 + stride; i++) {
+                    u[2 * i] = (int16_t)v[STEP * i];
+                    u[2 * i + 1] = v[STEP * i] >> 16;
+                }
+                a0 += w0 * u[0] + w1 * u[1] + w2 * u[2];
+                a1 += w0 * u[stride] + w1 * u[stride + 1] + w2 * u[stride + 2];
             }
             out[0] = (int8_t)tr_saturate_s8(requantize_doubled(a0, ch->multiplier, ch->nudge, ch->right));
             out[out_c] = (int8_t)tr_saturate_s8(requantize_doubled(a1, ch->multiplier, ch->nudge, ch->right));
@@ -1394,55 +1443,60 @@ static void band_strip_s8(const band_channel *ch, const band_walk *walk, const i
 }
 #endif
 
-/* The group's outputs over rows walked rows of the band from row (its first column pair's words) to out: the last
- * row's odd last pixel, where there is no next row to take the pixel beside it, apart. */
-static TR_SETUP void band_rows_s8(const band_map *m, const band_channel ch[4], const int32_t *row, int rows,
-                                  int8_t *out, int last)
+/* The group's outputs over rows walked rows of the band from row (its first column pair's words) to out. An odd
+ * last pixel of each row is computed with the pixel beside it, into the stack. */
+static TR_SETUP void band_outputs_s8(const tr_conv_params *p, const band_map *m, const band_channel ch[4],
+                                     const int32_t *row, int rows, int8_t *out)
 {
-    const int out_cols = m->out_cols, out_col = m->out_col, pairs = (out_cols + 1) / 2, lone = last && out_cols % 2;
-    const band_walk walk = {out_col, pairs * TR_BAND_PAIR, rows - lone, m->out_row - 2 * pairs * out_col};
-    const band_walk last_row = {out_col, (pairs - 1) * TR_BAND_PAIR, 1, 0}, one_pair = {1, TR_BAND_PAIR, 1, 0};
+    const int out_cols = m->out_cols, out_col = m->out_col, whole = out_cols / 2; /* pixel pairs in the map */
+    const int stride = p->stride_w, span = stride * TR_BAND_PAIR;                 /* band bytes a pixel pair */
+    const band_walk walk = {out_col, whole * span, rows, m->out_row - 2 * whole * out_col, 16 * stride};
+    const band_walk lone = {1, span, rows, 0, 16 * stride}; /* two bytes a row */
     for (int k = 0; k < 4; k++) {
-        if (walk.rows > 0) {
+        if (whole > 0) {
             band_strip_s8(&ch[k], &walk, row + k, out + k);
         }
-        if (lone) {
-            const int32_t *x = row + k + 4 * walk.rows;
-            int8_t *o = out + k + walk.rows * m->out_row, two[2];
-            if (pairs > 1) {
-                band_strip_s8(&ch[k], &last_row, x, o);
+        if (out_cols % 2) {
+            int8_t two[2 * TR_BAND_ROWS];
+            band_strip_s8(&ch[k], &lone, row + k + whole * span / 4, two);
+            for (int r = 0; r < rows; r++) {
+                out[k + r * m->out_row + (out_cols - 1) * out_col] = two[2 * r];
             }
-            band_strip_s8(&ch[k], &one_pair, x + (pairs - 1) * (TR_BAND_PAIR / 4), two);
-            o[(out_cols - 1) * out_col] = two[0];
         }
     }
 }
 
 TR_SETUP void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
-    enum { STEP = TR_BAND_PAIR / 4, KEPT = 2 }; /* words a column pair; rows kept for the next strip */
+    enum { STEP = TR_BAND_PAIR / 4 }; /* words a column pair */
     const band_map m = walked_map(p);
     const int32_t zero_points = (int32_t)((uint32_t)(uint8_t)-p->in_offset * 0x01010101u);
-    const int columns = (m.out_cols + 1) / 2 + 1; /* the band's column pairs */
+    const int stride = p->stride_w, kept = 3 - stride; /* rows of a strip that the next one reads again */
+    const int columns = stride * ((m.out_cols + 1) / 2) + 1; /* the band's column pairs */
     int32_t band[STEP * columns];
     band_channel ch[4];
+    zero_columns_s8(&m, zero_points, band, columns);
     for (int group = 0; group < p->out_c; group += 4) {
         /* the last group, of fewer than four new channels, ends at out_c: it recomputes (and rewrites the same
          * values of) some of the one before */
         const int c = tr_min(group, p->out_c - 4);
         prepare_band(p, &m, c, ch);
-        for (int r = 0; r < KEPT; r++) {
-            band_row_s8(&m, in + c, zero_points, r - m.pad_top, band + 4 * r, columns);
-        }
+        band_rows_s8(&m, in + c, zero_points, -m.pad_top, band, kept, columns);
         for (int oy = 0, rows; oy < m.out_rows; oy += rows) {
-            rows = tr_min(TR_BAND_ROWS - KEPT, m.out_rows - oy);
-            for (int r = KEPT; r < KEPT + rows; r++) {
-                band_row_s8(&m, in + c, zero_points, oy + r - m.pad_top, band + 4 * r, columns);
-            }
-            band_rows_s8(&m, ch, band, rows, out + oy * m.out_row + c, oy + rows == m.out_rows);
-            for (int32_t *s = band, *end = band + STEP * columns; s < end; s += STEP) { /* the last rows on top */
-                for (int i = 0; i < 4 * KEPT; i++) {
-                    s[i] = s[i + 4 * rows];
+            rows = tr_min((TR_BAND_ROWS - kept) / stride, m.out_rows - oy);
+            band_rows_s8(&m, in + c, zero_points, stride * oy + kept - m.pad_top, band + 4 * kept, stride * rows,
+                         columns);
+            band_outputs_s8(p, &m, ch, band, rows, out + oy * m.out_row + c);
+            if (oy + rows < m.out_rows) { /* the last rows on top, for the next strip */
+                for (int32_t *s = band, *end = band + STEP * columns; s < end; s += STEP) {
+                    const int32_t *from = s + 4 * stride * rows;
+                    for (int32_t *to = s; to < s + 4 * kept; to += 4, from += 4) {
+                        const int32_t v0 = from[0], v1 = from[1], v2 = from[2], v3 = from[3];
+                        to[0] = v0;
+                        to[1] = v1;
+                        to[2] = v2;
+                        to[3] = v3;
+                    }
                 }
             }
         }

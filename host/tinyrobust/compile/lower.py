@@ -211,8 +211,8 @@ def interleave_pairs(weights: Constant, out_c: int) -> Constant:
 # takes, and the words of its patch of input for the windows that cross the border (one word per input position).
 DEPTHWISE_TAPS, DEPTHWISE_PATCH = 49, 256
 # tr_depthwise3x3_s8_opt's band of input rows (TR_BAND_ROWS in tr_conv.c) of four channels, on the stack: the
-# bytes of a column pair, and the most it takes; the fewest pixels of the rows it walks.
-DEPTHWISE_BAND_PAIR, DEPTHWISE_BAND_BYTES, DEPTHWISE_BAND_PIXELS = 128, 4096, 6
+# bytes of a column pair, and the most it takes.
+DEPTHWISE_BAND_PAIR, DEPTHWISE_BAND_BYTES = 128, 4096
 
 
 def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
@@ -232,17 +232,15 @@ def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
 
 def _fits_depthwise3x3(f: dict) -> bool:
     """Whether tr_depthwise3x3_s8_opt takes a layer that tr_depthwise_conv_s8_opt does: a 3x3 window, no dilation,
-    stride 1, padding of at most one, the activation range all of int8, and its band on the stack within
-    DEPTHWISE_BAND_BYTES. It walks the map along its longer side, and takes it where that side has at least
-    DEPTHWISE_BAND_PIXELS pixels. At stride 2, or on shorter rows, widening the band costs more than it saves
-    (benchmarks/profile.py measured both on MobileNet)."""
-    longer = max(f["out_h"], f["out_w"])
-    band_bytes = DEPTHWISE_BAND_PAIR * ((longer + 1) // 2 + 1)
+    stride 1 or 2 (the same both ways), padding of at most one, the activation range all of int8, and its band on
+    the stack within DEPTHWISE_BAND_BYTES (it walks the map along its longer side)."""
+    stride, longer = f["stride_w"], max(f["out_h"], f["out_w"])
+    band_bytes = DEPTHWISE_BAND_PAIR * (stride * ((longer + 1) // 2) + 1)
     return (
-        (f["k_h"], f["k_w"], f["dilation_h"], f["dilation_w"], f["stride_h"], f["stride_w"]) == (3, 3, 1, 1, 1, 1)
+        (f["k_h"], f["k_w"], f["dilation_h"], f["dilation_w"]) == (3, 3, 1, 1)
+        and f["stride_h"] == stride in (1, 2)
         and max(f["pad_h"], f["pad_w"]) <= 1
         and (f["act_min"], f["act_max"]) == (-128, 127)
-        and longer >= DEPTHWISE_BAND_PIXELS
         and band_bytes <= DEPTHWISE_BAND_BYTES
     )
 

@@ -229,9 +229,7 @@ def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
     same = (f.get("in_h"), f.get("in_w"), f.get("in_c")) == (f.get("out_h"), f.get("out_w"), f.get("out_c"))
     if not same or f.get("out_c", 0) % 4:
         return None
-    if step.function == "tr_depthwise3x3_s8_opt" and f["stride_h"] == 1:
-        return 0
-    if step.function == "tr_depthwise_conv_s8_opt":
+    if step.function in ("tr_depthwise_conv_s8_opt", "tr_depthwise3x3_s8_opt"):
         rows = (f["out_h"] - 1) * f["stride_h"] + (f["k_h"] - 1) * f["dilation_h"] + 1
         columns = (f["out_w"] - 1) * f["stride_w"] + (f["k_w"] - 1) * f["dilation_w"] + 1
         if rows * columns <= DEPTHWISE_PATCH:
