@@ -1297,22 +1297,23 @@ static TR_SETUP void zero_columns_s8(const band_map *m, int32_t zero_points, int
 
 #if TR_DSP
 /* A window row of band_strip_s8's two pixels: the row's words (row r of the pixels' two column pairs), weights
- * (w0, w1) in w01 and (w1, w2) in w12. */
-#define TR_BAND_ROW(r, w01, w12)                                                                                   \
+ * (w0, w1) in w01 and (w1, w2) in w12; pixel 1's sum from a1's (a0's in the first row, where both hold the bias:
+ * one MOV fewer a pixel pair). */
+#define TR_BAND_ROW(r, w01, w12, a1)                                                                               \
     "ldr %[xa], [%[x], #" #r " * 16]\n\t"                                                                          \
     "ldr %[xb], [%[x], %[pair] + " #r " * 16]\n\t"                                                                 \
+    "smlatb %[a1], %[xa], %[" #w01 "], %[" #a1 "]\n\t"                                                             \
     "smlad %[a0], %[xa], %[" #w01 "], %[a0]\n\t"                                                                   \
-    "smlatb %[a1], %[xa], %[" #w01 "], %[a1]\n\t"                                                                  \
     "smlabt %[a0], %[xb], %[" #w12 "], %[a0]\n\t"                                                                  \
     "smlad %[a1], %[xb], %[" #w12 "], %[a1]\n\t"
 
 /* The same at stride 2: the pixels' three column pairs, (x0, x1) (x2, x3) (x4, x5), pixel 1 = w0 x2 + w1 x3 + w2 x4. */
-#define TR_BAND_ROW2(r, w01, w12)                                                                                  \
+#define TR_BAND_ROW2(r, w01, w12, a1)                                                                              \
     "ldr %[xa], [%[x], #" #r " * 16]\n\t"                                                                          \
     "ldr %[xb], [%[x], %[pair] + " #r " * 16]\n\t"                                                                 \
+    "smlad %[a1], %[xb], %[" #w01 "], %[" #a1 "]\n\t"                                                              \
     "smlad %[a0], %[xa], %[" #w01 "], %[a0]\n\t"                                                                   \
     "smlabt %[a0], %[xb], %[" #w12 "], %[a0]\n\t"                                                                  \
-    "smlad %[a1], %[xb], %[" #w01 "], %[a1]\n\t"                                                                   \
     "ldr %[xa], [%[x], #2 * %c[pair] + " #r " * 16]\n\t"                                                          \
     "smlabt %[a1], %[xa], %[" #w12 "], %[a1]\n\t"
 
@@ -1390,16 +1391,14 @@ static __attribute__((noinline)) void band_strip_s8(const band_channel *ch, cons
                      "bne 2f\n"
                      "1:\n\t"
                      "ldr %[a0], [sp]\n\t"
-                     "mov %[a1], %[a0]\n\t"
-                     TR_BAND_ROW(0, w0, w1) TR_BAND_ROW(1, w2, w3) TR_BAND_ROW(2, w4, w5)
+                     TR_BAND_ROW(0, w0, w1, a0) TR_BAND_ROW(1, w2, w3, a1) TR_BAND_ROW(2, w4, w5, a1)
                      TR_BAND_OUTPUTS("%[pair]")
                      "bne 1b\n\t"
                      TR_BAND_NEXT_ROW("1b")
                      "b 3f\n"
                      "2:\n\t"
                      "ldr %[a0], [sp]\n\t"
-                     "mov %[a1], %[a0]\n\t"
-                     TR_BAND_ROW2(0, w0, w1) TR_BAND_ROW2(1, w2, w3) TR_BAND_ROW2(2, w4, w5)
+                     TR_BAND_ROW2(0, w0, w1, a0) TR_BAND_ROW2(1, w2, w3, a1) TR_BAND_ROW2(2, w4, w5, a1)
                      TR_BAND_OUTPUTS("#2 * %c[pair]")
                      "bne 2b\n\t"
                      TR_BAND_NEXT_ROW("2b")
