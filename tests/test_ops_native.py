@@ -80,9 +80,9 @@ CASES = {
     "conv-large-filter": ([L.Conv2D(3, 5, strides=(2, 1), padding="same")], (7, 6, 48)),  # 5x5x48 read in place
     "depthwise3x3-same": ([L.DepthwiseConv2D(3, padding="same", activation="relu")], (8, 8, 6)),
     "depthwise-multiplier2-stride2": ([L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)], (11, 9, 3)),
-    # maps too large for one patch: tr_depthwise3x3_s8_opt with a last group of channels overlapping the one before;
-    # tr_depthwise_conv_s8_opt's interior read in place and border over patches, with a window of 5x5 or dilated
-    # 7x7, columns taller than a patch, and an activation range narrower than int8
+    # tr_depthwise_conv_s8_opt on maps too large for one patch: the interior read in place, the border over patches,
+    # with a last group of channels overlapping the one before, a window of 5x5 or dilated 7x7, columns taller than
+    # a patch, and an activation range narrower than int8
     "depthwise3x3-stride2-odd-channels": ([L.DepthwiseConv2D(3, strides=2, padding="same")], (22, 20, 7)),
     "depthwise3x3-valid-relu6": ([L.DepthwiseConv2D(3, activation="relu6")], (20, 20, 8)),
     "depthwise5x5-tall": ([L.DepthwiseConv2D(5, padding="same")], (90, 9, 4)),
