@@ -243,8 +243,9 @@ typedef struct {
 
 /* Each kernel writes out from in (or in1 and in2); out never overlaps an input, but where the planner places it
  * over one that the kernel reads before writing over it: tr_conv_s8's 1x1, stride-1 convolutions (each group of
- * pixels is gathered before its outputs are written), tr_depthwise_conv_s8_opt's maps of one patch (each group of
- * channels is copied to the patch first) and tr_conv_add_s8's skip (see each; the compiler checks, see planner.py). */
+ * pixels is gathered before its outputs are written), the depthwise _opt kernels' maps of one patch (each group of
+ * channels is copied to the patch, or widened into the band, first) and tr_conv_add_s8's skip (see each; the
+ * compiler checks, see planner.py). */
 
 /* CONV_2D, one group, k_h * k_w * in_c <= TR_COLUMN_BYTES: an im2col column of two pixels, two channels a pass
  * (three pixels on the _opt path with the DSP extension). */
@@ -266,9 +267,10 @@ void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out
  * within TR_DEPTHWISE_PATCH words, every shift <= -1 and sums small enough for its shorter requantization (the
  * compiler checks, see lower_depthwise_conv_2d): four channels per load, the interior without bounds checks. */
 void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
-/* tr_depthwise_conv_s8_opt's layers with a 3x3 window, stride 1, no dilation, padding of at most one and the
- * activation range all of int8, whose band of three input rows fits the stack (the compiler checks, see
- * lower_depthwise_conv_2d): two pixels a step, each word of the band two taps. */
+/* tr_depthwise_conv_s8_opt's layers with a 3x3 window, stride 1 or 2 (the same both ways), no dilation, padding of
+ * at most one and the activation range all of int8, whose band (a strip of eight input rows of four channels)
+ * fits the stack (the compiler checks, see lower_depthwise_conv_2d): two pixels a step, each word of the band two
+ * taps of one channel. Without the DSP extension it is tr_depthwise_conv_s8_opt. */
 void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* FULLY_CONNECTED: out[rows][out_n] from in[rows][in_n] and weights[out_n][in_n]. */
 void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out);
