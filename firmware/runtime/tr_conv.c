@@ -250,11 +250,17 @@ static __attribute__((noinline)) void copy_run_s8(int8_t *dst, const int8_t *src
     copy_s8(dst, src, n);
 }
 
+/* value's byte four times, a word of it. */
+static inline int32_t repeated4(int8_t value)
+{
+    return (int32_t)((uint32_t)(uint8_t)value * 0x01010101u);
+}
+
 /* n > 0 bytes of value at dst, a word at a time (for the same reason, and the last bytes too: a call to memset
  * would link newlib's, 162 bytes of flash): fill_s8's, not inlined, for padding. */
 static TR_SETUP void fill_run_s8(int8_t *dst, int8_t value, int n)
 {
-    int32_t v = (int32_t)((uint32_t)(uint8_t)value * 0x01010101u);
+    int32_t v = repeated4(value);
     for (; n >= 4; n -= 4, dst += 4) {
         __asm__("" : "+r"(v));
         memcpy(dst, &v, 4);
@@ -1044,7 +1050,7 @@ static __attribute__((noinline)) void pixels_s8(const tr_conv_params *p, depthwi
 static __attribute__((noinline)) void patched_s8(const tr_conv_params *p, depthwise_group *g, const int8_t *in,
                                                  int oy, int lines, int ox, int pixels, int8_t *out, int32_t *patch)
 {
-    const int32_t zero_points = (int32_t)((uint32_t)(uint8_t)-p->in_offset * 0x01010101u);
+    const int32_t zero_points = repeated4((int8_t)-p->in_offset);
     const int rows = (lines - 1) * p->stride_h + (p->k_h - 1) * p->dilation_h + 1;
     const int columns = (pixels - 1) * p->stride_w + (p->k_w - 1) * p->dilation_w + 1;
     const int iy0 = oy * p->stride_h - p->pad_h, ix0 = ox * p->stride_w - p->pad_w;
@@ -1437,7 +1443,7 @@ TR_SETUP void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, 
 {
     enum { STEP = TR_BAND_PAIR / 4 }; /* words a column pair */
     const band_map m = walked_map(p);
-    const int32_t zero_points = (int32_t)((uint32_t)(uint8_t)-p->in_offset * 0x01010101u);
+    const int32_t zero_points = repeated4((int8_t)-p->in_offset);
     const int stride = p->stride_w, kept = 3 - stride; /* rows of a strip that the next one reads again */
     const int columns = stride * ((m.out_cols + 1) / 2) + 1; /* the band's column pairs */
     int32_t band[STEP * columns];
