@@ -144,7 +144,7 @@ def test_compiled_model_keeps_every_live_tensor_apart(digits):
                 last[t] = i
     last[compiled.output.index] = len(compiled.steps)
     buffers = [Buffer(t, graph.tensors[t].nbytes, first[t], last[t]) for t in first]
-    # the depthwise layer (same-sized, stride 1) writes over its input, which it reads for the last time
+    # the depthwise layer (its 8x8 map fits one patch) writes over its input, which it reads for the last time
     ties = [
         Tie(step.output, step.inputs[0], 0) for step in compiled.steps if step.function == "tr_depthwise3x3_s8_opt"
     ]
