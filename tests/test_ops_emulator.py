@@ -171,15 +171,15 @@ SWEEPS = {
     # 5x5x48: a receptive field larger than the stack's column buffer, read from the input in place
     "conv-large-filter": ([L.Conv2D(3, 5, padding="same"), L.Conv2D(5, 1)], (7, 6, 48)),
     # tr_conv_s8_opt's channel loop in assembly: fields of 27, 8, 54 and 12 bytes padded to whole words (7, 2, 14
-    # and 3: entering its eight-step passes at steps 1, 6, 2 and 5), and pixel counts of 3n + 2 (56: a last group
-    # taking the pixel before it again) and 3n + 1 (16: the last pixel computed for all three places)
+    # and 3: entering its eight-step passes at steps 1, 6, 2 and 5), and pixel counts of 4n + 3 (63) and 4n + 2 (10):
+    # a last group of fewer than four pixels, its outputs through the stack
     "conv-channel-pairs-whole-words": (
         [L.Conv2D(8, 3, padding="same", activation="relu"), L.Conv2D(6, 1), L.Conv2D(4, 3, strides=2, padding="same"),
-         L.Conv2D(10, (1, 3), padding="same")],
-        (8, 7, 3),
+         L.Conv2D(10, (1, 3))],
+        (9, 7, 3),
     ),
-    # layers of two pixels (no pixel before them: one at a time) and of one, with fields of 5, 4, 2, 8 and 1 words:
-    # the passes' other entries, at steps 3, 4, 6, 0 and 7
+    # layers of two pixels and of one (a single group, short), with fields of 5, 4, 2, 8 and 1 words: the passes'
+    # other entries, at steps 3, 4, 6, 0 and 7
     "conv-one-or-two-pixels": (
         [L.Conv2D(16, 1), L.Conv2D(4, 1), L.Conv2D(32, (1, 2)), L.Conv2D(4, 1), L.Conv2D(2, 1)],
         (1, 2, 20),
@@ -196,9 +196,8 @@ INT8_BOARDS = [*DSP_BOARDS, "qemu-mps3-an547"]
 def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tflm(board, tmp_path):
     """The planner's ties and the fused residual ADD (tr_conv_add_s8) on both paths: a residual block whose sum is
     written over its skip, a depthwise layer over its input (seven rows: tr_depthwise3x3_s8_opt's band takes two
-    strips, the second from rows kept of the first), 1x1 convolutions that widen and narrow in place. 56 pixels: the
-    three-pixel loop's last group of two takes the pixel before it again, from a field whose input is written
-    over."""
+    strips, the second from rows kept of the first), 1x1 convolutions that widen and narrow in place. 63 pixels: the
+    four-pixel loop's last group of three writes its outputs through the stack, over the input it has read."""
     layers = [
         conv(8),
         Branch(lambda x, y: K.relu(x + y), conv(8, activation="relu"), conv(8)),
@@ -207,7 +206,7 @@ def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tfl
         L.Conv2D(8, 1),
         Branch(K.add, L.Conv2D(8, 1)),
     ]
-    tflite = quantized_model(layers, (7, 8, 3))
+    tflite = quantized_model(layers, (7, 9, 3))
     compiled = compile_model(tflite)
     assert [s.function for s in compiled.steps].count("tr_conv_add_s8_opt") == 2
     (depthwise,) = [s for s in compiled.steps if s.function == "tr_depthwise3x3_s8_opt"]

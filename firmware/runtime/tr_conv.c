@@ -5,7 +5,7 @@
  * values. A tap outside the input (padding) then adds weight * zero point, which cancels that tap's share of the
  * folded term: the result is TFLM's, whose reference kernel skips the tap. CONV_2D gathers each output pixel's
  * receptive field on the stack (im2col, the zero point for padding) and takes two pixels times two output channels
- * per pass (three pixels in assembly, from fields widened to halfwords once); DEPTHWISE_CONV_2D takes four channels
+ * per pass (four pixels in assembly, from fields widened to halfwords once); DEPTHWISE_CONV_2D takes four channels
  * per load; FULLY_CONNECTED four outputs per input load (two on the plain path). Most layers take the _opt kernels,
  * whose requantization is a few instructions from twice the accumulator (requantize_doubled). Bounds are found once
  * per output pixel, never per product. On cores with the DSP extension the products go through SXTB16 and SMLAD
@@ -395,149 +395,171 @@ static __attribute__((noinline)) void dot4_columns_s8(const int8_t *x, const int
     dot4_s8(x, x + TR_COLUMN_BYTES, w0, w1, n, acc); /* what the DSP loop left, or everything */
 }
 
+/* The words of a receptive field in a block of tr_conv_s8_opt's filters (lower.PAIR_BLOCK), which channels_s8 takes
+ * a pass. A pair of output channels' stream (lower.pair_stream) holds its two int32 biases, then its filters in
+ * blocks, 8 bytes for each word of the field, the first block led by pair_lead zero words. */
+#define TR_PAIR_BLOCK 8
+
+static inline int pair_lead(int words)
+{
+    return -words & (TR_PAIR_BLOCK - 1);
+}
+
+/* The bytes of a pair's stream for a receptive field of words words. */
+static inline int pair_bytes(int words)
+{
+    return 8 + 8 * (words + pair_lead(words));
+}
+
 #if TR_DSP_ASM
 /* What channels_s8 keeps in memory, its registers all taken by the dot products: the pointers it advances a pair
  * of channels at a time, and the constants of the layer. */
 typedef struct {
-    const int32_t *bias;       /* the folded bias of the next pair */
+    const int8_t *stream;      /* the next pair's biases and filters (lower.pair_stream) */
     const int32_t *multiplier; /* and its requantization */
     const int8_t *shift;
-    const int8_t *weights;     /* the next pair's filters, interleaved a word of each at a time */
     int8_t *out;               /* the first pixel's outputs of the next pair */
-    int32_t second;            /* how far the second pixel's outputs are from the first's, the third's twice that */
+    int32_t out_c;             /* how far a pixel's outputs are from the one before's */
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
-    int32_t skip;              /* steps the first pass skips: passes of TR_CHANNELS_PASS steps, 4 bytes each */
-    const int32_t *fields;     /* the three pixels' receptive fields, widened (widen_s8) */
+    int32_t lead;              /* steps the first pass skips: the first block's leading words */
+    const int32_t *fields;     /* the four pixels' receptive fields, widened (widen_s8), less lead steps */
     const int32_t *end;        /* and where they end */
 } channels_context;
 
-/* Four bytes of the three receptive fields, widened to halfwords (widen_s8: six words, two of each pixel), times
- * four of each of two filters (a word of each, interleaved, widened here once for the three pixels). The third and
- * second pixels' words first, at immediate offsets, so that the first pixel's last load can advance x. */
-#define TR_CHANNELS_STEP                                                                                           \
-    "ldr %[t0], [%[w]], #4\n\t"                                                                                    \
-    "ldr %[t2], [%[w]], #4\n\t"                                                                                    \
-    "sxtb16 %[t1], %[t0]\n\t"                                                                                      \
-    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                                              \
-    "sxtb16 %[t3], %[t2]\n\t"                                                                                      \
-    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                                              \
-    "ldr %[t4], [%[x], #16]\n\t"                                                                                   \
-    "ldr %[t5], [%[x], #20]\n\t"                                                                                   \
-    "smlad %[c0], %[t1], %[t4], %[c0]\n\t"                                                                         \
-    "smlad %[c1], %[t3], %[t4], %[c1]\n\t"                                                                         \
-    "smlad %[c0], %[t0], %[t5], %[c0]\n\t"                                                                         \
-    "smlad %[c1], %[t2], %[t5], %[c1]\n\t"                                                                         \
-    "ldr %[t4], [%[x], #8]\n\t"                                                                                    \
-    "ldr %[t5], [%[x], #12]\n\t"                                                                                   \
-    "smlad %[b0], %[t1], %[t4], %[b0]\n\t"                                                                         \
-    "smlad %[b1], %[t3], %[t4], %[b1]\n\t"                                                                         \
-    "smlad %[b0], %[t0], %[t5], %[b0]\n\t"                                                                         \
-    "smlad %[b1], %[t2], %[t5], %[b1]\n\t"                                                                         \
-    "ldr %[t5], [%[x], #4]\n\t"                                                                                    \
-    "ldr %[t4], [%[x]], #24\n\t"                                                                                   \
-    "smlad %[a0], %[t1], %[t4], %[a0]\n\t"                                                                         \
-    "smlad %[a1], %[t3], %[t4], %[a1]\n\t"                                                                         \
-    "smlad %[a0], %[t0], %[t5], %[a0]\n\t"                                                                         \
-    "smlad %[a1], %[t2], %[t5], %[a1]\n\t"
+/* Half a step of channels_s8, two bytes of a word of the four receptive fields: a word of the pair's weights of
+ * those bytes at offset wo of the stream, split by SXTB16 into both filters' halfwords, times the four pixels'
+ * widened bytes at offset xo of the fields (a word each, 8 bytes apart). The loads in twos: on the core a load
+ * right after another takes a cycle less. */
+#define TR_CHANNELS_HALF(wo, xo)                                                                                   \
+    "ldr %[v], [%[w], #" wo "]\n\t"                                                                                \
+    "ldr %[t], [%[x], #" xo "]\n\t"                                                                                \
+    "ldr %[t2], [%[x], #" xo "+8]\n\t"                                                                             \
+    "sxtb16 %[u], %[v]\n\t"                                                                                        \
+    "sxtb16 %[v], %[v], ror #8\n\t"                                                                                \
+    "smlad %[a0], %[u], %[t], %[a0]\n\t"                                                                           \
+    "smlad %[b0], %[v], %[t], %[b0]\n\t"                                                                           \
+    "smlad %[a1], %[u], %[t2], %[a1]\n\t"                                                                          \
+    "smlad %[b1], %[v], %[t2], %[b1]\n\t"                                                                          \
+    "ldr %[t], [%[x], #" xo "+16]\n\t"                                                                             \
+    "ldr %[t2], [%[x], #" xo "+24]\n\t"                                                                            \
+    "smlad %[a2], %[u], %[t], %[a2]\n\t"                                                                           \
+    "smlad %[b2], %[v], %[t], %[b2]\n\t"                                                                           \
+    "smlad %[a3], %[u], %[t2], %[a3]\n\t"                                                                          \
+    "smlad %[b3], %[v], %[t2], %[b3]\n\t"
+
+/* Step s of a pass, at label 1s: a word of the four fields (32 bytes widened), its bytes 0 and 2 meeting the
+ * block's first half of weights, 1 and 3 its second. */
+#define TR_CHANNELS_STEP(s)                                                                                        \
+    "1" #s ":\n\t" TR_CHANNELS_HALF("4*" #s, "32*" #s) TR_CHANNELS_HALF("32+4*" #s, "32*" #s "+4")
 
 /* One output of channels_s8: the accumulator acc requantized from twice itself (requantize_doubled, overwriting
- * acc) into w, saturated and stored at address. t5 holds its channel's multiplier, t2 its nudge and t0 its shift
+ * acc) into u, saturated and stored at address. w holds its channel's multiplier, t its nudge and t2 its shift
  * right less one in the low byte, where register shifts read it: the last step of the shift is SSAT's. ASRS, not
  * ASR: its 16-bit encoding, the flags being free here. */
 #define TR_CHANNELS_OUTPUT(acc, address)                                                                           \
     "add %[" #acc "], %[" #acc "], %[" #acc "]\n\t"                                                                \
-    "smmlar %[w], %[" #acc "], %[t5], %[t2]\n\t"                                                                   \
-    "add %[w], %[w], %[" #acc "], asr #31\n\t"                                                                     \
-    "asrs %[w], %[w], %[t0]\n\t"                                                                                   \
-    "ssat %[w], #8, %[w], asr #1\n\t"                                                                              \
-    "strb %[w], " address "\n\t"
+    "smmlar %[u], %[" #acc "], %[w], %[t]\n\t"                                                                     \
+    "add %[u], %[u], %[" #acc "], asr #31\n\t"                                                                     \
+    "asrs %[u], %[u], %[t2]\n\t"                                                                                   \
+    "ssat %[u], #8, %[u], asr #1\n\t"                                                                              \
+    "strb %[u], " address "\n\t"
 
-/* A channel's three outputs, from the accumulators p0, p1 and p2, at x and the second and third pixels' places
- * t1 and 2 * t1 bytes further. */
-#define TR_CHANNELS_OUTPUTS(p0, p1, p2)                                                                            \
-    TR_CHANNELS_OUTPUT(p0, "[%[x]]") TR_CHANNELS_OUTPUT(p1, "[%[x], %[t1]]")                                       \
-    TR_CHANNELS_OUTPUT(p2, "[%[x], %[t1], lsl #1]")
+/* A channel's four outputs, from the accumulators p0 to p3, at x and v (out_c) bytes apart; p0, once stored, holds
+ * the fourth's place less v. */
+#define TR_CHANNELS_OUTPUTS(p0, p1, p2, p3)                                                                        \
+    TR_CHANNELS_OUTPUT(p0, "[%[x]]") TR_CHANNELS_OUTPUT(p1, "[%[x], %[v]]")                                        \
+    TR_CHANNELS_OUTPUT(p2, "[%[x], %[v], lsl #1]") "add %[" #p0 "], %[x], %[v], lsl #1\n\t"                        \
+    TR_CHANNELS_OUTPUT(p3, "[%[" #p0 "], %[v]]")
 
-/* Steps of channels_s8's passes: a field's words not a multiple of it enter the first pass at a later step. */
-#define TR_CHANNELS_PASS 8
-
-/* conv_s8's channel loop for three pixels with the _opt requantization, in assembly: every output channel pair's
- * dot products over the three receptive fields (TR_CHANNELS_PASS steps a pass), then its six outputs, with no call
- * or reload per pair. The dot products take all fourteen registers; the context waits on the stack meanwhile, with
- * the fields' end, which ends the passes, and the address of the step the first pass enters at (one load of the
- * PC per pair, where comparisons with the steps to skip took up to six instructions). */
+/* conv_s8's channel loop for four pixels with the _opt requantization, in assembly: every output channel pair's
+ * dot products over the four receptive fields (a block of the stream a pass), then its eight outputs, with no call
+ * or reload per pair. Per word of the fields: 2 loads and 4 SXTB16 for the weights, 8 loads and 16 SMLAD, 32
+ * products. The dot products take all fourteen registers; the context waits on the stack meanwhile, with the
+ * fields' end, which ends the passes, and the address of the step the first pass enters at (one load of the PC
+ * per pair), from a table of the steps' places: they differ in size, those of offsets past 124 bytes taking
+ * 32-bit loads. */
 static __attribute__((noinline)) void channels_s8(channels_context *context)
 {
-    /* the loads' operands in r0-r7, where an immediate offset fits a 16-bit encoding: the steps take less flash */
-    register int32_t t0 __asm__("r0") = (int32_t)context;
-    register int32_t t1 __asm__("r1"), t2 __asm__("r2"), t3 __asm__("r3"), t4 __asm__("r4"), t5 __asm__("r5");
-    register const int8_t *x __asm__("r6"), *w __asm__("r7");
-    int32_t a0, a1, b0, b1, c0, c1;
-    __asm__ volatile("ldr %[t1], [%[t0], %[end]]\n\t"
-                     "ldr %[t2], [%[t0], %[skip]]\n\t"
-                     "adr %[t3], 2f\n\t"
-                     "adr %[t4], 3f\n\t"
-                     "sub %[t4], %[t4], %[t3]\n\t" /* a step's bytes */
-                     "mla %[t3], %[t2], %[t4], %[t3]\n\t"
-                     "orr %[t3], %[t3], #1\n\t" /* the entry, in Thumb state */
-                     "str %[t3], [sp, #-4]!\n\t"
-                     "str %[t1], [sp, #-4]!\n\t"
-                     "str %[t0], [sp, #-4]!\n"
+    /* the loads' registers in r0-r7, where an immediate offset up to 124 fits a 16-bit encoding */
+    register int32_t u __asm__("r0") = (int32_t)context;
+    register int32_t v __asm__("r1"), t __asm__("r2"), t2 __asm__("r3");
+    register const int8_t *x __asm__("r4"), *w __asm__("r5");
+    register int32_t a0 __asm__("r6"), b0 __asm__("r7");
+    int32_t a1, a2, a3, b1, b2, b3;
+    __asm__ volatile("ldr %[t], [%[u], %[lead]]\n\t"
+                     "adr %[v], 8f\n\t"
+                     "ldrh %[t], [%[v], %[t], lsl #1]\n\t"
+                     "adr %[v], 10f\n\t"
+                     "add %[v], %[v], %[t], lsl #1\n\t"
+                     "orr %[v], %[v], #1\n\t" /* the entry, in Thumb state */
+                     "ldr %[t], [%[u], %[end]]\n\t"
+                     "str %[v], [sp, #-4]!\n\t"
+                     "str %[t], [sp, #-4]!\n\t"
+                     "str %[u], [sp, #-4]!\n\t"
+                     "b 1f\n"
+                     "8:\n\t" /* the steps' places, in halfwords from the first */
+                     ".hword 0, (11f-10f)/2, (12f-10f)/2, (13f-10f)/2, (14f-10f)/2, (15f-10f)/2, (16f-10f)/2, "
+                     "(17f-10f)/2\n"
                      "1:\n\t"
-                     "ldr %[t1], [%[t0], %[bias]]\n\t"
-                     "ldr %[a0], [%[t1]], #4\n\t"
-                     "ldr %[a1], [%[t1]], #4\n\t"
-                     "str %[t1], [%[t0], %[bias]]\n\t"
-                     "mov %[b0], %[a0]\n\t"
-                     "mov %[b1], %[a1]\n\t"
-                     "mov %[c0], %[a0]\n\t"
-                     "mov %[c1], %[a1]\n\t"
-                     "ldr %[w], [%[t0], %[weights]]\n\t"
-                     "ldr %[x], [%[t0], %[field]]\n\t"
-                     "ldr pc, [sp, #8]\n"
-                     "2:\n\t" TR_CHANNELS_STEP "3:\n\t" TR_CHANNELS_STEP TR_CHANNELS_STEP TR_CHANNELS_STEP
-                     TR_CHANNELS_STEP TR_CHANNELS_STEP TR_CHANNELS_STEP TR_CHANNELS_STEP
-                     "ldr %[t0], [sp, #4]\n\t"
-                     "cmp %[x], %[t0]\n\t"
-                     "bne 2b\n\t"
-                     "ldr %[t0], [sp]\n\t"
-                     "str %[w], [%[t0], %[weights]]\n\t"
-                     "ldr %[x], [%[t0], %[out]]\n\t"
-                     "ldr %[t1], [%[t0], %[second]]\n\t"
-                     "ldr %[t4], [%[t0], %[k]]\n\t"
-                     "ldr %[t2], [%[t0], %[shift]]\n\t"
-                     "ldrh %[t3], [%[t2]], #2\n\t" /* the pair's shifts, -right as bytes: ~ gives right - 1 */
-                     "str %[t2], [%[t0], %[shift]]\n\t"
-                     "ldr %[t2], [%[t0], %[multiplier]]\n\t"
-                     "ldr %[t5], [%[t2]], #8\n\t"
-                     "str %[t2], [%[t0], %[multiplier]]\n\t"
-                     "mvn %[t0], %[t3]\n\t"
-                     "lsl %[t2], %[t4], %[t0]\n\t" /* doubled_nudge: k << (right - 1) */
-                     TR_CHANNELS_OUTPUTS(a0, b0, c0)
-                     "ldr %[t0], [sp]\n\t"
-                     "ldr %[t5], [%[t0], %[multiplier]]\n\t"
-                     "ldr %[t5], [%[t5], #-4]\n\t"
-                     "mvn %[t0], %[t3], lsr #8\n\t"
-                     "lsl %[t2], %[t4], %[t0]\n\t"
+                     "ldr %[u], [sp]\n\t"
+                     "ldr %[w], [%[u], %[stream]]\n\t"
+                     "ldr %[x], [%[u], %[fields]]\n\t"
+                     "ldr %[a0], [%[w]], #4\n\t"
+                     "ldr %[b0], [%[w]], #4\n\t"
+                     "mov %[a1], %[a0]\n\t"
+                     "mov %[a2], %[a0]\n\t"
+                     "mov %[a3], %[a0]\n\t"
+                     "mov %[b1], %[b0]\n\t"
+                     "mov %[b2], %[b0]\n\t"
+                     "mov %[b3], %[b0]\n\t"
+                     "ldr pc, [sp, #8]\n\t"
+                     TR_CHANNELS_STEP(0) TR_CHANNELS_STEP(1) TR_CHANNELS_STEP(2) TR_CHANNELS_STEP(3)
+                     TR_CHANNELS_STEP(4) TR_CHANNELS_STEP(5) TR_CHANNELS_STEP(6) TR_CHANNELS_STEP(7)
+                     "add %[x], %[x], #32 * 8\n\t"
+                     "add %[w], %[w], #8 * 8\n\t"
+                     "ldr %[t], [sp, #4]\n\t"
+                     "cmp %[x], %[t]\n\t"
+                     "bne 10b\n\t"
+                     "ldr %[u], [sp]\n\t"
+                     "str %[w], [%[u], %[stream]]\n\t"
+                     "ldr %[x], [%[u], %[out]]\n\t"
+                     "ldr %[v], [%[u], %[out_c]]\n\t"
+                     "ldr %[t2], [%[u], %[shift]]\n\t"
+                     "ldrsb %[t2], [%[t2]]\n\t" /* -right */
+                     "mvn %[t2], %[t2]\n\t"
+                     "ldr %[t], [%[u], %[k]]\n\t"
+                     "lsl %[t], %[t], %[t2]\n\t" /* doubled_nudge: k << (right - 1) */
+                     "ldr %[w], [%[u], %[multiplier]]\n\t"
+                     "ldr %[w], [%[w]]\n\t"
+                     TR_CHANNELS_OUTPUTS(a0, a1, a2, a3)
+                     "ldr %[a1], [sp]\n\t"
+                     "ldr %[a2], [%[a1], %[shift]]\n\t"
+                     "ldrsb %[t2], [%[a2], #1]\n\t"
+                     "add %[a2], %[a2], #2\n\t"
+                     "str %[a2], [%[a1], %[shift]]\n\t"
+                     "mvn %[t2], %[t2]\n\t"
+                     "ldr %[t], [%[a1], %[k]]\n\t"
+                     "lsl %[t], %[t], %[t2]\n\t"
+                     "ldr %[a2], [%[a1], %[multiplier]]\n\t"
+                     "ldr %[w], [%[a2], #4]\n\t"
+                     "add %[a2], %[a2], #8\n\t"
+                     "str %[a2], [%[a1], %[multiplier]]\n\t"
                      "add %[x], %[x], #1\n\t"
-                     TR_CHANNELS_OUTPUTS(a1, b1, c1)
-                     "ldr %[t0], [sp]\n\t"
+                     TR_CHANNELS_OUTPUTS(b0, b1, b2, b3)
                      "add %[x], %[x], #1\n\t"
-                     "str %[x], [%[t0], %[out]]\n\t"
-                     "ldr %[t1], [%[t0], %[pairs]]\n\t"
-                     "subs %[t1], %[t1], #1\n\t"
-                     "str %[t1], [%[t0], %[pairs]]\n\t"
+                     "str %[x], [%[a1], %[out]]\n\t"
+                     "ldr %[a2], [%[a1], %[pairs]]\n\t"
+                     "subs %[a2], %[a2], #1\n\t"
+                     "str %[a2], [%[a1], %[pairs]]\n\t"
                      "bne 1b\n\t"
                      "add sp, sp, #12"
-                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [c0] "=&r"(c0), [c1] "=&r"(c1),
-                       [x] "=&r"(x), [w] "=&r"(w), [t0] "+r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
-                       [t4] "=&r"(t4), [t5] "=&r"(t5)
-                     : [field] "i"(offsetof(channels_context, fields)), [end] "i"(offsetof(channels_context, end)),
-                       [bias] "i"(offsetof(channels_context, bias)),
-                       [weights] "i"(offsetof(channels_context, weights)),
-                       [skip] "i"(offsetof(channels_context, skip)), [out] "i"(offsetof(channels_context, out)),
-                       [second] "i"(offsetof(channels_context, second)),
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [b0] "=&r"(b0), [b1] "=&r"(b1),
+                       [b2] "=&r"(b2), [b3] "=&r"(b3), [x] "=&r"(x), [w] "=&r"(w), [u] "+r"(u), [v] "=&r"(v),
+                       [t] "=&r"(t), [t2] "=&r"(t2)
+                     : [fields] "i"(offsetof(channels_context, fields)), [end] "i"(offsetof(channels_context, end)),
+                       [stream] "i"(offsetof(channels_context, stream)), [lead] "i"(offsetof(channels_context, lead)),
+                       [out] "i"(offsetof(channels_context, out)), [out_c] "i"(offsetof(channels_context, out_c)),
                        [multiplier] "i"(offsetof(channels_context, multiplier)),
                        [shift] "i"(offsetof(channels_context, shift)), [k] "i"(offsetof(channels_context, k)),
                        [pairs] "i"(offsetof(channels_context, pairs))
@@ -546,44 +568,32 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
 #endif
 
 #if TR_MVE
-/* channels_s8 with Helium: per pair of output channels, 16 bytes of the three receptive fields a step, the pair's
- * filters (interleaved a word of each at a time) split apart by VLD2, and each 16-byte dot product one VMLADAVA. A
- * last part of fewer than 16 bytes takes predicated loads, the filters' words a gather, which reads no further
- * than the filters. The first n pixels' outputs go to y, out_c apart. */
-static __attribute__((noinline)) void channels_mve(const tr_conv_params *p, const int8_t *columns, int filter_size,
+/* channels_s8 with Helium: per pair of output channels, a block of the stream (32 bytes of the field) a step: VLD2
+ * splits each half of the block into both filters' weights of the field's even or odd bytes, and each pixel's 32
+ * bytes into its even and odd bytes, for four 16-byte VMLADAVAs a pixel. The first block's leading zero weights
+ * meet the bytes before the fields (columns has room for them). The first n pixels' outputs go to y, out_c apart. */
+static __attribute__((noinline)) void channels_mve(const tr_conv_params *p, const int8_t *columns, int words,
                                                    int8_t *y, int n)
 {
-    const int out_c = p->out_c, whole = filter_size & ~15, rest = filter_size - whole;
-    const uint32x4_t every_other = vidupq_n_u32(0, 2); /* word offsets 0, 2, 4, 6 */
-    const mve_pred16_t rest_words = vctp32q((uint32_t)rest / 4), rest_bytes = vctp8q((uint32_t)rest);
-    const int8_t *x0 = columns, *x1 = columns + TR_COLUMN_BYTES, *x2 = columns + 2 * TR_COLUMN_BYTES;
+    const int out_c = p->out_c, bytes = 4 * (pair_lead(words) + words);
+    const int8_t *x0 = columns - 4 * pair_lead(words), *x1 = x0 + TR_COLUMN_BYTES, *x2 = x1 + TR_COLUMN_BYTES;
     const int8_t *w = p->weights;
-    for (int oc = 0; oc < out_c; oc += 2, w += 2 * filter_size) {
-        int32_t a0 = p->bias[oc], a1 = p->bias[oc + 1], b0 = a0, b1 = a1, c0 = a0, c1 = a1;
-        for (int i = 0; i < whole; i += 16) {
-            const uint32x4x2_t pair = vld2q_u32((const uint32_t *)(w + 2 * i));
-            const int8x16_t w0 = vreinterpretq_s8_u32(pair.val[0]), w1 = vreinterpretq_s8_u32(pair.val[1]);
-            const int8x16_t xa = vldrbq_s8(x0 + i), xb = vldrbq_s8(x1 + i), xc = vldrbq_s8(x2 + i);
-            a0 = vmladavaq_s8(a0, xa, w0);
-            a1 = vmladavaq_s8(a1, xa, w1);
-            b0 = vmladavaq_s8(b0, xb, w0);
-            b1 = vmladavaq_s8(b1, xb, w1);
-            c0 = vmladavaq_s8(c0, xc, w0);
-            c1 = vmladavaq_s8(c1, xc, w1);
-        }
-        if (rest) {
-            const uint32_t *words = (const uint32_t *)(w + 2 * whole);
-            const uint32x4_t v0 = vldrwq_gather_shifted_offset_z_u32(words, every_other, rest_words);
-            const uint32x4_t v1 = vldrwq_gather_shifted_offset_z_u32(words + 1, every_other, rest_words);
-            const int8x16_t w0 = vreinterpretq_s8_u32(v0), w1 = vreinterpretq_s8_u32(v1);
-            const int8x16_t xa = vldrbq_z_s8(x0 + whole, rest_bytes), xb = vldrbq_z_s8(x1 + whole, rest_bytes);
-            const int8x16_t xc = vldrbq_z_s8(x2 + whole, rest_bytes);
-            a0 = vmladavaq_p_s8(a0, xa, w0, rest_bytes);
-            a1 = vmladavaq_p_s8(a1, xa, w1, rest_bytes);
-            b0 = vmladavaq_p_s8(b0, xb, w0, rest_bytes);
-            b1 = vmladavaq_p_s8(b1, xb, w1, rest_bytes);
-            c0 = vmladavaq_p_s8(c0, xc, w0, rest_bytes);
-            c1 = vmladavaq_p_s8(c1, xc, w1, rest_bytes);
+    for (int oc = 0; oc < out_c; oc += 2) {
+        int32_t bias[2];
+        memcpy(bias, w, sizeof bias);
+        int32_t a0 = bias[0], a1 = bias[1], b0 = a0, b1 = a1, c0 = a0, c1 = a1;
+        w += sizeof bias;
+        for (int i = 0; i < bytes; i += 4 * TR_PAIR_BLOCK, w += 8 * TR_PAIR_BLOCK) {
+            const int8x16x2_t even = vld2q_s8(w), odd = vld2q_s8(w + 4 * TR_PAIR_BLOCK);
+            const int8x16x2_t xa = vld2q_s8(x0 + i);
+            a0 = vmladavaq_s8(vmladavaq_s8(a0, xa.val[0], even.val[0]), xa.val[1], odd.val[0]);
+            a1 = vmladavaq_s8(vmladavaq_s8(a1, xa.val[0], even.val[1]), xa.val[1], odd.val[1]);
+            const int8x16x2_t xb = vld2q_s8(x1 + i);
+            b0 = vmladavaq_s8(vmladavaq_s8(b0, xb.val[0], even.val[0]), xb.val[1], odd.val[0]);
+            b1 = vmladavaq_s8(vmladavaq_s8(b1, xb.val[0], even.val[1]), xb.val[1], odd.val[1]);
+            const int8x16x2_t xc = vld2q_s8(x2 + i);
+            c0 = vmladavaq_s8(vmladavaq_s8(c0, xc.val[0], even.val[0]), xc.val[1], odd.val[0]);
+            c1 = vmladavaq_s8(vmladavaq_s8(c1, xc.val[0], even.val[1]), xc.val[1], odd.val[1]);
         }
         const int32_t acc[6] = {a0, a1, b0, b1, c0, c1};
         pair_outputs_s8(p, oc, acc, n, y, out_c);
@@ -619,39 +629,47 @@ static __attribute__((noinline)) void residual_s8(const tr_residual *r, const in
     }
 }
 
-/* The _opt layers' filters are interleaved in pairs, a word of each in turn (see lower.interleave_pairs):
- * dot4_s8 over n bytes (a multiple of 4) of two such filters starting at w. */
-static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, int n, int32_t acc[4])
+/* dot4_s8 over a receptive field of words words and a pair's filters in blocks (lower.pair_stream, past the
+ * biases): for each word of the field, its bytes 0 and 2 meet a word of both filters in its block's first half,
+ * its bytes 1 and 3 one in the second. */
+static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, int words, int32_t acc[4])
 {
-    for (int i = 0; i < n; i += 4, w += 8) {
-        dot4_s8(xa + i, xb + i, w, w + 4, 4, acc);
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    for (int j = pair_lead(words); j < pair_lead(words) + words; j++, xa += 4, xb += 4) {
+        const int8_t *e = w + 8 * j - 4 * (j % TR_PAIR_BLOCK), *o = e + 4 * TR_PAIR_BLOCK;
+        a0 += e[0] * xa[0] + o[0] * xa[1] + e[2] * xa[2] + o[2] * xa[3];
+        a1 += e[1] * xa[0] + o[1] * xa[1] + e[3] * xa[2] + o[3] * xa[3];
+        b0 += e[0] * xb[0] + o[0] * xb[1] + e[2] * xb[2] + o[2] * xb[3];
+        b1 += e[1] * xb[0] + o[1] * xb[1] + e[3] * xb[2] + o[3] * xb[3];
     }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
 }
 
 #if TR_DSP_ASM
 /* A run of words words of a receptive field from x into its place of the group's widened fields (channels_s8's):
- * each word's bytes 0 and 2, then 1 and 3, sign-extended into halfwords, six words (three pixels) apart. Widened
+ * each word's bytes 0 and 2, then 1 and 3, sign-extended into halfwords, eight words (four pixels) apart. Widened
  * once per pixel here, the field's bytes are not widened again for every pair of output channels. */
 static __attribute__((noinline)) void widen_s8(int32_t *place, const int8_t *x, int words)
 {
-    for (const int32_t *end = place + 6 * words; place < end; place += 6, x += 4) {
+    for (const int32_t *end = place + 8 * words; place < end; place += 8, x += 4) {
         const int32_t v = load4(x);
         place[0] = __sxtb16(v);
         place[1] = sxtb16_ror8(v);
     }
 }
 
-/* conv_s8's _opt path with the DSP extension: three pixels a group, their receptive fields widened on the stack,
- * then channels_s8 for every output channel pair. The fields are gathered before the outputs are written (see
- * conv_s8). channels_s8 writes the third pixel's outputs twice the second's distance from the first's: a last
- * group of two takes its pixels in the order px + 1, px, px - 1, the second's outputs out_c before the first's, and
- * computes px - 1 again from the field the group before left in the third place (its input may be written over by
- * now). A last group of one computes its pixel three times, its outputs at one place. The caller gives the stack
- * (a function with variable arrays is never inlined): fields for six words per word of the field, column for the
- * field gathered whole to widen, and sums for tr_conv_add_s8's values before the residual ADD. */
+/* conv_s8's _opt path with the DSP extension: four pixels a group, their receptive fields widened on the stack,
+ * then channels_s8 for every output channel pair. The fields are widened before the outputs are written (see
+ * conv_s8). A last group of fewer pixels writes its outputs to last, then copies them out (the places of the
+ * missing pixels hold what their fields' stale words give, never copied). The caller gives the stack (a function
+ * with variable arrays is never inlined): fields for eight words per word of the field, column for a field
+ * gathered whole to widen, and last for a group's outputs, also tr_conv_add_s8's values before the residual ADD. */
 static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_params *p, const int8_t *in,
                                                                    const int8_t *skip, int8_t *out, int32_t *fields,
-                                                                   int8_t *column, int8_t *sums)
+                                                                   int8_t *column, int8_t *last)
 {
     const int field = p->k_h * p->k_w * p->k_c, words = (field + 3) / 4, out_c = p->out_c;
     const int pixels = p->out_h * p->out_w;
@@ -663,34 +681,23 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
     const int row_bytes = p->k_w * p->in_c, row_words = row_bytes % 4 || p->dilation_w != 1 ? 0 : row_bytes / 4;
     const int row_step = p->dilation_h * p->in_w * p->in_c;
     channels_context context; /* set field by field: an initializer would zero the others with memset */
+    context.out_c = out_c;
     context.k = 1 + 2 * p->out_offset;
-    context.skip = (TR_CHANNELS_PASS - words % TR_CHANNELS_PASS) % TR_CHANNELS_PASS;
-    context.fields = fields;
-    context.end = fields + 6 * words;
+    context.lead = pair_lead(words);
+    context.fields = fields - 8 * pair_lead(words);
+    context.end = fields + 8 * words;
     for (int px = 0, n; px < pixels; px += n, out += n * out_c) {
-        n = tr_min(3, pixels - px);
-        if (n == 2 && !skip && px == 0) {
-            n = 1; /* no pixel before it: one at a time */
-        }
-        int8_t *y = skip ? sums : out;
-        int32_t second = n == 1 ? 0 : out_c;
-        int q[3] = {px, px + tr_min(1, n - 1), px + tr_min(2, n - 1)}, places = 3;
-        if (n == 2 && !skip) {
-            q[0] = px + 1;
-            q[1] = px;
-            places = 2;
-            y += out_c;
-            second = -out_c;
-        }
-        for (int i = 0; i < places; i++) {
+        n = tr_min(4, pixels - px);
+        for (int i = 0; i < n; i++) {
+            const int q = px + i;
             if (pointwise) {
-                widen_s8(fields + 2 * i, in + q[i] * field, words);
+                widen_s8(fields + 2 * i, in + q * field, words);
                 continue;
             }
-            const int iy0 = q[i] / p->out_w * p->stride_h - p->pad_h, ix0 = q[i] % p->out_w * p->stride_w - p->pad_w;
+            const int iy0 = q / p->out_w * p->stride_h - p->pad_h, ix0 = q % p->out_w * p->stride_w - p->pad_w;
             if (row_words && inside_field(p, iy0, ix0)) { /* widened from the input's rows: not gathered first */
                 const int8_t *x = in + (iy0 * p->in_w + ix0) * p->in_c;
-                for (int32_t *place = fields + 2 * i, *end = place + 6 * words; place < end; place += 6 * row_words) {
+                for (int32_t *place = fields + 2 * i, *end = place + 8 * words; place < end; place += 8 * row_words) {
                     widen_s8(place, x, row_words);
                     x += row_step;
                 }
@@ -699,16 +706,16 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
             receptive_field_s8(p, in, iy0, ix0, column);
             widen_s8(fields + 2 * i, column, words);
         }
-        context.bias = p->bias;
+        context.stream = p->weights;
         context.multiplier = p->requant.multiplier;
         context.shift = p->requant.shift;
-        context.weights = p->weights;
-        context.out = y;
-        context.second = second;
+        context.out = skip || n < 4 ? last : out;
         context.pairs = out_c / 2;
         channels_s8(&context);
         if (skip) {
-            residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
+            residual_s8(p->residual, last, skip + px * out_c, out, n * out_c);
+        } else if (n < 4) {
+            copy_run_s8(out, last, n * out_c);
         }
     }
 }
@@ -721,19 +728,20 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
  * convolution may write over its own input (see tr_kernels.h). With skip (tr_conv_add_s8), the pixels' values go to
  * the stack, then through the residual ADD with skip's values at their places, each read before its place is written.
  * With opt (the _opt entry points), the outputs are requantized from the doubled accumulator and saturated to int8,
- * from filters padded to whole words and interleaved in pairs: the compiler checks that this is exact, that the
- * activation range is all of int8 and that out_c is even. A last group of fewer pixels computes its last pixel again,
- * in place of the missing ones. */
+ * from a pair of channels' stream (lower.pair_stream): the compiler checks that this is exact, that the activation
+ * range is all of int8 and that out_c is even. A last group of fewer pixels computes its last pixel again, in place
+ * of the missing ones. */
 static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *p, const int8_t *in,
                                                           const int8_t *skip, int8_t *out, const int opt)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
     const int field = p->k_h * p->k_w * p->k_c, out_c = p->out_c, pixels = p->out_h * p->out_w;
-    const int filter_size = opt ? (field + 3) & ~3 : field;
-    enum { GROUP = TR_MVE ? 3 : 2 }; /* pixels at a time on the _opt path */
+    const int words = (field + 3) / 4, filter_size = opt ? 4 * words : field;
+    enum { GROUP = TR_MVE ? 3 : 2, ROOM = TR_MVE ? 4 * TR_PAIR_BLOCK : 0 }; /* see channels_mve */
     const int group = opt ? GROUP : 2;
-    int8_t columns[GROUP * TR_COLUMN_BYTES];
+    int8_t room[ROOM + GROUP * TR_COLUMN_BYTES], *columns = room + ROOM;
     int8_t sums[GROUP * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
+    fill_s8(room, 0, ROOM);
     for (int i = 0; i < group; i++) {
         fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights, past every field */
     }
@@ -751,31 +759,32 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
                                    columns + i * TR_COLUMN_BYTES);
             }
         }
-#if TR_MVE
         if (opt) {
-            channels_mve(p, columns, filter_size, y, n);
-            if (skip) {
-                residual_s8(p->residual, sums, skip + px * out_c, out, n * out_c);
-            }
-            continue;
-        }
-#endif
-        for (int oc = 0; oc < out_c; oc += 2) {
-            const int pair = oc + 1 < out_c; /* an odd last channel is computed twice, once discarded */
-            const int8_t *w0 = p->weights + oc * filter_size, *w1 = pair ? w0 + filter_size : w0;
-            const int32_t bias0 = p->bias ? p->bias[oc] : 0, bias1 = p->bias && pair ? p->bias[oc + 1] : 0;
-            int32_t acc[4] = {bias0, bias1, bias0, bias1};
-            if (opt) {
-                dot4_pairs_s8(columns, columns + TR_COLUMN_BYTES, w0, filter_size, acc);
+#if TR_MVE
+            channels_mve(p, columns, words, y, n);
+#else
+            const int8_t *w = p->weights;
+            for (int oc = 0; oc < out_c; oc += 2, w += pair_bytes(words)) {
+                int32_t bias[2];
+                memcpy(bias, w, sizeof bias);
+                int32_t acc[4] = {bias[0], bias[1], bias[0], bias[1]};
+                dot4_pairs_s8(columns, columns + TR_COLUMN_BYTES, w + sizeof bias, words, acc);
                 pair_outputs_s8(p, oc, acc, n, y, out_c);
-                continue;
             }
-            dot4_columns_s8(columns, w0, w1, filter_size, acc);
-            for (int i = 0; i < n; i++) {
-                int8_t *o = y + i * out_c + oc;
-                o[0] = requantize_s8(&stage, acc[2 * i], oc);
-                if (pair) {
-                    o[1] = requantize_s8(&stage, acc[2 * i + 1], oc + 1);
+#endif
+        } else {
+            for (int oc = 0; oc < out_c; oc += 2) {
+                const int pair = oc + 1 < out_c; /* an odd last channel is computed twice, once discarded */
+                const int8_t *w0 = p->weights + oc * field, *w1 = pair ? w0 + field : w0;
+                const int32_t bias0 = p->bias ? p->bias[oc] : 0, bias1 = p->bias && pair ? p->bias[oc + 1] : 0;
+                int32_t acc[4] = {bias0, bias1, bias0, bias1};
+                dot4_columns_s8(columns, w0, w1, field, acc);
+                for (int i = 0; i < n; i++) {
+                    int8_t *o = y + i * out_c + oc;
+                    o[0] = requantize_s8(&stage, acc[2 * i], oc);
+                    if (pair) {
+                        o[1] = requantize_s8(&stage, acc[2 * i + 1], oc + 1);
+                    }
                 }
             }
         }
@@ -797,17 +806,17 @@ void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *ski
 
 #if TR_DSP_ASM
 /* The _opt entry points' stack for conv_s8_widened, as large as the layer needs. */
-#define TR_WIDENED(p, in, skip, out, sums_size)                                                                    \
+#define TR_WIDENED(p, in, skip, out)                                                                                \
     const int words = ((p)->k_h * (p)->k_w * (p)->k_c + 3) / 4;                                                    \
-    int32_t fields[6 * words];                                                                                     \
-    int8_t column[4 * words], sums[sums_size];                                                                     \
-    conv_s8_widened(p, in, skip, out, fields, column, sums)
+    int32_t fields[8 * words];                                                                                     \
+    int8_t column[4 * words], last[4 * (p)->out_c];                                                                \
+    conv_s8_widened(p, in, skip, out, fields, column, last)
 #endif
 
 void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
 #if TR_DSP_ASM
-    TR_WIDENED(p, in, NULL, out, 1);
+    TR_WIDENED(p, in, NULL, out);
 #else
     conv_s8(p, in, NULL, out, 1);
 #endif
@@ -816,7 +825,7 @@ void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
 void tr_conv_add_s8_opt(const tr_conv_params *p, const int8_t *in, const int8_t *skip, int8_t *out)
 {
 #if TR_DSP_ASM
-    TR_WIDENED(p, in, skip, out, 3 * p->out_c);
+    TR_WIDENED(p, in, skip, out);
 #else
     conv_s8(p, in, skip, out, 1);
 #endif

@@ -85,7 +85,8 @@ typedef struct {
 
 /* tr_conv_s8 gathers each output pixel's receptive field (k_h * k_w * in_c bytes) on the stack, two or three at a time;
  * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. The DSP
- * extension's _opt path widens three to halfwords instead: seven times a field's bytes of stack (conv_s8_widened). */
+ * extension's _opt path widens four to halfwords instead: nine times a field's bytes of stack, and four pixels'
+ * outputs (conv_s8_widened). */
 #define TR_COLUMN_BYTES 1152
 
 /* tr_conv_add_s8 keeps two pixels' values on the stack before the residual ADD: up to this many channels. */
@@ -248,7 +249,7 @@ typedef struct {
  * compiler checks, see planner.py). */
 
 /* CONV_2D, one group, k_h * k_w * in_c <= TR_COLUMN_BYTES: an im2col column of two pixels, two channels a pass
- * (three pixels on the _opt path with the DSP extension). */
+ * (four pixels on the _opt path with the DSP extension). */
 void tr_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out);
 /* tr_conv_s8 followed by an ADD of its output (in1) and skip (in2), of the same shape, as p->residual gives it;
  * out_c <= TR_RESIDUAL_CHANNELS. out may be skip itself (each value of skip is read before its place is written). */

@@ -190,21 +190,36 @@ def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
         and doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1, 2, 3))
     ):
         function = "tr_conv_s8_opt"
-        constants = [interleave_pairs(c, fields["out_c"]) if c.name == fields["weights"] else c for c in constants]
-        if fields["bias"] == "NULL":  # its channel loop starts from a bias
-            fields["bias"] = f"{WEIGHTS_PREFIX}{name}_bias"
-            constants.append(Constant(fields["bias"], "int32_t", np.zeros(fields["out_c"], np.int64)))
+        bias = next((c.values for c in constants if c.name == fields["bias"]), np.zeros(fields["out_c"], np.int64))
+        stream = pair_stream(next(c for c in constants if c.name == fields["weights"]), bias, fields["out_c"])
+        constants = [stream, *(c for c in constants if c.name not in (fields["weights"], fields["bias"]))]
+        fields["bias"] = "NULL"  # in the stream
     return Kernel(function, "tr_conv_params", fields, constants)
 
 
-def interleave_pairs(weights: Constant, out_c: int) -> Constant:
-    """tr_conv_s8_opt's filters, each padded with zero weights to whole words (the receptive field is padded to
-    match, see conv_s8), interleaved in pairs of channels a word of each at a time: its dot products take a word of
-    both filters from one pointer."""
+# TR_PAIR_BLOCK in tr_conv.c: the words of a receptive field in a block of tr_conv_s8_opt's filters.
+PAIR_BLOCK = 8
+
+
+def pair_stream(weights: Constant, bias: np.ndarray, out_c: int) -> Constant:
+    """tr_conv_s8_opt's filters and biases as one stream, a pair of output channels after another, so that one
+    pointer walks all a pair takes: its two int32 biases, then its filters in blocks of PAIR_BLOCK words of the
+    receptive field. The field is padded with zero weights to whole words (conv_s8 pads it with zeros to match),
+    and the first block is led by zero weights to a whole block (the loops enter it where the field starts). In a
+    block, for each word of the field a word of both filters' weights of its bytes 0 and 2 (c0 x0, c1 x0, c0 x2,
+    c1 x2), then for each word those of its bytes 1 and 3: SXTB16 splits such a word into both filters' halfwords
+    for one word of the field widened (widen_s8), and Helium's VLD2 splits each half of a block into both filters'
+    weights of the block's even or odd bytes."""
     filters = weights.values.reshape(out_c, -1)
-    padded = np.pad(filters, ((0, 0), (0, -filters.shape[1] % 4)))
-    pairs = padded.reshape(out_c // 2, 2, -1, 4).transpose(0, 2, 1, 3)
-    return Constant(weights.name, weights.ctype, pairs.reshape(-1))
+    words = -(-filters.shape[1] // 4)
+    blocks = -(-words // PAIR_BLOCK)
+    lead = 4 * (PAIR_BLOCK * blocks - words)
+    padded = np.pad(filters, ((0, 0), (lead, 4 * words - filters.shape[1])))
+    # [pair, channel, block, word, byte 2m + h] -> [pair, block, h, word, m, channel]
+    shape = (out_c // 2, 2, blocks, PAIR_BLOCK, 2, 2)
+    pairs = padded.reshape(shape).transpose(0, 2, 5, 3, 4, 1).reshape(out_c // 2, -1)
+    biases = bias.astype("<i4").view(np.int8).reshape(out_c // 2, 8)
+    return Constant(weights.name, weights.ctype, np.concatenate([biases, pairs], axis=1).reshape(-1))
 
 
 # TR_DEPTHWISE_TAPS and TR_DEPTHWISE_PATCH in tr_kernels.h: the largest window (k_h * k_w) tr_depthwise_conv_s8_opt
