@@ -412,8 +412,7 @@ static inline int pair_bytes(int words)
 }
 
 #if TR_DSP_ASM
-/* What channels_s8 keeps in memory, its registers all taken by the dot products: the pointers it advances a pair
- * of channels at a time, and the constants of the layer. */
+/* What channels_s8 reads of the layer, and the pointers it advances a pair of channels at a time. */
 typedef struct {
     const int8_t *stream;      /* the next pair's biases and filters (lower.pair_stream) */
     const int32_t *multiplier; /* and its requantization */
@@ -423,7 +422,8 @@ typedef struct {
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
     int32_t lead;              /* steps the first pass skips: the first block's leading words */
-    const int32_t *fields;     /* the four pixels' receptive fields, widened (widen_s8), less lead steps */
+    int32_t filters;           /* the bytes of a pair's filters: 64 a block */
+    const int32_t *fields;     /* the groups' receptive fields, widened (widen_s8), less lead steps */
     const int32_t *end;        /* and where they end */
 } channels_context;
 
@@ -465,20 +465,25 @@ typedef struct {
     "ssat %[u], #8, %[u], asr #1\n\t"                                                                              \
     "strb %[u], " address "\n\t"
 
-/* A channel's four outputs, from the accumulators p0 to p3, at x and v (out_c) bytes apart; p0, once stored, holds
- * the fourth's place less v. */
-#define TR_CHANNELS_OUTPUTS(p0, p1, p2, p3)                                                                        \
-    TR_CHANNELS_OUTPUT(p0, "[%[x]]") TR_CHANNELS_OUTPUT(p1, "[%[x], %[v]]")                                        \
-    TR_CHANNELS_OUTPUT(p2, "[%[x], %[v], lsl #1]") "add %[" #p0 "], %[x], %[v], lsl #1\n\t"                        \
+/* A channel's four outputs, from the accumulators p0 to p3, at base and v (out_c) bytes apart; p0, once stored,
+ * holds the fourth's place less v. */
+#define TR_CHANNELS_OUTPUTS(p0, p1, p2, p3, base)                                                                  \
+    TR_CHANNELS_OUTPUT(p0, "[%[" #base "]]") TR_CHANNELS_OUTPUT(p1, "[%[" #base "], %[v]]")                        \
+    TR_CHANNELS_OUTPUT(p2, "[%[" #base "], %[v], lsl #1]") "add %[" #p0 "], %[" #base "], %[v], lsl #1\n\t"        \
     TR_CHANNELS_OUTPUT(p3, "[%[" #p0 "], %[v]]")
 
-/* conv_s8's channel loop for four pixels with the _opt requantization, in assembly: every output channel pair's
- * dot products over the four receptive fields (a block of the stream a pass), then its eight outputs, with no call
- * or reload per pair. Per word of the fields: 2 loads and 4 SXTB16 for the weights, 8 loads and 16 SMLAD, 32
- * products. The dot products take all fourteen registers; the context waits on the stack meanwhile, with the
- * fields' end, which ends the passes, and the address of the step the first pass enters at (one load of the PC
- * per pair), from a table of the steps' places: they differ in size, those of offsets past 124 bytes taking
- * 32-bit loads. */
+/* channels_s8's frame on the stack, in bytes from sp: the context, the entry, the pair's filters (their end, then
+ * their start), each channel's multiplier, nudge and shift right less one, the next group's outputs, the fields
+ * pointer while the outputs take its register, out_c and the fields' end. */
+#define TR_FRAME_BYTES 56
+
+/* conv_s8's channel loop in assembly, over groups of four pixels: for each output channel pair, its biases,
+ * requantization and filters set up once, then for each group the dot products over its four receptive fields (a
+ * block of the pair's filters a pass), then its eight outputs. Per word of the fields: 2 loads and 4 SXTB16 for the
+ * weights, 8 loads and 16 SMLAD, 32 products. The dot products take all fourteen registers; the rest waits in a
+ * frame on the stack (TR_FRAME_BYTES), with the address of the step the first pass enters at (one load of the PC
+ * per group), from a table of the steps' places: they differ in size, those of offsets past 124 bytes taking
+ * 32-bit loads. A group's fields are padded to whole blocks, so that its passes end where the next group's begin. */
 static __attribute__((noinline)) void channels_s8(channels_context *context)
 {
     /* the loads' registers in r0-r7, where an immediate offset up to 124 fits a 16-bit encoding */
@@ -493,76 +498,102 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "adr %[v], 10f\n\t"
                      "add %[v], %[v], %[t], lsl #1\n\t"
                      "orr %[v], %[v], #1\n\t" /* the entry, in Thumb state */
+                     "sub sp, sp, %[frame]\n\t"
+                     "str %[u], [sp]\n\t"
+                     "str %[v], [sp, #4]\n\t"
+                     "ldr %[t], [%[u], %[out_c]]\n\t"
+                     "str %[t], [sp, #48]\n\t"
                      "ldr %[t], [%[u], %[end]]\n\t"
-                     "str %[v], [sp, #-4]!\n\t"
-                     "str %[t], [sp, #-4]!\n\t"
-                     "str %[u], [sp, #-4]!\n\t"
+                     "str %[t], [sp, #52]\n\t"
                      "b 1f\n"
                      "8:\n\t" /* the steps' places, in halfwords from the first */
                      ".hword 0, (11f-10f)/2, (12f-10f)/2, (13f-10f)/2, (14f-10f)/2, (15f-10f)/2, (16f-10f)/2, "
                      "(17f-10f)/2\n"
-                     "1:\n\t"
+                     "1:\n\t" /* a pair: its filters, requantization and first outputs into the frame */
                      "ldr %[u], [sp]\n\t"
                      "ldr %[w], [%[u], %[stream]]\n\t"
-                     "ldr %[x], [%[u], %[fields]]\n\t"
-                     "ldr %[a0], [%[w]], #4\n\t"
-                     "ldr %[b0], [%[w]], #4\n\t"
+                     "add %[w], %[w], #8\n\t"
+                     "str %[w], [sp, #12]\n\t"
+                     "ldr %[t], [%[u], %[filters]]\n\t"
+                     "add %[t], %[w], %[t]\n\t"
+                     "str %[t], [sp, #8]\n\t"
+                     "str %[t], [%[u], %[stream]]\n\t"
+                     "ldr %[t], [%[u], %[multiplier]]\n\t"
+                     "ldr %[v], [%[t]], #4\n\t"
+                     "str %[v], [sp, #16]\n\t"
+                     "ldr %[v], [%[t]], #4\n\t"
+                     "str %[v], [sp, #28]\n\t"
+                     "str %[t], [%[u], %[multiplier]]\n\t"
+                     "ldr %[t], [%[u], %[shift]]\n\t"
+                     "ldrsb %[v], [%[t]], #1\n\t" /* -right */
+                     "ldrsb %[t2], [%[t]], #1\n\t"
+                     "str %[t], [%[u], %[shift]]\n\t"
+                     "mvn %[v], %[v]\n\t"
+                     "str %[v], [sp, #24]\n\t"
+                     "mvn %[t2], %[t2]\n\t"
+                     "str %[t2], [sp, #36]\n\t"
+                     "ldr %[t], [%[u], %[k]]\n\t"
+                     "lsl %[x], %[t], %[v]\n\t" /* doubled_nudge: k << (right - 1) */
+                     "str %[x], [sp, #20]\n\t"
+                     "lsl %[x], %[t], %[t2]\n\t"
+                     "str %[x], [sp, #32]\n\t"
+                     "ldr %[t], [%[u], %[out]]\n\t"
+                     "str %[t], [sp, #40]\n\t"
+                     "add %[t], %[t], #2\n\t"
+                     "str %[t], [%[u], %[out]]\n\t"
+                     "ldr %[x], [%[u], %[fields]]\n"
+                     "2:\n\t" /* a group */
+                     "ldr %[w], [sp, #12]\n\t"
+                     "ldr %[a0], [%[w], #-8]\n\t"
+                     "ldr %[b0], [%[w], #-4]\n\t"
                      "mov %[a1], %[a0]\n\t"
                      "mov %[a2], %[a0]\n\t"
                      "mov %[a3], %[a0]\n\t"
                      "mov %[b1], %[b0]\n\t"
                      "mov %[b2], %[b0]\n\t"
                      "mov %[b3], %[b0]\n\t"
-                     "ldr pc, [sp, #8]\n\t"
+                     "ldr pc, [sp, #4]\n\t"
                      TR_CHANNELS_STEP(0) TR_CHANNELS_STEP(1) TR_CHANNELS_STEP(2) TR_CHANNELS_STEP(3)
                      TR_CHANNELS_STEP(4) TR_CHANNELS_STEP(5) TR_CHANNELS_STEP(6) TR_CHANNELS_STEP(7)
                      "add %[x], %[x], #32 * 8\n\t"
                      "add %[w], %[w], #8 * 8\n\t"
-                     "ldr %[t], [sp, #4]\n\t"
-                     "cmp %[x], %[t]\n\t"
+                     "ldr %[t], [sp, #8]\n\t"
+                     "cmp %[w], %[t]\n\t"
                      "bne 10b\n\t"
+                     "str %[x], [sp, #44]\n\t"
+                     "ldr %[x], [sp, #40]\n\t"
+                     "ldr %[v], [sp, #48]\n\t"
+                     "ldr %[w], [sp, #16]\n\t"
+                     "ldr %[t], [sp, #20]\n\t"
+                     "ldr %[t2], [sp, #24]\n\t"
+                     TR_CHANNELS_OUTPUTS(a0, a1, a2, a3, x)
+                     "ldr %[w], [sp, #28]\n\t"
+                     "ldr %[t], [sp, #32]\n\t"
+                     "ldr %[t2], [sp, #36]\n\t"
+                     "add %[a0], %[x], #1\n\t"
+                     TR_CHANNELS_OUTPUTS(b0, b1, b2, b3, a0)
+                     "add %[x], %[x], %[v], lsl #2\n\t"
+                     "str %[x], [sp, #40]\n\t"
+                     "ldr %[x], [sp, #44]\n\t"
+                     "ldr %[t], [sp, #52]\n\t"
+                     "cmp %[x], %[t]\n\t"
+                     "bne 2b\n\t"
                      "ldr %[u], [sp]\n\t"
-                     "str %[w], [%[u], %[stream]]\n\t"
-                     "ldr %[x], [%[u], %[out]]\n\t"
-                     "ldr %[v], [%[u], %[out_c]]\n\t"
-                     "ldr %[t2], [%[u], %[shift]]\n\t"
-                     "ldrsb %[t2], [%[t2]]\n\t" /* -right */
-                     "mvn %[t2], %[t2]\n\t"
-                     "ldr %[t], [%[u], %[k]]\n\t"
-                     "lsl %[t], %[t], %[t2]\n\t" /* doubled_nudge: k << (right - 1) */
-                     "ldr %[w], [%[u], %[multiplier]]\n\t"
-                     "ldr %[w], [%[w]]\n\t"
-                     TR_CHANNELS_OUTPUTS(a0, a1, a2, a3)
-                     "ldr %[a1], [sp]\n\t"
-                     "ldr %[a2], [%[a1], %[shift]]\n\t"
-                     "ldrsb %[t2], [%[a2], #1]\n\t"
-                     "add %[a2], %[a2], #2\n\t"
-                     "str %[a2], [%[a1], %[shift]]\n\t"
-                     "mvn %[t2], %[t2]\n\t"
-                     "ldr %[t], [%[a1], %[k]]\n\t"
-                     "lsl %[t], %[t], %[t2]\n\t"
-                     "ldr %[a2], [%[a1], %[multiplier]]\n\t"
-                     "ldr %[w], [%[a2], #4]\n\t"
-                     "add %[a2], %[a2], #8\n\t"
-                     "str %[a2], [%[a1], %[multiplier]]\n\t"
-                     "add %[x], %[x], #1\n\t"
-                     TR_CHANNELS_OUTPUTS(b0, b1, b2, b3)
-                     "add %[x], %[x], #1\n\t"
-                     "str %[x], [%[a1], %[out]]\n\t"
-                     "ldr %[a2], [%[a1], %[pairs]]\n\t"
-                     "subs %[a2], %[a2], #1\n\t"
-                     "str %[a2], [%[a1], %[pairs]]\n\t"
+                     "ldr %[t], [%[u], %[pairs]]\n\t"
+                     "subs %[t], %[t], #1\n\t"
+                     "str %[t], [%[u], %[pairs]]\n\t"
                      "bne 1b\n\t"
-                     "add sp, sp, #12"
+                     "add sp, sp, %[frame]"
                      : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [b0] "=&r"(b0), [b1] "=&r"(b1),
                        [b2] "=&r"(b2), [b3] "=&r"(b3), [x] "=&r"(x), [w] "=&r"(w), [u] "+r"(u), [v] "=&r"(v),
                        [t] "=&r"(t), [t2] "=&r"(t2)
                      : [fields] "i"(offsetof(channels_context, fields)), [end] "i"(offsetof(channels_context, end)),
                        [stream] "i"(offsetof(channels_context, stream)), [lead] "i"(offsetof(channels_context, lead)),
+                       [filters] "i"(offsetof(channels_context, filters)),
                        [out] "i"(offsetof(channels_context, out)), [out_c] "i"(offsetof(channels_context, out_c)),
                        [multiplier] "i"(offsetof(channels_context, multiplier)),
                        [shift] "i"(offsetof(channels_context, shift)), [k] "i"(offsetof(channels_context, k)),
-                       [pairs] "i"(offsetof(channels_context, pairs))
+                       [pairs] "i"(offsetof(channels_context, pairs)), [frame] "i"(TR_FRAME_BYTES)
                      : "cc", "memory");
 }
 #endif
@@ -661,18 +692,20 @@ static __attribute__((noinline)) void widen_s8(int32_t *place, const int8_t *x, 
     }
 }
 
-/* conv_s8's _opt path with the DSP extension: four pixels a group, their receptive fields widened on the stack,
- * then channels_s8 for every output channel pair. The fields are widened before the outputs are written (see
- * conv_s8). A last group of fewer pixels writes its outputs to last, then copies them out (the places of the
- * missing pixels hold what their fields' stale words give, never copied). The caller gives the stack (a function
- * with variable arrays is never inlined): fields for eight words per word of the field, column for a field
- * gathered whole to widen, and last for a group's outputs, also tr_conv_add_s8's values before the residual ADD. */
+/* conv_s8's _opt path with the DSP extension: blocks of up to groups groups of four pixels, their receptive fields
+ * widened on the stack, then channels_s8 over the block for every output channel pair. A block's fields are widened
+ * before its outputs are written (see conv_s8). A last group of fewer pixels, a block of its own, writes its
+ * outputs to last, then copies them out (the missing pixels' places hold what stale fields give, never copied).
+ * The caller gives the stack (a function with variable arrays is never inlined): fields for the groups, column for
+ * a field gathered whole to widen, and last for a group's outputs, also tr_conv_add_s8's values before the residual
+ * ADD. */
 static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_params *p, const int8_t *in,
                                                                    const int8_t *skip, int8_t *out, int32_t *fields,
-                                                                   int8_t *column, int8_t *last)
+                                                                   int8_t *column, int8_t *last, int groups)
 {
     const int field = p->k_h * p->k_w * p->k_c, words = (field + 3) / 4, out_c = p->out_c;
-    const int pixels = p->out_h * p->out_w;
+    const int pixels = p->out_h * p->out_w, lead = pair_lead(words);
+    const int group_words = 8 * (words + lead); /* padded to whole blocks: a group's passes end at the next's */
     fill_s8(column + field, 0, 4 * words - field); /* x 0 weights past the field */
     /* a 1x1 filter, stride 1, no padding and whole words: output pixel q's field is input pixel q */
     const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h &&
@@ -683,39 +716,42 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
     channels_context context; /* set field by field: an initializer would zero the others with memset */
     context.out_c = out_c;
     context.k = 1 + 2 * p->out_offset;
-    context.lead = pair_lead(words);
-    context.fields = fields - 8 * pair_lead(words);
-    context.end = fields + 8 * words;
-    for (int px = 0, n; px < pixels; px += n, out += n * out_c) {
-        n = tr_min(4, pixels - px);
+    context.lead = lead;
+    context.filters = 8 * (words + lead); /* bytes: a word of both filters for each byte pair of a word */
+    context.fields = fields;
+    for (int px = 0, n; px < pixels; px += n) {
+        const int whole = tr_min(groups, (pixels - px) / 4);
+        n = whole ? 4 * whole : pixels - px;
         for (int i = 0; i < n; i++) {
             const int q = px + i;
+            int32_t *place = fields + i / 4 * group_words + 8 * lead + 2 * (i % 4);
             if (pointwise) {
-                widen_s8(fields + 2 * i, in + q * field, words);
+                widen_s8(place, in + q * field, words);
                 continue;
             }
             const int iy0 = q / p->out_w * p->stride_h - p->pad_h, ix0 = q % p->out_w * p->stride_w - p->pad_w;
             if (row_words && inside_field(p, iy0, ix0)) { /* widened from the input's rows: not gathered first */
                 const int8_t *x = in + (iy0 * p->in_w + ix0) * p->in_c;
-                for (int32_t *place = fields + 2 * i, *end = place + 8 * words; place < end; place += 8 * row_words) {
+                for (int32_t *end = place + 8 * words; place < end; place += 8 * row_words) {
                     widen_s8(place, x, row_words);
                     x += row_step;
                 }
                 continue;
             }
             receptive_field_s8(p, in, iy0, ix0, column);
-            widen_s8(fields + 2 * i, column, words);
+            widen_s8(place, column, words);
         }
         context.stream = p->weights;
         context.multiplier = p->requant.multiplier;
         context.shift = p->requant.shift;
-        context.out = skip || n < 4 ? last : out;
+        context.out = whole && !skip ? out + px * out_c : last;
+        context.end = fields + tr_max(whole, 1) * group_words;
         context.pairs = out_c / 2;
         channels_s8(&context);
         if (skip) {
-            residual_s8(p->residual, last, skip + px * out_c, out, n * out_c);
-        } else if (n < 4) {
-            copy_run_s8(out, last, n * out_c);
+            residual_s8(p->residual, last, skip + px * out_c, out + px * out_c, n * out_c);
+        } else if (!whole) {
+            copy_run_s8(out + px * out_c, last, n * out_c);
         }
     }
 }
@@ -805,12 +841,16 @@ void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *ski
 }
 
 #if TR_DSP_ASM
+/* The bytes of widened fields conv_s8_widened takes a block: as many groups as fit, at least one. */
+#define TR_FIELDS_BYTES 4096
+
 /* The _opt entry points' stack for conv_s8_widened, as large as the layer needs. */
-#define TR_WIDENED(p, in, skip, out)                                                                                \
-    const int words = ((p)->k_h * (p)->k_w * (p)->k_c + 3) / 4;                                                    \
-    int32_t fields[8 * words];                                                                                     \
-    int8_t column[4 * words], last[4 * (p)->out_c];                                                                \
-    conv_s8_widened(p, in, skip, out, fields, column, last)
+#define TR_WIDENED(p, in, skip, out)                                                                               \
+    const int words = ((p)->k_h * (p)->k_w * (p)->k_c + 3) / 4, group_words = 8 * (words + pair_lead(words));     \
+    const int groups = tr_max(1, TR_FIELDS_BYTES / (4 * group_words));                                            \
+    int32_t fields[groups * group_words];                                                                          \
+    int8_t column[4 * words], last[4 * (p)->out_c * ((skip) ? groups : 1)];                                        \
+    conv_s8_widened(p, in, skip, out, fields, column, last, groups)
 #endif
 
 void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
