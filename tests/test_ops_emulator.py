@@ -171,17 +171,17 @@ SWEEPS = {
     # 5x5x48: a receptive field larger than the stack's column buffer, read from the input in place
     "conv-large-filter": ([L.Conv2D(3, 5, padding="same"), L.Conv2D(5, 1)], (7, 6, 48)),
     # tr_conv_s8_opt's channel loop in assembly: fields of 27, 8, 54 and 12 bytes padded to whole words (7, 2, 14
-    # and 3: entering its eight-step passes at steps 1, 6, 2 and 5), and pixel counts of 4n + 3 (63) and 4n + 2 (10):
-    # a last group of fewer than four pixels, its outputs through the stack
+    # and 3: entering its eight-step passes at steps 1, 6, 2 and 5), and pixel counts of 4n + 2 (54), 4n + 3 (15)
+    # and 4n + 1 (5): a last group of fewer than four pixels, its outputs through the stack, one pixel on its own
     "conv-channel-pairs-whole-words": (
         [L.Conv2D(8, 3, padding="same", activation="relu"), L.Conv2D(6, 1), L.Conv2D(4, 3, strides=2, padding="same"),
          L.Conv2D(10, (1, 3))],
-        (9, 7, 3),
+        (9, 6, 3),
     ),
-    # layers of two pixels and of one (a single group, short), with fields of 5, 4, 2, 8 and 1 words: the passes'
-    # other entries, at steps 3, 4, 6, 0 and 7
+    # layers of two pixels and of one (one pixel alone: a step a turn), with fields of 5, 4, 2, 13, 8 and 1 words:
+    # the passes' other entries, at steps 3, 4, 6, 3 (two blocks), 0 and 7
     "conv-one-or-two-pixels": (
-        [L.Conv2D(16, 1), L.Conv2D(4, 1), L.Conv2D(32, (1, 2)), L.Conv2D(4, 1), L.Conv2D(2, 1)],
+        [L.Conv2D(16, 1), L.Conv2D(4, 1), L.Conv2D(52, (1, 2)), L.Conv2D(32, 1), L.Conv2D(4, 1), L.Conv2D(2, 1)],
         (1, 2, 20),
     ),
 }  # fmt: skip

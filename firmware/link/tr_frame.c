@@ -1,5 +1,8 @@
 #include "tr_frame.h"
 
+/* Framing runs between inferences, never inside the counted INFER: compiled for size. */
+#pragma GCC optimize("Os")
+
 enum { HUNT0, HUNT1, HEADER, PAYLOAD, CRC };
 
 /* CRC-32 (IEEE 802.3, reflected 0xEDB88320), as zlib.crc32 on the host; a nibble table keeps it small. */

@@ -422,6 +422,7 @@ typedef struct {
     int32_t pairs;             /* pairs left */
     int32_t k;                 /* 1 + 2 * the output zero point: doubled_nudge is k << (right - 1) */
     int32_t lead;              /* steps the first pass skips: the first block's leading words */
+    int32_t one;               /* whether the block is one pixel: a step a turn for it alone */
     int32_t filters;           /* the bytes of a pair's filters: 64 a block */
     const int32_t *fields;     /* the groups' receptive fields, widened (widen_s8), less lead steps */
     const int32_t *end;        /* and where they end */
@@ -494,9 +495,13 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
     int32_t a1, a2, a3, b1, b2, b3;
     __asm__ volatile("ldr %[t], [%[u], %[lead]]\n\t"
                      "adr %[v], 8f\n\t"
-                     "ldrh %[t], [%[v], %[t], lsl #1]\n\t"
+                     "ldrb %[t], [%[v], %[t]]\n\t"
                      "adr %[v], 10f\n\t"
-                     "add %[v], %[v], %[t], lsl #1\n\t"
+                     "add %[v], %[v], %[t], lsl #2\n\t"
+                     "ldr %[t2], [%[u], %[one]]\n\t"
+                     "cbz %[t2], 9f\n\t"
+                     "adr %[v], 30f\n"
+                     "9:\n\t"
                      "orr %[v], %[v], #1\n\t" /* the entry, in Thumb state */
                      "sub sp, sp, %[frame]\n\t"
                      "str %[u], [sp]\n\t"
@@ -505,10 +510,6 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "str %[t], [sp, #48]\n\t"
                      "ldr %[t], [%[u], %[end]]\n\t"
                      "str %[t], [sp, #52]\n\t"
-                     "b 1f\n"
-                     "8:\n\t" /* the steps' places, in halfwords from the first */
-                     ".hword 0, (11f-10f)/2, (12f-10f)/2, (13f-10f)/2, (14f-10f)/2, (15f-10f)/2, (16f-10f)/2, "
-                     "(17f-10f)/2\n"
                      "1:\n\t" /* a pair: its filters, requantization and first outputs into the frame */
                      "ldr %[u], [sp]\n\t"
                      "ldr %[w], [%[u], %[stream]]\n\t"
@@ -559,7 +560,8 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "add %[w], %[w], #8 * 8\n\t"
                      "ldr %[t], [sp, #8]\n\t"
                      "cmp %[w], %[t]\n\t"
-                     "bne 10b\n\t"
+                     "bne 10b\n"
+                     "3:\n\t" /* the group's outputs */
                      "str %[x], [sp, #44]\n\t"
                      "ldr %[x], [sp, #40]\n\t"
                      "ldr %[v], [sp, #48]\n\t"
@@ -583,13 +585,46 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "subs %[t], %[t], #1\n\t"
                      "str %[t], [%[u], %[pairs]]\n\t"
                      "bne 1b\n\t"
+                     "b 4f\n"
+                     "8:\n\t" /* the steps' places, in words from the first (each step a whole number of words) */
+                     ".byte 0, (11b-10b)/4, (12b-10b)/4, (13b-10b)/4, (14b-10b)/4, (15b-10b)/4, (16b-10b)/4, "
+                     "(17b-10b)/4\n"
+                     "30:\n\t" /* one pixel: a step a turn, from the first block's step lead */
+                     "ldr %[u], [sp]\n\t"
+                     "ldr %[t2], [%[u], %[lead]]\n\t"
+                     "add %[w], %[w], %[t2], lsl #2\n\t"
+                     "add %[x], %[x], %[t2], lsl #5\n\t"
+                     "rsb %[t2], %[t2], #8\n"
+                     "31:\n\t"
+                     "ldr %[v], [%[w], #32]\n\t"
+                     "ldr %[t], [%[x], #4]\n\t"
+                     "sxtb16 %[u], %[v]\n\t"
+                     "sxtb16 %[v], %[v], ror #8\n\t"
+                     "smlad %[a0], %[u], %[t], %[a0]\n\t"
+                     "smlad %[b0], %[v], %[t], %[b0]\n\t"
+                     "ldr %[v], [%[w]], #4\n\t"
+                     "ldr %[t], [%[x]], #32\n\t"
+                     "sxtb16 %[u], %[v]\n\t"
+                     "sxtb16 %[v], %[v], ror #8\n\t"
+                     "smlad %[a0], %[u], %[t], %[a0]\n\t"
+                     "smlad %[b0], %[v], %[t], %[b0]\n\t"
+                     "subs %[t2], %[t2], #1\n\t"
+                     "bne 31b\n\t"
+                     "add %[w], %[w], #32\n\t" /* past the block's second half */
+                     "movs %[t2], #8\n\t"
+                     "ldr %[t], [sp, #8]\n\t"
+                     "cmp %[w], %[t]\n\t"
+                     "bne 31b\n\t"
+                     "ldr %[x], [sp, #52]\n\t" /* the block's only group */
+                     "b 3b\n"
+                     "4:\n\t"
                      "add sp, sp, %[frame]"
                      : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [b0] "=&r"(b0), [b1] "=&r"(b1),
                        [b2] "=&r"(b2), [b3] "=&r"(b3), [x] "=&r"(x), [w] "=&r"(w), [u] "+r"(u), [v] "=&r"(v),
                        [t] "=&r"(t), [t2] "=&r"(t2)
                      : [fields] "i"(offsetof(channels_context, fields)), [end] "i"(offsetof(channels_context, end)),
                        [stream] "i"(offsetof(channels_context, stream)), [lead] "i"(offsetof(channels_context, lead)),
-                       [filters] "i"(offsetof(channels_context, filters)),
+                       [one] "i"(offsetof(channels_context, one)), [filters] "i"(offsetof(channels_context, filters)),
                        [out] "i"(offsetof(channels_context, out)), [out_c] "i"(offsetof(channels_context, out_c)),
                        [multiplier] "i"(offsetof(channels_context, multiplier)),
                        [shift] "i"(offsetof(channels_context, shift)), [k] "i"(offsetof(channels_context, k)),
@@ -746,6 +781,7 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
         context.shift = p->requant.shift;
         context.out = whole && !skip ? out + px * out_c : last;
         context.end = fields + tr_max(whole, 1) * group_words;
+        context.one = n == 1;
         context.pairs = out_c / 2;
         channels_s8(&context);
         if (skip) {
