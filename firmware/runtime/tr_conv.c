@@ -727,13 +727,13 @@ static __attribute__((noinline)) void widen_s8(int32_t *place, const int8_t *x, 
     }
 }
 
-/* conv_s8's _opt path with the DSP extension: blocks of up to groups groups of four pixels, their receptive fields
- * widened on the stack, then channels_s8 over the block for every output channel pair. A block's fields are widened
- * before its outputs are written (see conv_s8). A last group of fewer pixels, a block of its own, writes its
- * outputs to last, then copies them out (the missing pixels' places hold what stale fields give, never copied).
- * The caller gives the stack (a function with variable arrays is never inlined): fields for the groups, column for
- * a field gathered whole to widen, and last for a group's outputs, also tr_conv_add_s8's values before the residual
- * ADD. */
+/* conv_s8's _opt path with the DSP extension: blocks of up to groups groups of four pixels (the compiler's
+ * pixel_groups, lower.plan_pixel_groups), their receptive fields widened on the stack, then channels_s8 over the
+ * block for every output channel pair. A block's fields are widened before its outputs are written (see conv_s8).
+ * A last group of fewer pixels, a block of its own, writes its outputs to last, then copies them out (the missing
+ * pixels' places hold what stale fields give, never copied). The caller gives the stack (a function with variable
+ * arrays is never inlined): fields for the groups, column for a field gathered whole to widen, and last for a
+ * group's outputs, also tr_conv_add_s8's values before the residual ADD. */
 static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_params *p, const int8_t *in,
                                                                    const int8_t *skip, int8_t *out, int32_t *fields,
                                                                    int8_t *column, int8_t *last, int groups)
@@ -877,14 +877,10 @@ void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *ski
 }
 
 #if TR_DSP_ASM
-/* The bytes of widened fields conv_s8_widened takes a block: as many groups as fit, at least one. */
-#define TR_FIELDS_BYTES 4096
-
 /* The _opt entry points' stack for conv_s8_widened, as large as the layer needs. */
 #define TR_WIDENED(p, in, skip, out)                                                                               \
-    const int words = ((p)->k_h * (p)->k_w * (p)->k_c + 3) / 4, group_words = 8 * (words + pair_lead(words));     \
-    const int groups = tr_max(1, TR_FIELDS_BYTES / (4 * group_words));                                            \
-    int32_t fields[groups * group_words];                                                                          \
+    const int words = ((p)->k_h * (p)->k_w * (p)->k_c + 3) / 4, groups = (p)->pixel_groups;                        \
+    int32_t fields[groups * 8 * (words + pair_lead(words))];                                                       \
     int8_t column[4 * words], last[4 * (p)->out_c * ((skip) ? groups : 1)];                                        \
     conv_s8_widened(p, in, skip, out, fields, column, last, groups)
 #endif

@@ -55,7 +55,8 @@ typedef struct {
     int16_t out_offset;     /* output zero point */
     int16_t act_min, act_max; /* int16 fields: the parameters of every step are in flash */
     int16_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
-    const int8_t *weights;  /* conv: [out_c][k_h][k_w][in_c]; depthwise: [k_h][k_w][out_c] */
+    int16_t pixel_groups;   /* conv _opt only: groups of four pixels a block with the DSP extension (conv_s8_widened) */
+    const int8_t *weights;  /* conv: [out_c][k_h][k_w][in_c]; depthwise: [k_h][k_w][out_c]; conv _opt: pair_stream */
     const int32_t *bias;    /* [out_c] or NULL */
     const int64_t *bias64;  /* _s16 only: [out_c] or NULL */
     tr_requant requant;
@@ -85,8 +86,9 @@ typedef struct {
 
 /* tr_conv_s8 gathers each output pixel's receptive field (k_h * k_w * in_c bytes) on the stack, two or three at a time;
  * the compiler gives larger fields, and grouped convolutions, to tr_conv_s8_in_place. 3x3x128 fits. The DSP
- * extension's _opt path widens four to halfwords instead: nine times a field's bytes of stack, and four pixels'
- * outputs (conv_s8_widened). */
+ * extension's _opt path widens groups of four to halfwords instead, as many groups a block as the compiler gives
+ * (pixel_groups): at least eight times a field's bytes of stack, with a field gathered and four pixels' outputs
+ * (conv_s8_widened). */
 #define TR_COLUMN_BYTES 1152
 
 /* tr_conv_add_s8 keeps two pixels' values on the stack before the residual ADD: up to this many channels. */

@@ -10,7 +10,7 @@ in_h, in_w, in_c, out_h, out_w, out_c and k_h, k_w for a kernel window.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -248,16 +248,48 @@ def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
 def _fits_depthwise3x3(f: dict) -> bool:
     """Whether tr_depthwise3x3_s8_opt takes a layer that tr_depthwise_conv_s8_opt does: a 3x3 window, no dilation,
     stride 1 or 2 (the same both ways), padding of at most one, the activation range all of int8, and its band on
-    the stack within DEPTHWISE_BAND_BYTES (it walks the map along its longer side)."""
-    stride, longer = f["stride_w"], max(f["out_h"], f["out_w"])
-    band_bytes = DEPTHWISE_BAND_PAIR * (stride * ((longer + 1) // 2) + 1)
+    the stack within DEPTHWISE_BAND_BYTES."""
     return (
         (f["k_h"], f["k_w"], f["dilation_h"], f["dilation_w"]) == (3, 3, 1, 1)
-        and f["stride_h"] == stride in (1, 2)
+        and f["stride_h"] == f["stride_w"] in (1, 2)
         and max(f["pad_h"], f["pad_w"]) <= 1
         and (f["act_min"], f["act_max"]) == (-128, 127)
-        and band_bytes <= DEPTHWISE_BAND_BYTES
+        and _band_bytes(f) <= DEPTHWISE_BAND_BYTES
     )
+
+
+def _band_bytes(f: dict) -> int:
+    """tr_depthwise3x3_s8_opt's band on the stack: it walks the map along its longer side."""
+    return DEPTHWISE_BAND_PAIR * (f["stride_w"] * ((max(f["out_h"], f["out_w"]) + 1) // 2) + 1)
+
+
+# The least stack plan_pixel_groups gives a block of conv_s8_widened.
+BLOCK_BYTES = 2048
+
+
+def plan_pixel_groups(lowered: list[tuple[Op, Kernel]]) -> list[tuple[Op, Kernel]]:
+    """Each tr_conv_s8_opt and tr_conv_add_s8_opt layer with the groups of four pixels it takes a block on the DSP
+    extension (conv_s8_widened, pixel_groups): as many as fit in the stack the model's largest layer takes anyway,
+    one group's block or a depthwise band, and in BLOCK_BYTES at least. Each pair of channels is set up once a
+    block, so larger blocks save instructions in layers of small receptive fields."""
+    sizes = {i: _block_bytes(k.fields, k.function == "tr_conv_add_s8_opt") for i, (_, k) in enumerate(lowered)
+             if k.function in ("tr_conv_s8_opt", "tr_conv_add_s8_opt")}  # fmt: skip
+    bands = [_band_bytes(k.fields) for _, k in lowered if k.function == "tr_depthwise3x3_s8_opt"]
+    budget = max([BLOCK_BYTES, *bands, *(fixed + group for fixed, group in sizes.values())])
+    planned = list(lowered)
+    for i, (fixed, group) in sizes.items():
+        op, kernel = lowered[i]
+        planned[i] = op, replace(kernel, fields={**kernel.fields, "pixel_groups": (budget - fixed) // group})
+    return planned
+
+
+def _block_bytes(f: dict, skip: bool) -> tuple[int, int]:
+    """conv_s8_widened's stack for a block (tr_conv.c), as the bytes of any block and those of each group: 32 for
+    each word of a group's field padded to whole blocks of the stream, a group's outputs where the residual ADD
+    waits for them (else one group's in all, for a last group of fewer pixels), and a gathered field."""
+    words = -(-f["k_h"] * f["k_w"] * f["k_c"] // 4)
+    group = 32 * PAIR_BLOCK * -(-words // PAIR_BLOCK) + (4 * f["out_c"] if skip else 0)
+    return 4 * words + (0 if skip else 4 * f["out_c"]), group
 
 
 def _fits_depthwise_opt(graph: Graph, op: Op, name: str, fields: dict, constants: list[Constant]) -> bool:

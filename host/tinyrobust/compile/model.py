@@ -26,7 +26,7 @@ from tinyrobust.compile.graph import (
     read_tflite,
     remove_dead_ops,
 )
-from tinyrobust.compile.lower import DEPTHWISE_PATCH, Kernel, fuse_residual_adds, lowering
+from tinyrobust.compile.lower import DEPTHWISE_PATCH, Kernel, fuse_residual_adds, lowering, plan_pixel_groups
 from tinyrobust.compile.planner import ALIGNMENT, Buffer, Tie, plan_arena
 from tinyrobust.compile.render import C_TYPES, Constant, operand_name
 from tinyrobust.compile.smoothing import Smoothing, votes_tensor
@@ -134,7 +134,7 @@ def compile_model(
     if problems:
         raise UserError("the model uses operators the runtime does not support: " + "; ".join(problems))
 
-    lowered = fuse_residual_adds(graph, lowered)
+    lowered = plan_pixel_groups(fuse_residual_adds(graph, lowered))
     steps, constants = _schedule(graph, lowered)
     buffers = _buffers(graph, steps, alias_of, x.index, [y.index for y in ys])
     arena_bytes, buffer_offsets = plan_arena(buffers, _in_place_ties(graph, steps, alias_of, buffers, x.index))
