@@ -449,6 +449,15 @@ def test_convolutions_take_as_many_pixel_groups_a_block_as_the_models_largest_la
     assert [s.fields.get("pixel_groups") for s in compiled.steps] == [9, None, 5, 1]
 
 
+def test_a_convolution_whose_four_widened_fields_exceed_the_block_limit_takes_the_general_kernel():
+    """lower.BLOCK_LIMIT keeps the _opt convolution's stack within the default reserve: four 3x3x128 fields widened
+    (9,216 bytes), one gathered (1,152) and four pixels' outputs fit with 480 output channels (12,288 bytes), not
+    with 512."""
+    layers = [L.Conv2D(480, 3), L.Conv2D(128, 1), L.Conv2D(512, 3)]
+    compiled = compile_model(quantized_model(layers, (5, 5, 128)))
+    assert [s.function for s in compiled.steps] == ["tr_conv_s8_opt", "tr_conv_s8_opt", "tr_conv_s8"]
+
+
 def test_layers_that_allow_it_write_over_their_input_in_the_arena():
     """The planner's ties, as compiled: the fused ADD's sum over its skip, a depthwise layer over its input, a 1x1
     convolution's output over its input (from the start when it narrows, with the input in its upper part when it

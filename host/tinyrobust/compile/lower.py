@@ -176,8 +176,8 @@ COLUMN_BYTES = 1152
 
 def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     """int8 convolutions of one group whose receptive field fits a column run on tr_conv_s8, or tr_conv_s8_opt
-    where its requantization is exact, the activation range is all of int8 and the channels pair up; the others
-    read the input in place."""
+    where its requantization is exact, the activation range is all of int8, the channels pair up and a group of
+    four pixels takes at most BLOCK_LIMIT of stack; the others read the input in place."""
     fields, constants, activations = _conv_common(graph, op, name, depthwise=False)
     function = f"tr_conv_{SUFFIXES[activations]}"
     field_bytes = fields["k_h"] * fields["k_w"] * fields["k_c"]
@@ -187,6 +187,7 @@ def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
         activations == "int8"
         and (fields["act_min"], fields["act_max"]) == (-128, 127)
         and fields["out_c"] % 2 == 0
+        and sum(_block_bytes(fields, skip=False)) <= BLOCK_LIMIT
         and doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(1, 2, 3))
     ):
         function = "tr_conv_s8_opt"
@@ -263,8 +264,9 @@ def _band_bytes(f: dict) -> int:
     return DEPTHWISE_BAND_PAIR * (f["stride_w"] * ((max(f["out_h"], f["out_w"]) + 1) // 2) + 1)
 
 
-# The least stack plan_pixel_groups gives a block of conv_s8_widened.
-BLOCK_BYTES = 2048
+# The least stack plan_pixel_groups gives a block of conv_s8_widened, and the most one group of four pixels may
+# take (a layer that needs more takes tr_conv_s8): build.firmware.STACK_BYTES holds it.
+BLOCK_BYTES, BLOCK_LIMIT = 2048, 12288
 
 
 def plan_pixel_groups(lowered: list[tuple[Op, Kernel]]) -> list[tuple[Op, Kernel]]:
