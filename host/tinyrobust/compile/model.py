@@ -209,15 +209,15 @@ def _buffers(graph: Graph, steps: list[Step], alias_of: dict[int, int], x: int, 
 
 
 def _in_place_shift(graph: Graph, step: Step, t: int) -> int | None:
-    """How far into the step's output its input t may start, if the kernel reads each value of t before its place
-    in the output is written (see tr_kernels.h), or None. tr_conv_add_s8 reads each value of its skip just before
-    writing its place. tr_conv_s8's 1x1 stride-1 convolution gathers two pixels' inputs (four on the _opt path
-    with the DSP extension), then writes their outputs: an input starting out_bytes - in_bytes or more into the
-    output stays ahead of the writes. The depthwise kernels take four channels a group, so that the last group
-    overlaps no other, and read a group's input before writing its outputs in the same places:
-    tr_depthwise_conv_s8_opt copies a map that fits one patch, tr_depthwise3x3_s8_opt widens each input row into
-    its band first (see tr_conv.c). Both are tied over maps of one patch only: ties over larger maps left
-    MobileNet's plan a larger arena (64,512 B against 46,080 B)."""
+    """How far into the step's output its input t may start, if the kernel reads each value of t before its place in
+    the output is written (see tr_kernels.h), or None. tr_conv_add_s8 reads each value of its skip just before
+    writing its place. tr_conv_s8's 1x1 stride-1 convolution gathers two pixels' inputs (a block of groups of four
+    on the _opt path with the DSP extension), then writes their outputs: an input starting out_bytes - in_bytes or
+    more into the output stays ahead of the writes. The depthwise kernels take four channels a group, so that the
+    last group overlaps no other, and read a group's input before writing its outputs in the same places:
+    tr_depthwise_conv_s8_opt copies a map that fits one patch, tr_depthwise3x3_s8_opt widens each input row into its
+    band first (see tr_conv.c). Both are tied over maps of one patch only: ties over larger maps left MobileNet's
+    plan a larger arena (64,512 B against 46,080 B)."""
     f, out = step.fields, graph.tensors[step.output]
     if step.function in ("tr_conv_add_s8", "tr_conv_add_s8_opt"):
         return 0 if t == step.inputs[1] else None
