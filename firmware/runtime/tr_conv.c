@@ -367,6 +367,19 @@ static __attribute__((noinline)) void receptive_field_s8(const tr_conv_params *p
     "smlad %[a1], %[t1], %[t4], %[a1]\n\t"
 #endif
 
+/* A receptive field of rows rows of row_bytes bytes, step bytes apart from x, into column in the _opt filters' order
+ * (lower.rows_first): each row's whole words, then the rows' last row_bytes % 4 bytes. */
+static __attribute__((noinline)) void rows_first_s8(int8_t *column, const int8_t *x, int step, int rows,
+                                                    int row_bytes)
+{
+    const int whole = row_bytes - row_bytes % 4, rem = row_bytes % 4;
+    int8_t *tails = column + rows * whole;
+    for (int r = 0; r < rows; r++, x += step, column += whole, tails += rem) {
+        copy_s8(column, x, whole);
+        copy_s8(tails, x + whole, rem);
+    }
+}
+
 /* dot4_s8 for two receptive fields TR_COLUMN_BYTES apart: the second pixel's loads take an immediate offset from
  * the first's pointer. Not inlined: alone in its function the loop keeps its four accumulators, three pointers,
  * its count and six operands in registers (all fourteen there are). In assembly, eight bytes a pass (an odd four
@@ -424,7 +437,7 @@ typedef struct {
     int32_t lead;              /* steps the first pass skips: the first block's leading words */
     int32_t one;               /* whether the block is one pixel: a step a turn for it alone */
     int32_t filters;           /* the bytes of a pair's filters: 64 a block */
-    const int32_t *fields;     /* the groups' receptive fields, widened (widen_s8), less lead steps */
+    const int32_t *fields;     /* the groups' receptive fields, widened (widen_pixels_s8), less lead steps */
     const int32_t *end;        /* and where they end */
 } channels_context;
 
@@ -715,16 +728,94 @@ static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, i
 }
 
 #if TR_DSP_ASM
-/* A run of words words of a receptive field from x into its place of the group's widened fields (channels_s8's):
- * each word's bytes 0 and 2, then 1 and 3, sign-extended into halfwords, eight words (four pixels) apart. Widened
- * once per pixel here, the field's bytes are not widened again for every pair of output channels. */
-static __attribute__((noinline)) void widen_s8(int32_t *place, const int8_t *x, int words)
+/* The receptive fields of a 1x1 filter's pixels pixels, words words each from x on, into their places of the block's
+ * widened fields (channels_s8's): pixel i's at place + i / 4 * group_words + 2 * (i % 4), each word's bytes 0 and 2,
+ * then 1 and 3, sign-extended into halfwords, eight words (four pixels) apart. Widened once per pixel here, the
+ * fields' bytes are not widened again for every pair of output channels. In assembly, one call a block. */
+static __attribute__((noinline)) void widen_pixels_s8(int32_t *place, const int8_t *x, int words, int pixels,
+                                                      int group_words)
 {
-    for (const int32_t *end = place + 8 * words; place < end; place += 8, x += 4) {
-        const int32_t v = load4(x);
-        place[0] = __sxtb16(v);
-        place[1] = sxtb16_ror8(v);
-    }
+    int32_t *slot, v, t, n;
+    __asm__ volatile("1:\n\t"
+                     "mov %[slot], %[place]\n\t"
+                     "mov %[n], %[words]\n"
+                     "2:\n\t"
+                     "ldr %[v], [%[x]], #4\n\t"
+                     "sxtb16 %[t], %[v]\n\t"
+                     "sxtb16 %[v], %[v], ror #8\n\t"
+                     "str %[v], [%[slot], #4]\n\t"
+                     "str %[t], [%[slot]], #32\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 2b\n\t"
+                     "add %[place], %[place], #8\n\t"
+                     "subs %[pixels], %[pixels], #1\n\t"
+                     "beq 3f\n\t"
+                     "tst %[pixels], #3\n\t" /* four pixels done: the next group's first place */
+                     "bne 1b\n\t"
+                     "add %[place], %[place], %[group], lsl #2\n\t"
+                     "sub %[place], %[place], #32\n\t"
+                     "b 1b\n"
+                     "3:"
+                     : [place] "+r"(place), [x] "+r"(x), [pixels] "+r"(pixels), [slot] "=&r"(slot), [v] "=&r"(v),
+                       [t] "=&r"(t), [n] "=&r"(n)
+                     : [words] "r"(words), [group] "r"(group_words)
+                     : "cc", "memory");
+}
+
+/* A receptive field of rows rows of row_bytes bytes, step bytes apart from x, widened into place as widen_pixels_s8
+ * widens a pixel's, in the _opt filters' order (lower.rows_first): each row's whole words, then the rows' last
+ * row_bytes % 4 bytes, packed into words that end in zeros. The rows are read where they lie: in the input, not
+ * gathered first. In assembly: GCC's loops spent more on the rows than on their words. */
+static __attribute__((noinline)) void widen_rows_s8(int32_t *place, const int8_t *x, int step, int rows, int row_bytes)
+{
+    int32_t *tails = place + 8 * (row_bytes >> 2) * rows;
+    int32_t v, t, n, tail = 0, bits = 0;
+    const int8_t *b;
+    __asm__ volatile("1:\n\t" /* a row: its whole words */
+                     "mov %[b], %[x]\n\t"
+                     "lsrs %[n], %[bytes], #2\n\t"
+                     "beq 3f\n"
+                     "2:\n\t"
+                     "ldr %[v], [%[b]], #4\n\t"
+                     "sxtb16 %[t], %[v]\n\t"
+                     "sxtb16 %[v], %[v], ror #8\n\t"
+                     "str %[v], [%[place], #4]\n\t"
+                     "str %[t], [%[place]], #32\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 2b\n"
+                     "3:\n\t" /* its last bytes, into the tail word */
+                     "ands %[n], %[bytes], #3\n\t"
+                     "beq 5f\n"
+                     "4:\n\t"
+                     "ldrb %[v], [%[b]], #1\n\t"
+                     "lsl %[v], %[v], %[bits]\n\t"
+                     "orr %[tail], %[tail], %[v]\n\t"
+                     "add %[bits], %[bits], #8\n\t"
+                     "cmp %[bits], #32\n\t"
+                     "bne 6f\n\t"
+                     "sxtb16 %[t], %[tail]\n\t"
+                     "sxtb16 %[v], %[tail], ror #8\n\t"
+                     "str %[v], [%[tails], #4]\n\t"
+                     "str %[t], [%[tails]], #32\n\t"
+                     "movs %[tail], #0\n\t"
+                     "movs %[bits], #0\n"
+                     "6:\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 4b\n"
+                     "5:\n\t"
+                     "add %[x], %[x], %[step]\n\t"
+                     "subs %[rows], %[rows], #1\n\t"
+                     "bne 1b\n\t"
+                     "cbz %[bits], 7f\n\t" /* a last tail word, ending in zeros */
+                     "sxtb16 %[t], %[tail]\n\t"
+                     "sxtb16 %[v], %[tail], ror #8\n\t"
+                     "str %[v], [%[tails], #4]\n\t"
+                     "str %[t], [%[tails]]\n"
+                     "7:"
+                     : [place] "+r"(place), [x] "+r"(x), [rows] "+r"(rows), [tails] "+r"(tails), [tail] "+r"(tail),
+                       [bits] "+l"(bits), [v] "=&r"(v), [t] "=&r"(t), [n] "=&r"(n), [b] "=&r"(b)
+                     : [step] "r"(step), [bytes] "r"(row_bytes)
+                     : "cc", "memory");
 }
 
 /* conv_s8's _opt path with the DSP extension: blocks of up to groups groups of four pixels (the compiler's
@@ -741,13 +832,10 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
     const int field = p->k_h * p->k_w * p->k_c, words = (field + 3) / 4, out_c = p->out_c;
     const int pixels = p->out_h * p->out_w, lead = pair_lead(words);
     const int group_words = 8 * (words + lead); /* padded to whole blocks: a group's passes end at the next's */
-    fill_s8(column + field, 0, 4 * words - field); /* x 0 weights past the field */
     /* a 1x1 filter, stride 1, no padding and whole words: output pixel q's field is input pixel q */
     const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h &&
                           !p->pad_w && field % 4 == 0;
-    /* rows of whole words, adjacent taps: an inside field's rows are widened from the input's */
-    const int row_bytes = p->k_w * p->in_c, row_words = row_bytes % 4 || p->dilation_w != 1 ? 0 : row_bytes / 4;
-    const int row_step = p->dilation_h * p->in_w * p->in_c;
+    const int row_bytes = p->k_w * p->in_c, row_step = p->dilation_h * p->in_w * p->in_c;
     channels_context context; /* set field by field: an initializer would zero the others with memset */
     context.out_c = out_c;
     context.k = 1 + 2 * p->out_offset;
@@ -757,24 +845,19 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
     for (int px = 0, n; px < pixels; px += n) {
         const int whole = tr_min(groups, (pixels - px) / 4);
         n = whole ? 4 * whole : pixels - px;
-        for (int i = 0; i < n; i++) {
+        if (pointwise) {
+            widen_pixels_s8(fields + 8 * lead, in + px * field, words, n, group_words);
+        }
+        for (int i = 0; i < n && !pointwise; i++) {
             const int q = px + i;
             int32_t *place = fields + i / 4 * group_words + 8 * lead + 2 * (i % 4);
-            if (pointwise) {
-                widen_s8(place, in + q * field, words);
-                continue;
-            }
             const int iy0 = q / p->out_w * p->stride_h - p->pad_h, ix0 = q % p->out_w * p->stride_w - p->pad_w;
-            if (row_words && inside_field(p, iy0, ix0)) { /* widened from the input's rows: not gathered first */
-                const int8_t *x = in + (iy0 * p->in_w + ix0) * p->in_c;
-                for (int32_t *end = place + 8 * words; place < end; place += 8 * row_words) {
-                    widen_s8(place, x, row_words);
-                    x += row_step;
-                }
-                continue;
+            if (inside_field(p, iy0, ix0)) { /* adjacent taps: widened from the input's rows */
+                widen_rows_s8(place, in + (iy0 * p->in_w + ix0) * p->in_c, row_step, p->k_h, row_bytes);
+            } else {
+                border_field_s8(p, in, iy0, ix0, column);
+                widen_rows_s8(place, column, row_bytes, p->k_h, row_bytes);
             }
-            receptive_field_s8(p, in, iy0, ix0, column);
-            widen_s8(place, column, words);
         }
         context.stream = p->weights;
         context.multiplier = p->requant.multiplier;
@@ -813,6 +896,8 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     const int group = opt ? GROUP : 2;
     int8_t room[ROOM + GROUP * TR_COLUMN_BYTES], *columns = room + ROOM;
     int8_t sums[GROUP * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
+    int8_t gathered[TR_COLUMN_BYTES];          /* the _opt kernels' only: a field across the border, gathered */
+    const int row_bytes = p->k_w * p->in_c, row_step = p->dilation_h * p->in_w * p->in_c;
     fill_s8(room, 0, ROOM);
     for (int i = 0; i < group; i++) {
         fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights, past every field */
@@ -824,11 +909,17 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
         int8_t *y = skip ? sums : out;
         for (int i = 0; i < group; i++) {
             const int q = px + tr_min(i, n - 1), oy = q / p->out_w, ox = q % p->out_w;
+            const int iy0 = oy * p->stride_h - p->pad_h, ix0 = ox * p->stride_w - p->pad_w;
             if (pointwise) {
                 copy_run_s8(columns + i * TR_COLUMN_BYTES, in + q * field, field);
+            } else if (!opt) {
+                receptive_field_s8(p, in, iy0, ix0, columns + i * TR_COLUMN_BYTES);
+            } else if (inside_field(p, iy0, ix0)) { /* adjacent taps: read from the input's rows */
+                rows_first_s8(columns + i * TR_COLUMN_BYTES, in + (iy0 * p->in_w + ix0) * p->in_c, row_step, p->k_h,
+                              row_bytes);
             } else {
-                receptive_field_s8(p, in, oy * p->stride_h - p->pad_h, ox * p->stride_w - p->pad_w,
-                                   columns + i * TR_COLUMN_BYTES);
+                border_field_s8(p, in, iy0, ix0, gathered);
+                rows_first_s8(columns + i * TR_COLUMN_BYTES, gathered, row_bytes, p->k_h, row_bytes);
             }
         }
         if (opt) {

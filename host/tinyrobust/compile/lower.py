@@ -192,26 +192,36 @@ def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     ):
         function = "tr_conv_s8_opt"
         bias = next((c.values for c in constants if c.name == fields["bias"]), np.zeros(fields["out_c"], np.int64))
-        stream = pair_stream(next(c for c in constants if c.name == fields["weights"]), bias, fields["out_c"])
+        weights = next(c for c in constants if c.name == fields["weights"])
+        stream = pair_stream(weights, bias, fields["out_c"], rows_first(fields["k_h"], fields["k_w"] * fields["in_c"]))
         constants = [stream, *(c for c in constants if c.name not in (fields["weights"], fields["bias"]))]
         fields["bias"] = "NULL"  # in the stream
     return Kernel(function, "tr_conv_params", fields, constants)
+
+
+def rows_first(rows: int, row_bytes: int) -> np.ndarray:
+    """The receptive field's bytes in the order tr_conv_s8_opt takes them: each row's whole words, then the last
+    row_bytes % 4 bytes of every row. The whole words are then widened from the input where they lie (widen_rows_s8),
+    not gathered first; a field of whole-word rows keeps its order."""
+    whole = row_bytes - row_bytes % 4
+    starts = row_bytes * np.arange(rows)[:, None]
+    return np.concatenate([(starts + np.arange(whole)).ravel(), (starts + np.arange(whole, row_bytes)).ravel()])
 
 
 # TR_PAIR_BLOCK in tr_conv.c: the words of a receptive field in a block of tr_conv_s8_opt's filters.
 PAIR_BLOCK = 8
 
 
-def pair_stream(weights: Constant, bias: np.ndarray, out_c: int) -> Constant:
+def pair_stream(weights: Constant, bias: np.ndarray, out_c: int, order: np.ndarray) -> Constant:
     """tr_conv_s8_opt's filters and biases as one stream, a pair of output channels after another, so that one
     pointer walks all a pair takes: its two int32 biases, then its filters in blocks of PAIR_BLOCK words of the
     receptive field. The field is padded with zero weights to whole words (conv_s8 pads it with zeros to match),
     and the first block is led by zero weights to a whole block (the loops enter it where the field starts). In a
     block, for each word of the field a word of both filters' weights of its bytes 0 and 2 (c0 x0, c1 x0, c0 x2,
     c1 x2), then for each word those of its bytes 1 and 3: SXTB16 splits such a word into both filters' halfwords
-    for one word of the field widened (widen_s8), and Helium's VLD2 splits each half of a block into both filters'
-    weights of the block's even or odd bytes."""
-    filters = weights.values.reshape(out_c, -1)
+    for one word of the field widened (widen_pixels_s8), and Helium's VLD2 splits each half of a block into both
+    filters' weights of the block's even or odd bytes. The field's bytes are taken in order (rows_first)."""
+    filters = weights.values.reshape(out_c, -1)[:, order]
     words = -(-filters.shape[1] // 4)
     blocks = -(-words // PAIR_BLOCK)
     lead = 4 * (PAIR_BLOCK * blocks - words)
