@@ -244,7 +244,7 @@ static inline void copy_s8(int8_t *dst, const int8_t *src, int n)
     memcpy(dst + n - 4, &last, 4);
 }
 
-/* copy_s8, not inlined: the receptive field of a 1x1 filter. */
+/* copy_s8 in one place, not inlined: a 1x1 filter's receptive field, a border field's runs, a last group's outputs. */
 static __attribute__((noinline)) void copy_run_s8(int8_t *dst, const int8_t *src, int n)
 {
     copy_s8(dst, src, n);
@@ -306,7 +306,7 @@ static TR_SETUP void border_field_s8(const tr_conv_params *p, const int8_t *in, 
         const int8_t *x = in + ((iy0 + ky * p->dilation_h) * p->in_w + ix0 + kx_lo * p->dilation_w) * in_c;
         const int run = p->dilation_w == 1 ? (kx_hi - kx_lo) * in_c : in_c; /* adjacent taps: one run */
         for (int8_t *end = c + (kx_hi - kx_lo) * in_c; c < end; x += p->dilation_w * run, c += run) {
-            copy_s8(c, x, run);
+            copy_run_s8(c, x, run);
         }
         fill_s8(c, zero_point, (p->k_w - kx_hi) * in_c);
         c += (p->k_w - kx_hi) * in_c;
@@ -467,12 +467,11 @@ typedef struct {
 #define TR_CHANNELS_STEP(s)                                                                                        \
     "1" #s ":\n\t" TR_CHANNELS_HALF("4*" #s, "32*" #s) TR_CHANNELS_HALF("32+4*" #s, "32*" #s "+4")
 
-/* One output of channels_s8: the accumulator acc requantized from twice itself (requantize_doubled, overwriting
- * acc) into u, saturated and stored at address. w holds its channel's multiplier, t its nudge and t2 its shift
- * right less one in the low byte, where register shifts read it: the last step of the shift is SSAT's. ASRS, not
- * ASR: its 16-bit encoding, the flags being free here. */
+/* One output of channels_s8: the accumulator acc, twice the sum from doubled fields and biases, requantized
+ * (requantize_doubled) into u, saturated and stored at address. w holds its channel's multiplier, t its nudge and
+ * t2 its shift right less one in the low byte, where register shifts read it: the last step of the shift is SSAT's.
+ * ASRS, not ASR: its 16-bit encoding, the flags being free here. */
 #define TR_CHANNELS_OUTPUT(acc, address)                                                                           \
-    "add %[" #acc "], %[" #acc "], %[" #acc "]\n\t"                                                                \
     "smmlar %[u], %[" #acc "], %[w], %[t]\n\t"                                                                     \
     "add %[u], %[u], %[" #acc "], asr #31\n\t"                                                                     \
     "asrs %[u], %[u], %[t2]\n\t"                                                                                   \
@@ -659,8 +658,8 @@ static __attribute__((noinline)) void channels_mve(const tr_conv_params *p, cons
     const int8_t *w = p->weights;
     for (int oc = 0; oc < out_c; oc += 2) {
         int32_t bias[2];
-        memcpy(bias, w, sizeof bias);
-        int32_t a0 = bias[0], a1 = bias[1], b0 = a0, b1 = a1, c0 = a0, c1 = a1;
+        memcpy(bias, w, sizeof bias); /* doubled in the stream */
+        int32_t a0 = bias[0] / 2, a1 = bias[1] / 2, b0 = a0, b1 = a1, c0 = a0, c1 = a1;
         w += sizeof bias;
         for (int i = 0; i < bytes; i += 4 * TR_PAIR_BLOCK, w += 8 * TR_PAIR_BLOCK) {
             const int8x16x2_t even = vld2q_s8(w), odd = vld2q_s8(w + 4 * TR_PAIR_BLOCK);
@@ -730,8 +729,9 @@ static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, i
 #if TR_DSP_ASM
 /* The receptive fields of a 1x1 filter's pixels pixels, words words each from x on, into their places of the block's
  * widened fields (channels_s8's): pixel i's at place + i / 4 * group_words + 2 * (i % 4), each word's bytes 0 and 2,
- * then 1 and 3, sign-extended into halfwords, eight words (four pixels) apart. Widened once per pixel here, the
- * fields' bytes are not widened again for every pair of output channels. In assembly, one call a block. */
+ * then 1 and 3, sign-extended into halfwords and doubled, eight words (four pixels) apart. Widened once per pixel
+ * here, the fields' bytes are not widened again for every pair of output channels; doubled here, the sums are
+ * twice the products for requantize_doubled, not doubled again for every output. In assembly, one call a block. */
 static __attribute__((noinline)) void widen_pixels_s8(int32_t *place, const int8_t *x, int words, int pixels,
                                                       int group_words)
 {
@@ -743,6 +743,8 @@ static __attribute__((noinline)) void widen_pixels_s8(int32_t *place, const int8
                      "ldr %[v], [%[x]], #4\n\t"
                      "sxtb16 %[t], %[v]\n\t"
                      "sxtb16 %[v], %[v], ror #8\n\t"
+                     "sadd16 %[t], %[t], %[t]\n\t"
+                     "sadd16 %[v], %[v], %[v]\n\t"
                      "str %[v], [%[slot], #4]\n\t"
                      "str %[t], [%[slot]], #32\n\t"
                      "subs %[n], %[n], #1\n\t"
@@ -779,6 +781,8 @@ static __attribute__((noinline)) void widen_rows_s8(int32_t *place, const int8_t
                      "ldr %[v], [%[b]], #4\n\t"
                      "sxtb16 %[t], %[v]\n\t"
                      "sxtb16 %[v], %[v], ror #8\n\t"
+                     "sadd16 %[t], %[t], %[t]\n\t"
+                     "sadd16 %[v], %[v], %[v]\n\t"
                      "str %[v], [%[place], #4]\n\t"
                      "str %[t], [%[place]], #32\n\t"
                      "subs %[n], %[n], #1\n\t"
@@ -795,6 +799,8 @@ static __attribute__((noinline)) void widen_rows_s8(int32_t *place, const int8_t
                      "bne 6f\n\t"
                      "sxtb16 %[t], %[tail]\n\t"
                      "sxtb16 %[v], %[tail], ror #8\n\t"
+                     "sadd16 %[t], %[t], %[t]\n\t"
+                     "sadd16 %[v], %[v], %[v]\n\t"
                      "str %[v], [%[tails], #4]\n\t"
                      "str %[t], [%[tails]], #32\n\t"
                      "movs %[tail], #0\n\t"
@@ -809,6 +815,8 @@ static __attribute__((noinline)) void widen_rows_s8(int32_t *place, const int8_t
                      "cbz %[bits], 7f\n\t" /* a last tail word, ending in zeros */
                      "sxtb16 %[t], %[tail]\n\t"
                      "sxtb16 %[v], %[tail], ror #8\n\t"
+                     "sadd16 %[t], %[t], %[t]\n\t"
+                     "sadd16 %[v], %[v], %[v]\n\t"
                      "str %[v], [%[tails], #4]\n\t"
                      "str %[t], [%[tails]]\n"
                      "7:"
@@ -929,8 +937,8 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             const int8_t *w = p->weights;
             for (int oc = 0; oc < out_c; oc += 2, w += pair_bytes(words)) {
                 int32_t bias[2];
-                memcpy(bias, w, sizeof bias);
-                int32_t acc[4] = {bias[0], bias[1], bias[0], bias[1]};
+                memcpy(bias, w, sizeof bias); /* doubled in the stream */
+                int32_t acc[4] = {bias[0] / 2, bias[1] / 2, bias[0] / 2, bias[1] / 2};
                 dot4_pairs_s8(columns, columns + TR_COLUMN_BYTES, w + sizeof bias, words, acc);
                 pair_outputs_s8(p, oc, acc, n, y, out_c);
             }
@@ -1002,6 +1010,7 @@ void tr_conv_add_s8_opt(const tr_conv_params *p, const int8_t *in, const int8_t 
 __attribute__((optimize("Os"))) void tr_depthwise_conv_s8(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
     const output_s8 stage = output_stage(&p->requant, p->out_offset, p->act_min, p->act_max);
+    const int m = p->out_c / p->in_c; /* the depth multiplier */
     for (int oy = 0; oy < p->out_h; oy++) {
         for (int ox = 0; ox < p->out_w; ox++, out += p->out_c) {
             for (int oc = 0; oc < p->out_c; oc++) {
@@ -1011,7 +1020,7 @@ __attribute__((optimize("Os"))) void tr_depthwise_conv_s8(const tr_conv_params *
                     for (int kx = 0; kx < p->k_w; kx++) {
                         const int ix = ox * p->stride_w - p->pad_w + kx * p->dilation_w;
                         const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-                        const int32_t x = inside ? in[(iy * p->in_w + ix) * p->in_c + oc / p->depth_multiplier]
+                        const int32_t x = inside ? in[(iy * p->in_w + ix) * p->in_c + oc / m]
                                                  : -p->in_offset;
                         acc += p->weights[(ky * p->k_w + kx) * p->out_c + oc] * x;
                     }
@@ -1874,7 +1883,7 @@ void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 {
     const int32_t acc64 = p->acc64, lo = p->act_min, hi = p->act_max; /* see tr_conv_s16 */
-    const int out_c = p->out_c, m = p->depth_multiplier, tap_step = p->dilation_w * p->in_c;
+    const int out_c = p->out_c, m = out_c / p->in_c, tap_step = p->dilation_w * p->in_c; /* m: the depth multiplier */
     const int row_step = p->dilation_h * p->in_w * p->in_c, filter_row = p->k_w * out_c;
     for (int oy = 0; oy < p->out_h; oy++) {
         const int iy0 = oy * p->stride_h - p->pad_h;

@@ -50,7 +50,6 @@ typedef struct {
     int16_t stride_h, stride_w;
     int16_t dilation_h, dilation_w;
     int16_t pad_h, pad_w;   /* padding before the first row / column */
-    int16_t depth_multiplier; /* depthwise only */
     int16_t in_offset;      /* -input zero point */
     int16_t out_offset;     /* output zero point */
     int16_t act_min, act_max; /* int16 fields: the parameters of every step are in flash */

@@ -160,7 +160,6 @@ def _conv_common(
         "k_h": k_h, "k_w": k_w, "k_c": 1 if depthwise else w.shape[3],
         "stride_h": o.strideH, "stride_w": o.strideW,
         "dilation_h": o.dilationHFactor, "dilation_w": o.dilationWFactor, "pad_h": pad_h, "pad_w": pad_w,
-        "depth_multiplier": out_c // in_c if depthwise else 1,
         "in_offset": -int(x.zero_point[0]), "out_offset": int(out.zero_point[0]), "act_min": lo, "act_max": hi,
         "weights": weights.name, **bias_fields,
         "requant": requant,
@@ -214,7 +213,8 @@ PAIR_BLOCK = 8
 
 def pair_stream(weights: Constant, bias: np.ndarray, out_c: int, order: np.ndarray) -> Constant:
     """tr_conv_s8_opt's filters and biases as one stream, a pair of output channels after another, so that one
-    pointer walks all a pair takes: its two int32 biases, then its filters in blocks of PAIR_BLOCK words of the
+    pointer walks all a pair takes: its two biases, doubled as int32 (the DSP extension's loops sum twice the products
+    from fields widened doubled, for requantize_doubled), then its filters in blocks of PAIR_BLOCK words of the
     receptive field. The field is padded with zero weights to whole words (conv_s8 pads it with zeros to match),
     and the first block is led by zero weights to a whole block (the loops enter it where the field starts). In a
     block, for each word of the field a word of both filters' weights of its bytes 0 and 2 (c0 x0, c1 x0, c0 x2,
@@ -229,7 +229,7 @@ def pair_stream(weights: Constant, bias: np.ndarray, out_c: int, order: np.ndarr
     # [pair, channel, block, word, byte 2m + h] -> [pair, block, h, word, m, channel]
     shape = (out_c // 2, 2, blocks, PAIR_BLOCK, 2, 2)
     pairs = padded.reshape(shape).transpose(0, 2, 5, 3, 4, 1).reshape(out_c // 2, -1)
-    biases = bias.astype("<i4").view(np.int8).reshape(out_c // 2, 8)
+    biases = (2 * bias).astype("<i4").view(np.int8).reshape(out_c // 2, 8)
     return Constant(weights.name, weights.ctype, np.concatenate([biases, pairs], axis=1).reshape(-1))
 
 
@@ -309,7 +309,7 @@ def _fits_depthwise_opt(graph: Graph, op: Op, name: str, fields: dict, constants
     at most DEPTHWISE_TAPS taps whose input fits DEPTHWISE_PATCH, and a requantization doubled_requant_fits."""
     f = fields
     window = ((f["k_h"] - 1) * f["dilation_h"] + 1) * ((f["k_w"] - 1) * f["dilation_w"] + 1)  # input positions
-    if f["depth_multiplier"] != 1 or f["out_c"] < 4 or f["k_h"] * f["k_w"] > DEPTHWISE_TAPS or window > DEPTHWISE_PATCH:
+    if f["out_c"] != f["in_c"] or f["out_c"] < 4 or f["k_h"] * f["k_w"] > DEPTHWISE_TAPS or window > DEPTHWISE_PATCH:
         return False
     return doubled_requant_fits(graph, op, name, fields, constants, weight_axes=(0, 1, 2))
 
