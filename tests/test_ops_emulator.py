@@ -178,6 +178,12 @@ SWEEPS = {
          L.Conv2D(10, (1, 3))],
         (9, 6, 3),
     ),
+    # fields in lower.rows_first's order: rows of 3 bytes (no whole word: 9 bytes in three words), two rows of 18
+    # (four whole words each, then 4 bytes: one word exactly), and three rows of 6 across the border (gathered)
+    "conv-rows-first-tails": (
+        [L.Conv2D(6, (3, 1), padding="same"), L.Conv2D(2, (2, 3)), L.Conv2D(4, 3, strides=2, padding="same")],
+        (7, 8, 3),
+    ),
     # layers of two pixels and of one (one pixel alone: a step a turn), with fields of 5, 4, 2, 13, 8 and 1 words:
     # the passes' other entries, at steps 3, 4, 6, 3 (two blocks), 0 and 7
     "conv-one-or-two-pixels": (

@@ -1806,9 +1806,9 @@ void tr_fully_connected_s8_opt(const tr_fc_params *p, const int8_t *in, int8_t *
 
 /* --- int16x8: int16 activations (zero point 0, so no offsets), int8 weights ------------------------------- */
 
-/* TFLM's 16x8 kernels accumulate in the type of their bias: in 64 bits, with the 64-bit requantization, for an
- * int64 bias (acc64); in 32 bits, with the 32-bit one, for an int32 bias or none. The accumulation starts from the
- * bias (TFLM adds it last: the same sum, modulo 2^32 in 32 bits). */
+/* TFLM's 16x8 kernels accumulate in the type of their bias: in 32 bits, with the 32-bit requantization, for an
+ * int32 bias; else (acc64: an int64 bias, or none, as the compiler reads TFLM) in 64 bits, with the 64-bit one. The
+ * accumulation starts from the bias (TFLM adds it last: the same sum, modulo 2^32 in 32 bits). */
 static inline int64_t bias_s16(const int32_t *bias, const int64_t *bias64, int c)
 {
     return bias64 ? bias64[c] : (bias ? bias[c] : 0);
@@ -1846,7 +1846,7 @@ static inline int64_t dot_s16(const int16_t *x, const int8_t *w, int n, int64_t 
 void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 {
     /* copied out: the int16 stores to out may alias p's int16 fields, as far as C knows */
-    const int32_t acc64 = p->acc64, lo = p->act_min, hi = p->act_max;
+    const int32_t acc64 = !p->bias, lo = p->act_min, hi = p->act_max;
     const int k_w = p->k_w, k_c = p->k_c, in_c = p->in_c, out_c = p->out_c;
     const int per_group = out_c / (in_c / k_c), row_size = k_w * k_c, filter_size = p->k_h * row_size;
     const int whole_rows = k_c == in_c && p->dilation_w == 1;
@@ -1882,7 +1882,7 @@ void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out)
 {
-    const int32_t acc64 = p->acc64, lo = p->act_min, hi = p->act_max; /* see tr_conv_s16 */
+    const int32_t acc64 = !p->bias, lo = p->act_min, hi = p->act_max; /* see tr_conv_s16 */
     const int out_c = p->out_c, m = out_c / p->in_c, tap_step = p->dilation_w * p->in_c; /* m: the depth multiplier */
     const int row_step = p->dilation_h * p->in_w * p->in_c, filter_row = p->k_w * out_c;
     for (int oy = 0; oy < p->out_h; oy++) {
@@ -1929,7 +1929,7 @@ void tr_fully_connected_s16(const tr_fc_params *p, const int16_t *in, int16_t *o
         const int64_t row_term = p->weights_offset * x_sum;
         for (int o = 0; o < out_n; o++) {
             const int64_t acc = dot_s16(in, p->weights + o * in_n, in_n, bias_s16(p->bias, p->bias64, o) + row_term);
-            out[o] = requantize_s16(acc, p->acc64, &p->requant, o, p->act_min, p->act_max);
+            out[o] = requantize_s16(acc, !p->bias, &p->requant, o, p->act_min, p->act_max);
         }
     }
 }

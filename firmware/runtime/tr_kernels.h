@@ -53,11 +53,10 @@ typedef struct {
     int16_t in_offset;      /* -input zero point */
     int16_t out_offset;     /* output zero point */
     int16_t act_min, act_max; /* int16 fields: the parameters of every step are in flash */
-    int16_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
     int16_t pixel_groups;   /* conv _opt only: groups of four pixels a block with the DSP extension (conv_s8_widened) */
     const int8_t *weights;  /* conv: [out_c][k_h][k_w][in_c]; depthwise: [k_h][k_w][out_c]; conv _opt: pair_stream */
     const int32_t *bias;    /* [out_c] or NULL */
-    const int64_t *bias64;  /* _s16 only: [out_c] or NULL */
+    const int64_t *bias64;  /* _s16 only: [out_c] or NULL; without an int32 bias, 64-bit sums (see tr_conv_s16) */
     tr_requant requant;
     const tr_residual *residual; /* tr_conv_add_s8 only: the ADD fused after the convolution */
 } tr_conv_params;
@@ -69,8 +68,7 @@ typedef struct {
     int32_t act_min, act_max;
     const int8_t *weights;  /* [out_n][in_n] */
     const int32_t *bias;    /* [out_n] or NULL */
-    const int64_t *bias64;  /* _s16 only: [out_n] or NULL */
-    int32_t acc64;          /* _s16 only: accumulate and requantize in 64 bits (TFLM's int64-bias kernels) */
+    const int64_t *bias64;  /* _s16 only: [out_n] or NULL; without an int32 bias, 64-bit sums (see tr_conv_s16) */
     tr_requant requant;
 } tr_fc_params;
 
@@ -324,11 +322,11 @@ void tr_resize_nearest_neighbor(const tr_resize_nearest_neighbor_params *p, cons
 
 /* The int16x8 kernels: as their _s8 namesakes, with int16 activations of zero point 0 (so no offsets). */
 
-/* CONV_2D, any groups; accumulates in 64 bits if acc64, else in 32. */
+/* CONV_2D, any groups; accumulates in 32 bits with an int32 bias, else in 64. */
 void tr_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
 /* DEPTHWISE_CONV_2D, any depth multiplier; accumulates in 64 bits. */
 void tr_depthwise_conv_s16(const tr_conv_params *p, const int16_t *in, int16_t *out);
-/* FULLY_CONNECTED; accumulates in 64 bits if acc64, else in 32. */
+/* FULLY_CONNECTED; accumulates in 32 bits with an int32 bias, else in 64. */
 void tr_fully_connected_s16(const tr_fc_params *p, const int16_t *in, int16_t *out);
 /* MAX_POOL_2D. */
 void tr_max_pool_s16(const tr_pool_params *p, const int16_t *in, int16_t *out);

@@ -74,11 +74,11 @@ def _activation_type(graph: Graph, op: Op, *tensors: int) -> str:
 
 def _bias(graph: Graph, op: Op, name: str, activations: str, accepted: tuple[str, ...]) -> tuple[dict, list]:
     """The bias operand as a constant. TFLM's 16x8 kernels accumulate in 64 bits and requantize with the 64-bit
-    MultiplyByQuantizedMultiplier, unless the bias is int32: then both are 32-bit (acc64 0)."""
+    MultiplyByQuantizedMultiplier, unless the bias is int32: then both are 32-bit (the kernels tell by the bias)."""
     bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
     fields: dict[str, object] = {"bias": "NULL"}
     if activations == "int16":
-        fields |= {"bias64": "NULL", "acc64": int(bias is None or bias.type_name != "int32")}
+        fields["bias64"] = "NULL"
     if bias is None:
         return fields, []
     if bias.data is None:
@@ -247,8 +247,7 @@ def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
     fields, constants, activations = _conv_common(
         graph, op, name, depthwise=True, bias_types={"int8": ("int32",), "int16": ("int64",)}
     )
-    if activations == "int16":
-        fields["acc64"] = 1
+    if activations == "int16":  # its bias is int64 or none: 64-bit sums
         return Kernel("tr_depthwise_conv_s16", "tr_conv_params", fields, constants)
     if not _fits_depthwise_opt(graph, op, name, fields, constants):
         return Kernel("tr_depthwise_conv_s8", "tr_conv_params", fields, constants)
