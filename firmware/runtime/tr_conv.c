@@ -764,37 +764,55 @@ static __attribute__((noinline)) void widen_pixels_s8(int32_t *place, const int8
                      : "cc", "memory");
 }
 
-/* A receptive field of rows rows of row_bytes bytes, step bytes apart from x, widened into place as widen_pixels_s8
- * widens a pixel's, in the _opt filters' order (lower.rows_first): each row's whole words, then the rows' last
- * row_bytes % 4 bytes, packed into words that end in zeros. The rows are read where they lie: in the input, not
- * gathered first. In assembly: GCC's loops spent more on the rows than on their words. */
-static __attribute__((noinline)) void widen_rows_s8(int32_t *place, const int8_t *x, int step, int rows, int row_bytes)
+/* The receptive fields of a layer whose filter is wider or taller than one pixel, as widen_fields_s8 reads them. */
+typedef struct {
+    int32_t rows, whole, rem; /* a field's rows, and their whole words and last bytes */
+    int32_t next;             /* bytes from the end of a field's row to the next row: in the input, or gathered */
+    int32_t tails;            /* bytes from a field's place to that of its tail words */
+    int32_t pixel;            /* bytes from a field in the input to the next pixel's, along an output row */
+    int32_t group;            /* bytes from after a group's fourth place to the next group's first */
+} field_rows;
+
+/* The receptive fields of pixels pixels along an output row, the first from x, into their places of the block's
+ * widened fields as widen_pixels_s8 widens a 1x1 filter's, from place (that of the block's pixel first) on, in the
+ * _opt filters' order (lower.rows_first): each row's whole words, then the rows' last bytes, packed into words that
+ * end in zeros. The rows are read where they lie: in the input, not gathered first. In assembly, one call a run of
+ * pixels: GCC's loops spent more on the rows and the pixels than on their words. */
+static __attribute__((noinline)) void widen_fields_s8(int32_t *place, const int8_t *x, const field_rows *f,
+                                                      int first, int pixels)
 {
-    int32_t *tails = place + 8 * (row_bytes >> 2) * rows;
-    int32_t v, t, n, tail = 0, bits = 0;
+    register int32_t n __asm__("r0"), bits __asm__("r1"); /* low registers, for CBZ */
+    int32_t *p, *tails, v, t, tail, rows;
     const int8_t *b;
-    __asm__ volatile("1:\n\t" /* a row: its whole words */
+    __asm__ volatile("1:\n\t" /* a pixel */
+                     "mov %[p], %[place]\n\t"
                      "mov %[b], %[x]\n\t"
-                     "lsrs %[n], %[bytes], #2\n\t"
-                     "beq 3f\n"
-                     "2:\n\t"
+                     "ldr %[t], [%[f], %[tails_at]]\n\t"
+                     "add %[tails], %[place], %[t]\n\t"
+                     "ldr %[rows], [%[f], %[rows_at]]\n\t"
+                     "movs %[tail], #0\n\t"
+                     "movs %[bits], #0\n"
+                     "2:\n\t" /* a row: its whole words */
+                     "ldr %[n], [%[f], %[whole_at]]\n\t"
+                     "cbz %[n], 4f\n"
+                     "3:\n\t"
                      "ldr %[v], [%[b]], #4\n\t"
                      "sxtb16 %[t], %[v]\n\t"
                      "sxtb16 %[v], %[v], ror #8\n\t"
                      "sadd16 %[t], %[t], %[t]\n\t"
                      "sadd16 %[v], %[v], %[v]\n\t"
-                     "str %[v], [%[place], #4]\n\t"
-                     "str %[t], [%[place]], #32\n\t"
+                     "str %[v], [%[p], #4]\n\t"
+                     "str %[t], [%[p]], #32\n\t"
                      "subs %[n], %[n], #1\n\t"
-                     "bne 2b\n"
-                     "3:\n\t" /* its last bytes, into the tail word */
-                     "ands %[n], %[bytes], #3\n\t"
-                     "beq 5f\n"
-                     "4:\n\t"
+                     "bne 3b\n"
+                     "4:\n\t" /* its last bytes, into the tail word */
+                     "ldr %[n], [%[f], %[rem_at]]\n\t"
+                     "cbz %[n], 7f\n"
+                     "5:\n\t"
                      "ldrb %[v], [%[b]], #1\n\t"
                      "lsl %[v], %[v], %[bits]\n\t"
                      "orr %[tail], %[tail], %[v]\n\t"
-                     "add %[bits], %[bits], #8\n\t"
+                     "adds %[bits], %[bits], #8\n\t"
                      "cmp %[bits], #32\n\t"
                      "bne 6f\n\t"
                      "sxtb16 %[t], %[tail]\n\t"
@@ -807,22 +825,38 @@ static __attribute__((noinline)) void widen_rows_s8(int32_t *place, const int8_t
                      "movs %[bits], #0\n"
                      "6:\n\t"
                      "subs %[n], %[n], #1\n\t"
-                     "bne 4b\n"
-                     "5:\n\t"
-                     "add %[x], %[x], %[step]\n\t"
+                     "bne 5b\n"
+                     "7:\n\t"
+                     "ldr %[t], [%[f], %[next_at]]\n\t"
+                     "add %[b], %[b], %[t]\n\t"
                      "subs %[rows], %[rows], #1\n\t"
-                     "bne 1b\n\t"
-                     "cbz %[bits], 7f\n\t" /* a last tail word, ending in zeros */
+                     "bne 2b\n\t"
+                     "cbz %[bits], 8f\n\t" /* a last tail word, ending in zeros */
                      "sxtb16 %[t], %[tail]\n\t"
                      "sxtb16 %[v], %[tail], ror #8\n\t"
                      "sadd16 %[t], %[t], %[t]\n\t"
                      "sadd16 %[v], %[v], %[v]\n\t"
                      "str %[v], [%[tails], #4]\n\t"
                      "str %[t], [%[tails]]\n"
-                     "7:"
-                     : [place] "+r"(place), [x] "+r"(x), [rows] "+r"(rows), [tails] "+r"(tails), [tail] "+r"(tail),
-                       [bits] "+l"(bits), [v] "=&r"(v), [t] "=&r"(t), [n] "=&r"(n), [b] "=&r"(b)
-                     : [step] "r"(step), [bytes] "r"(row_bytes)
+                     "8:\n\t" /* the next pixel's place, the next group's after four, and its field */
+                     "add %[place], %[place], #8\n\t"
+                     "adds %[first], %[first], #1\n\t"
+                     "tst %[first], #3\n\t"
+                     "bne 9f\n\t"
+                     "ldr %[t], [%[f], %[group_at]]\n\t"
+                     "add %[place], %[place], %[t]\n"
+                     "9:\n\t"
+                     "ldr %[t], [%[f], %[pixel_at]]\n\t"
+                     "add %[x], %[x], %[t]\n\t"
+                     "subs %[pixels], %[pixels], #1\n\t"
+                     "bne 1b"
+                     : [place] "+r"(place), [x] "+r"(x), [first] "+r"(first), [pixels] "+r"(pixels),
+                       [n] "=&l"(n), [bits] "=&l"(bits), [p] "=&r"(p), [b] "=&r"(b), [tails] "=&r"(tails),
+                       [tail] "=&r"(tail), [rows] "=&r"(rows), [v] "=&r"(v), [t] "=&r"(t)
+                     : [f] "r"(f), [rows_at] "i"(offsetof(field_rows, rows)),
+                       [whole_at] "i"(offsetof(field_rows, whole)), [rem_at] "i"(offsetof(field_rows, rem)),
+                       [next_at] "i"(offsetof(field_rows, next)), [tails_at] "i"(offsetof(field_rows, tails)),
+                       [pixel_at] "i"(offsetof(field_rows, pixel)), [group_at] "i"(offsetof(field_rows, group))
                      : "cc", "memory");
 }
 
@@ -844,6 +878,10 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
     const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h &&
                           !p->pad_w && field % 4 == 0;
     const int row_bytes = p->k_w * p->in_c, row_step = p->dilation_h * p->in_w * p->in_c;
+    field_rows rows = {p->k_h, row_bytes / 4, row_bytes % 4, 0, 32 * (row_bytes / 4) * p->k_h, p->stride_w * p->in_c,
+                       4 * group_words - 32};
+    /* past the last output column whose field lies inside the input's columns */
+    const int x1 = tr_min((p->in_w - p->k_w + p->pad_w) / p->stride_w + 1, p->out_w);
     channels_context context; /* set field by field: an initializer would zero the others with memset */
     context.out_c = out_c;
     context.k = 1 + 2 * p->out_offset;
@@ -856,15 +894,19 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
         if (pointwise) {
             widen_pixels_s8(fields + 8 * lead, in + px * field, words, n, group_words);
         }
-        for (int i = 0; i < n && !pointwise; i++) {
-            const int q = px + i;
+        for (int i = 0, run; i < n && !pointwise; i += run) {
+            const int q = px + i, ox = q % p->out_w;
             int32_t *place = fields + i / 4 * group_words + 8 * lead + 2 * (i % 4);
-            const int iy0 = q / p->out_w * p->stride_h - p->pad_h, ix0 = q % p->out_w * p->stride_w - p->pad_w;
-            if (inside_field(p, iy0, ix0)) { /* adjacent taps: widened from the input's rows */
-                widen_rows_s8(place, in + (iy0 * p->in_w + ix0) * p->in_c, row_step, p->k_h, row_bytes);
-            } else {
+            const int iy0 = q / p->out_w * p->stride_h - p->pad_h, ix0 = ox * p->stride_w - p->pad_w;
+            if (inside_field(p, iy0, ix0)) { /* adjacent taps: a run along the row widened from the input's rows */
+                run = tr_min(n - i, x1 - ox);
+                rows.next = row_step - row_bytes;
+                widen_fields_s8(place, in + (iy0 * p->in_w + ix0) * p->in_c, &rows, i, run);
+            } else { /* gathered first */
+                run = 1;
+                rows.next = 0;
                 border_field_s8(p, in, iy0, ix0, column);
-                widen_rows_s8(place, column, row_bytes, p->k_h, row_bytes);
+                widen_fields_s8(place, column, &rows, i, 1);
             }
         }
         context.stream = p->weights;
@@ -1411,9 +1453,10 @@ static __attribute__((noinline)) void prepare_band(const tr_conv_params *p, cons
     const int tap_col = m->tap_col;
     for (int k = 0; k < 4; k++, ch++) {
         const int8_t *w = p->weights + c + k;
-        for (int ky = 0; ky < 3; ky++, w += m->tap_row) {
-            ch->w[ky][0] = halfwords(2 * w[0], 2 * w[tap_col]);
-            ch->w[ky][1] = halfwords(2 * w[tap_col], 2 * w[2 * tap_col]);
+        for (int ky = 0; ky < 3; ky++, w += m->tap_row) { /* read before the stores, which may alias them for C */
+            const int32_t w0 = 2 * w[0], w1 = 2 * w[tap_col], w2 = 2 * w[2 * tap_col];
+            ch->w[ky][0] = halfwords(w0, w1);
+            ch->w[ky][1] = halfwords(w1, w2);
         }
         const int32_t right = -p->requant.shift[c + k];
         ch->multiplier = p->requant.multiplier[c + k];
