@@ -418,10 +418,17 @@ static inline int pair_lead(int words)
     return -words & (TR_PAIR_BLOCK - 1);
 }
 
-/* The bytes of a pair's stream for a receptive field of words words. */
+/* A receptive field of words words with its lead: whole blocks. A pair's filters take 8 bytes for each, a group's
+ * widened fields (channels_s8's) 8 words. */
+static inline int block_words(int words)
+{
+    return words + pair_lead(words);
+}
+
+/* The bytes of a pair's stream for a receptive field of words words: its biases, then its filters. */
 static inline int pair_bytes(int words)
 {
-    return 8 + 8 * (words + pair_lead(words));
+    return 8 + 8 * block_words(words);
 }
 
 #if TR_DSP_ASM
@@ -653,7 +660,7 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
 static __attribute__((noinline)) void channels_mve(const tr_conv_params *p, const int8_t *columns, int words,
                                                    int8_t *y, int n)
 {
-    const int out_c = p->out_c, bytes = 4 * (pair_lead(words) + words);
+    const int out_c = p->out_c, bytes = 4 * block_words(words);
     const int8_t *x0 = columns - 4 * pair_lead(words), *x1 = x0 + TR_COLUMN_BYTES, *x2 = x1 + TR_COLUMN_BYTES;
     const int8_t *w = p->weights;
     for (int oc = 0; oc < out_c; oc += 2) {
@@ -713,7 +720,7 @@ static __attribute__((noinline)) void residual_s8(const tr_residual *r, const in
 static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, int words, int32_t acc[4])
 {
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    for (int j = pair_lead(words); j < pair_lead(words) + words; j++, xa += 4, xb += 4) {
+    for (int j = pair_lead(words); j < block_words(words); j++, xa += 4, xb += 4) {
         const int8_t *e = w + 8 * j - 4 * (j % TR_PAIR_BLOCK), *o = e + 4 * TR_PAIR_BLOCK;
         a0 += e[0] * xa[0] + o[0] * xa[1] + e[2] * xa[2] + o[2] * xa[3];
         a1 += e[1] * xa[0] + o[1] * xa[1] + e[3] * xa[2] + o[3] * xa[3];
@@ -873,7 +880,7 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
 {
     const int field = p->k_h * p->k_w * p->k_c, words = (field + 3) / 4, out_c = p->out_c;
     const int pixels = p->out_h * p->out_w, lead = pair_lead(words);
-    const int group_words = 8 * (words + lead); /* padded to whole blocks: a group's passes end at the next's */
+    const int group_words = 8 * block_words(words); /* whole blocks: a group's passes end where the next's begin */
     /* a 1x1 filter, stride 1, no padding and whole words: output pixel q's field is input pixel q */
     const int pointwise = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_h &&
                           !p->pad_w && field % 4 == 0;
@@ -886,7 +893,7 @@ static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_
     context.out_c = out_c;
     context.k = 1 + 2 * p->out_offset;
     context.lead = lead;
-    context.filters = 8 * (words + lead); /* bytes: a word of both filters for each byte pair of a word */
+    context.filters = pair_bytes(words) - 8; /* past the biases */
     context.fields = fields;
     for (int px = 0, n; px < pixels; px += n) {
         const int whole = tr_min(groups, (pixels - px) / 4);
@@ -1021,7 +1028,7 @@ void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *ski
 /* The _opt entry points' stack for conv_s8_widened, as large as the layer needs. */
 #define TR_WIDENED(p, in, skip, out)                                                                               \
     const int words = ((p)->k_h * (p)->k_w * (p)->k_c + 3) / 4, groups = (p)->pixel_groups;                        \
-    int32_t fields[groups * 8 * (words + pair_lead(words))];                                                       \
+    int32_t fields[groups * 8 * block_words(words)];                                                               \
     int8_t column[4 * words], last[4 * (p)->out_c * ((skip) ? groups : 1)];                                        \
     conv_s8_widened(p, in, skip, out, fields, column, last, groups)
 #endif
