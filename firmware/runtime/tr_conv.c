@@ -955,6 +955,8 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
     int8_t sums[GROUP * TR_RESIDUAL_CHANNELS]; /* tr_conv_add_s8's only: unused, GCC drops it from tr_conv_s8 */
     int8_t gathered[TR_COLUMN_BYTES];          /* the _opt kernels' only: a field across the border, gathered */
     const int row_bytes = p->k_w * p->in_c, row_step = p->dilation_h * p->in_w * p->in_c;
+    /* the _opt filters' order (lower.rows_first) differs from theirs: rows of whole words and last bytes */
+    const int reorder = opt && p->k_h > 1 && row_bytes > 4 && row_bytes % 4;
     fill_s8(room, 0, ROOM);
     for (int i = 0; i < group; i++) {
         fill_s8(columns + i * TR_COLUMN_BYTES + field, 0, filter_size - field); /* x 0 weights, past every field */
@@ -969,7 +971,7 @@ static inline __attribute__((always_inline)) void conv_s8(const tr_conv_params *
             const int iy0 = oy * p->stride_h - p->pad_h, ix0 = ox * p->stride_w - p->pad_w;
             if (pointwise) {
                 copy_run_s8(columns + i * TR_COLUMN_BYTES, in + q * field, field);
-            } else if (!opt) {
+            } else if (!reorder) {
                 receptive_field_s8(p, in, iy0, ix0, columns + i * TR_COLUMN_BYTES);
             } else if (inside_field(p, iy0, ix0)) { /* adjacent taps: read from the input's rows */
                 rows_first_s8(columns + i * TR_COLUMN_BYTES, in + (iy0 * p->in_w + ix0) * p->in_c, row_step, p->k_h,
