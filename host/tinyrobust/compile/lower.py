@@ -200,7 +200,7 @@ def lower_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
 
 def rows_first(rows: int, row_bytes: int) -> np.ndarray:
     """The receptive field's bytes in the order tr_conv_s8_opt takes them: each row's whole words, then the last
-    row_bytes % 4 bytes of every row. The whole words are then widened from the input where they lie (widen_rows_s8),
+    row_bytes % 4 bytes of every row. The whole words are then widened from the input where they lie (widen_fields_s8),
     not gathered first; a field of whole-word rows keeps its order."""
     whole = row_bytes - row_bytes % 4
     starts = row_bytes * np.arange(rows)[:, None]
