@@ -154,12 +154,12 @@ SWEEPS = {
     "depthwise3x3-band": (
         [L.DepthwiseConv2D(3, padding="same"), L.DepthwiseConv2D(3), L.DepthwiseConv2D(3, strides=2, padding="same"),
          L.DepthwiseConv2D(3, strides=2), L.DepthwiseConv2D(3, strides=3, padding="same")],
-        (9, 13, 8),
+        (17, 23, 8),
     ),
     "depthwise3x3-band-tall": (
         [L.DepthwiseConv2D(3, padding="same", activation="relu"), L.DepthwiseConv2D(3),
          L.DepthwiseConv2D(3, strides=2, padding="same")],
-        (23, 9, 6),
+        (33, 17, 6),
     ),
     # dilated rows of whole words first (3x2x6: each inside field widened from the input's rows, two rows apart)
     "dilated-conv-depthwise": (
@@ -201,8 +201,8 @@ INT8_BOARDS = [*DSP_BOARDS, "qemu-mps3-an547"]
 @pytest.mark.parametrize("board", sorted(INT8_BOARDS))
 def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tflm(board, tmp_path):
     """The planner's ties and the fused residual ADD (tr_conv_add_s8) on both paths: a residual block whose sum is
-    written over its skip, a depthwise layer over its input (seven rows: tr_depthwise3x3_s8_opt's band takes two
-    strips, the second from rows kept of the first), 1x1 convolutions that widen and narrow in place. 63 pixels: the
+    written over its skip, a depthwise layer over its input (fifteen rows: tr_depthwise3x3_s8_opt's band takes two
+    strips, the second from rows kept of the first), 1x1 convolutions that widen and narrow in place. 135 pixels: the
     four-pixel loop's last group of three writes its outputs through the stack, over the input it has read."""
     layers = [
         conv(8),
@@ -212,7 +212,7 @@ def test_layers_written_over_their_inputs_on_the_emulator_are_bit_exact_with_tfl
         L.Conv2D(8, 1),
         Branch(K.add, L.Conv2D(8, 1)),
     ]
-    tflite = quantized_model(layers, (7, 9, 3))
+    tflite = quantized_model(layers, (15, 9, 3))
     compiled = compile_model(tflite)
     assert [s.function for s in compiled.steps].count("tr_conv_add_s8_opt") == 2
     (depthwise,) = [s for s in compiled.steps if s.function == "tr_depthwise3x3_s8_opt"]

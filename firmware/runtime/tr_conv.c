@@ -1030,7 +1030,7 @@ void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *ski
     conv_s8_widened(p, in, skip, out, fields, column, last, groups)
 #endif
 
-void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
+__attribute__((optimize("Os"))) void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
 #if TR_DSP_ASM
     TR_WIDENED(p, in, NULL, out);
@@ -1404,7 +1404,7 @@ TR_SETUP void tr_depthwise_conv_s8_opt(const tr_conv_params *p, const int8_t *in
  * into the stack. The map is walked along its longer side: rows of more pixels, fewer of them. Each input row is
  * widened once per group, before the group's outputs in its place are written: a map may be written over its input
  * (see tr_kernels.h). */
-#define TR_BAND_ROWS 8
+#define TR_BAND_ROWS 16
 #define TR_BAND_PAIR (TR_BAND_ROWS * 16)
 
 typedef struct {
@@ -1436,18 +1436,26 @@ typedef struct {
     int in_row, in_col;                      /* bytes from one walked row, column, to the next */
     int out_rows, out_cols, out_row, out_col; /* likewise for the output */
     int tap_row, tap_col;                    /* the same for the window's weights */
+    int columns;                             /* the band's column pairs */
+    int pairs, last;          /* a row's column pairs of two input columns, and whether one of its last column follows */
+    int32_t zero_points;      /* the input's zero point, four times */
 } band_map;
 
 static TR_SETUP band_map walked_map(const tr_conv_params *p)
 {
     const int in_c = p->in_c, out_c = p->out_c;
+    band_map m = {p->in_h, p->in_w, p->pad_h, p->pad_w, p->in_w * in_c, in_c,
+                  p->out_h, p->out_w, p->out_w * out_c, out_c, 3 * out_c, out_c};
     if (p->out_h > p->out_w) {
-        const band_map m = {p->in_w, p->in_h, p->pad_w, p->pad_h, in_c, p->in_w * in_c,
+        const band_map t = {p->in_w, p->in_h, p->pad_w, p->pad_h, in_c, p->in_w * in_c,
                             p->out_w, p->out_h, out_c, p->out_w * out_c, out_c, 3 * out_c};
-        return m;
+        m = t;
     }
-    const band_map m = {p->in_h, p->in_w, p->pad_h, p->pad_w, p->in_w * in_c, in_c,
-                        p->out_h, p->out_w, p->out_w * out_c, out_c, 3 * out_c, out_c};
+    const int pad = m.pad_left;
+    m.columns = p->stride_w * ((m.out_cols + 1) / 2) + 1; /* up to the last pixel pair's window */
+    m.pairs = tr_min((m.in_cols - pad) / 2, m.columns - pad);
+    m.last = (m.in_cols - pad) % 2 && pad + m.pairs < m.columns;
+    m.zero_points = repeated4((int8_t)-p->in_offset);
     return m;
 }
 
@@ -1481,47 +1489,102 @@ static inline __attribute__((always_inline)) void band_pair(int32_t *s, int32_t 
     s[3] = pack_hi(a13, b13);
 }
 
-/* Walked input rows [iy, iy + rows) into the band's rows from row (its first column pair's words), four channels
- * of the input from in: the column pairs that hold input columns, with no bounds checks but at the ends (a pad of
- * the zero point and column 0; the last column and the zero point). Pairs past the input's columns hold the zero
- * point from zero_columns_s8; rows outside the input, the zero point throughout. */
-static __attribute__((noinline)) void band_rows_s8(const band_map *m, const int8_t *in, int32_t zero_points, int iy,
-                                                   int32_t *row, int rows, int columns)
+/* A column pair of the band from the words of four channels of its two columns in v0 and v1 (band_pair's), at s;
+ * then s on to the next column pair. */
+#define TR_BAND_PAIR_WIDEN                                                                                         \
+    "sxtb16 %[a], %[v0]\n\t"                                                                                       \
+    "sxtb16 %[b], %[v1]\n\t"                                                                                       \
+    "sxtb16 %[v0], %[v0], ror #8\n\t"                                                                              \
+    "sxtb16 %[v1], %[v1], ror #8\n\t"                                                                              \
+    "pkhbt %[t], %[a], %[b], lsl #16\n\t"                                                                          \
+    "pkhtb %[a], %[b], %[a], asr #16\n\t"                                                                          \
+    "str %[t], [%[s]]\n\t"                                                                                         \
+    "str %[a], [%[s], #8]\n\t"                                                                                     \
+    "pkhbt %[t], %[v0], %[v1], lsl #16\n\t"                                                                        \
+    "pkhtb %[v0], %[v1], %[v0], asr #16\n\t"                                                                       \
+    "str %[t], [%[s], #4]\n\t"                                                                                     \
+    "str %[v0], [%[s], #12]\n\t"                                                                                   \
+    "add %[s], %[s], %[pair]\n\t"
+
+/* rows >= 1 walked input rows inside the input, from x, into the band's rows from row (its first column pair's
+ * words), four channels: the column pairs that hold input columns, with no bounds checks but at the ends (a pad of
+ * the zero point and column 0; the last column and the zero point). In assembly: GCC's loop spent more on each row
+ * than on its column pairs. */
+static __attribute__((noinline)) void band_inside_s8(const band_map *m, int32_t *row, const int8_t *x, int rows)
 {
-    enum { STEP = TR_BAND_PAIR / 4 };
-    const int in_col = m->in_col, pad = m->pad_left, odd = (m->in_cols - pad) % 2;
-    const int inside = tr_min((m->in_cols - pad) / 2, columns - pad), last = odd && pad + inside < columns;
-    for (int end_row = iy + rows; iy < end_row; iy++, row += 4) {
-        int32_t *s = row;
-        if (iy < 0 || iy >= m->in_rows) {
-            for (const int32_t *end = row + STEP * columns; s < end; s += STEP) {
-                band_pair(s, zero_points, zero_points);
-            }
-            continue;
-        }
-        const int8_t *x = in + iy * m->in_row;
-        if (pad) {
-            band_pair(s, zero_points, load4(x));
-            s += STEP;
-            x += in_col;
-        }
-        for (const int32_t *stop = s + STEP * inside; s < stop; s += STEP, x += 2 * in_col) {
-            band_pair(s, load4(x), load4(x + in_col));
-        }
-        if (last) {
-            band_pair(s, load4(x), zero_points);
+    register int32_t t __asm__("r0"), n __asm__("r1"); /* low registers, for CBZ */
+    int32_t *s, v0, v1, a, b, in_col;
+    const int8_t *p;
+    __asm__ volatile("ldr %[in_col], [%[m], %[in_col_at]]\n"
+                     "1:\n\t" /* a row */
+                     "mov %[s], %[row]\n\t"
+                     "mov %[p], %[x]\n\t"
+                     "ldr %[t], [%[m], %[pad_at]]\n\t"
+                     "cbz %[t], 2f\n\t"
+                     "ldr %[v0], [%[m], %[zero_at]]\n\t"
+                     "ldr %[v1], [%[p]]\n\t"
+                     "add %[p], %[p], %[in_col]\n\t" TR_BAND_PAIR_WIDEN
+                     "2:\n\t"
+                     "ldr %[n], [%[m], %[pairs_at]]\n\t"
+                     "cbz %[n], 4f\n"
+                     "3:\n\t"
+                     "ldr %[v0], [%[p]]\n\t"
+                     "ldr %[v1], [%[p], %[in_col]]\n\t"
+                     "add %[p], %[p], %[in_col], lsl #1\n\t" TR_BAND_PAIR_WIDEN
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 3b\n"
+                     "4:\n\t"
+                     "ldr %[t], [%[m], %[last_at]]\n\t"
+                     "cbz %[t], 5f\n\t"
+                     "ldr %[v0], [%[p]]\n\t"
+                     "ldr %[v1], [%[m], %[zero_at]]\n\t" TR_BAND_PAIR_WIDEN
+                     "5:\n\t"
+                     "add %[row], %[row], #16\n\t"
+                     "ldr %[t], [%[m], %[in_row_at]]\n\t"
+                     "add %[x], %[x], %[t]\n\t"
+                     "subs %[rows], %[rows], #1\n\t"
+                     "bne 1b"
+                     : [row] "+r"(row), [x] "+r"(x), [rows] "+r"(rows), [t] "=&l"(t), [n] "=&l"(n), [s] "=&r"(s),
+                       [p] "=&r"(p), [v0] "=&r"(v0), [v1] "=&r"(v1), [a] "=&r"(a), [b] "=&r"(b),
+                       [in_col] "=&r"(in_col)
+                     : [m] "r"(m), [pair] "i"(TR_BAND_PAIR), [in_col_at] "i"(offsetof(band_map, in_col)),
+                       [in_row_at] "i"(offsetof(band_map, in_row)), [pad_at] "i"(offsetof(band_map, pad_left)),
+                       [pairs_at] "i"(offsetof(band_map, pairs)), [last_at] "i"(offsetof(band_map, last)),
+                       [zero_at] "i"(offsetof(band_map, zero_points))
+                     : "cc", "memory");
+}
+
+/* The zero point in the band's rows from row on, n rows of the first columns column pairs: rows outside the input,
+ * or (zero_columns_s8) column pairs past its columns. */
+static TR_SETUP void zero_rows_s8(const band_map *m, int32_t *row, int n, int columns)
+{
+    const int32_t zero = __sxtb16(m->zero_points); /* band_pair's every word, of two zero points */
+    for (int32_t *end = row + 4 * n; row < end; row += 4) {
+        for (int32_t *s = row, *stop = row + TR_BAND_PAIR / 4 * columns; s < stop; s += TR_BAND_PAIR / 4) {
+            s[0] = s[1] = s[2] = s[3] = zero;
         }
     }
 }
 
+/* Walked input rows [iy, iy + rows) into the band's rows from row (its first column pair's words), four channels
+ * of the input from in: band_inside_s8's for those inside the input, the zero point throughout for the others. Pairs
+ * past the input's columns hold the zero point from zero_columns_s8. */
+static __attribute__((noinline)) void band_rows_s8(const band_map *m, const int8_t *in, int iy, int32_t *row, int rows)
+{
+    const int end = iy + rows, top = tr_min(tr_max(iy, 0), end), bottom = tr_max(tr_min(end, m->in_rows), top);
+    zero_rows_s8(m, row, top - iy, m->columns);
+    if (bottom > top) {
+        band_inside_s8(m, row + 4 * (top - iy), in + top * m->in_row, bottom - top);
+    }
+    zero_rows_s8(m, row + 4 * (bottom - iy), end - bottom, m->columns);
+}
+
 /* The zero point in every row of the band's column pairs that hold no input column: written once a call, as the
  * strips' rows only ever write the pairs before them. */
-static TR_SETUP void zero_columns_s8(const band_map *m, int32_t zero_points, int32_t *band, int columns)
+static TR_SETUP void zero_columns_s8(const band_map *m, int32_t *band)
 {
-    const int pad = m->pad_left, used = tr_min(pad + (m->in_cols - pad + 1) / 2, columns);
-    for (int32_t *s = band + used * (TR_BAND_PAIR / 4), *end = band + columns * (TR_BAND_PAIR / 4); s < end; s += 4) {
-        band_pair(s, zero_points, zero_points);
-    }
+    const int pad = m->pad_left, used = tr_min(pad + (m->in_cols - pad + 1) / 2, m->columns);
+    zero_rows_s8(m, band + used * (TR_BAND_PAIR / 4), TR_BAND_ROWS, m->columns - used);
 }
 
 /* A window row of band_strip_s8's two pixels: the row's words (row r of the pixels' two column pairs), weights
@@ -1671,25 +1734,22 @@ TR_SETUP void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, 
 {
     enum { STEP = TR_BAND_PAIR / 4 }; /* words a column pair */
     const band_map m = walked_map(p);
-    const int32_t zero_points = repeated4((int8_t)-p->in_offset);
     const int stride = p->stride_w, kept = 3 - stride; /* rows of a strip that the next one reads again */
-    const int columns = stride * ((m.out_cols + 1) / 2) + 1; /* the band's column pairs */
-    int32_t band[STEP * columns];
+    int32_t band[STEP * m.columns];
     band_channel ch[4];
-    zero_columns_s8(&m, zero_points, band, columns);
+    zero_columns_s8(&m, band);
     for (int group = 0; group < p->out_c; group += 4) {
         /* the last group, of fewer than four new channels, ends at out_c: it recomputes (and rewrites the same
          * values of) some of the one before */
         const int c = tr_min(group, p->out_c - 4);
         prepare_band(p, &m, c, ch);
-        band_rows_s8(&m, in + c, zero_points, -m.pad_top, band, kept, columns);
+        band_rows_s8(&m, in + c, -m.pad_top, band, kept);
         for (int oy = 0, rows; oy < m.out_rows; oy += rows) {
             rows = tr_min((TR_BAND_ROWS - kept) / stride, m.out_rows - oy);
-            band_rows_s8(&m, in + c, zero_points, stride * oy + kept - m.pad_top, band + 4 * kept, stride * rows,
-                         columns);
+            band_rows_s8(&m, in + c, stride * oy + kept - m.pad_top, band + 4 * kept, stride * rows);
             band_outputs_s8(p, &m, ch, band, rows, out + oy * m.out_row + c);
             if (oy + rows < m.out_rows) { /* the last rows on top, for the next strip */
-                for (int32_t *s = band, *end = band + STEP * columns; s < end; s += STEP) {
+                for (int32_t *s = band, *end = band + STEP * m.columns; s < end; s += STEP) {
                     const int32_t *from = s + 4 * stride * rows;
                     for (int32_t *to = s; to < s + 4 * kept; to += 4, from += 4) {
                         const int32_t v0 = from[0], v1 = from[1], v2 = from[2], v3 = from[3];
@@ -1846,7 +1906,7 @@ void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
     fully_connected_s8(p, in, out, 0);
 }
 
-void tr_fully_connected_s8_opt(const tr_fc_params *p, const int8_t *in, int8_t *out)
+__attribute__((optimize("Os"))) void tr_fully_connected_s8_opt(const tr_fc_params *p, const int8_t *in, int8_t *out)
 {
     fully_connected_s8(p, in, out, 1);
 }

@@ -238,7 +238,7 @@ def pair_stream(weights: Constant, bias: np.ndarray, out_c: int, order: np.ndarr
 DEPTHWISE_TAPS, DEPTHWISE_PATCH = 49, 256
 # tr_depthwise3x3_s8_opt's band of input rows (TR_BAND_ROWS in tr_conv.c) of four channels, on the stack: the
 # bytes of a column pair, and the most it takes.
-DEPTHWISE_BAND_PAIR, DEPTHWISE_BAND_BYTES = 128, 4096
+DEPTHWISE_BAND_PAIR, DEPTHWISE_BAND_BYTES = 256, 8192
 
 
 def lower_depthwise_conv_2d(graph: Graph, op: Op, name: str) -> Kernel:
@@ -275,7 +275,7 @@ def _band_bytes(f: dict) -> int:
 
 # The least stack plan_pixel_groups gives a block of conv_s8_widened, and the most one group of four pixels may
 # take (a layer that needs more takes tr_conv_s8): build.firmware.STACK_BYTES holds it.
-BLOCK_BYTES, BLOCK_LIMIT = 2048, 12288
+BLOCK_BYTES, BLOCK_LIMIT = 6144, 12288
 
 
 def plan_pixel_groups(lowered: list[tuple[Op, Kernel]]) -> list[tuple[Op, Kernel]]:
