@@ -472,30 +472,29 @@ typedef struct {
 /* Step s of a pass, at label 1s: a word of the four fields (32 bytes widened), its bytes 0 and 2 meeting the
  * block's first half of weights, 1 and 3 its second. */
 #define TR_CHANNELS_STEP(s)                                                                                        \
-    "1" #s ":\n\t" TR_CHANNELS_HALF("4*" #s, "32*" #s) TR_CHANNELS_HALF("32+4*" #s, "32*" #s "+4")
+    "1" #s ":\n\t" TR_CHANNELS_HALF("4*" #s, "32*" #s) "2" #s ":\n\t" TR_CHANNELS_HALF("32+4*" #s, "32*" #s "+4")
 
 /* One output of channels_s8: the accumulator acc, twice the sum from doubled fields and biases, requantized
- * (requantize_doubled) into u, saturated and stored at address. w holds its channel's multiplier, t its nudge and
- * t2 its shift right less one in the low byte, where register shifts read it: the last step of the shift is SSAT's.
- * ASRS, not ASR: its 16-bit encoding, the flags being free here. */
-#define TR_CHANNELS_OUTPUT(acc, address)                                                                           \
+ * (requantize_doubled) into u and saturated (TR_CHANNELS_REQUANTIZED), then stored at address. w holds its
+ * channel's multiplier, t its nudge and t2 its shift right less one in the low byte, where register shifts read it:
+ * the last step of the shift is SSAT's. ASRS, not ASR: its 16-bit encoding, the flags being free here. */
+#define TR_CHANNELS_REQUANTIZED(acc)                                                                               \
     "smmlar %[u], %[" #acc "], %[w], %[t]\n\t"                                                                     \
     "add %[u], %[u], %[" #acc "], asr #31\n\t"                                                                     \
     "asrs %[u], %[u], %[t2]\n\t"                                                                                   \
-    "ssat %[u], #8, %[u], asr #1\n\t"                                                                              \
-    "strb %[u], " address "\n\t"
+    "ssat %[u], #8, %[u], asr #1\n\t"
+#define TR_CHANNELS_OUTPUT(acc, address) TR_CHANNELS_REQUANTIZED(acc) "strb %[u], " address "\n\t"
 
-/* A channel's four outputs, from the accumulators p0 to p3, at base and v (out_c) bytes apart; p0, once stored,
- * holds the fourth's place less v. */
-#define TR_CHANNELS_OUTPUTS(p0, p1, p2, p3, base)                                                                  \
-    TR_CHANNELS_OUTPUT(p0, "[%[" #base "]]") TR_CHANNELS_OUTPUT(p1, "[%[" #base "], %[v]]")                        \
-    TR_CHANNELS_OUTPUT(p2, "[%[" #base "], %[v], lsl #1]") "add %[" #p0 "], %[" #base "], %[v], lsl #1\n\t"        \
-    TR_CHANNELS_OUTPUT(p3, "[%[" #p0 "], %[v]]")
+/* A channel's second to fourth outputs, from the accumulators p1 to p3, v (out_c) bytes apart from base + v (the
+ * first's place); spare, free once p1 is stored, holds the fourth's place less v. */
+#define TR_CHANNELS_LAST_OUTPUTS(p1, p2, p3, base, spare)                                                          \
+    TR_CHANNELS_OUTPUT(p1, "[%[" #base "], %[v]]") TR_CHANNELS_OUTPUT(p2, "[%[" #base "], %[v], lsl #1]")          \
+    "add %[" #spare "], %[" #base "], %[v], lsl #1\n\t" TR_CHANNELS_OUTPUT(p3, "[%[" #spare "], %[v]]")
 
-/* channels_s8's frame on the stack, in bytes from sp: the context, the entry, the pair's filters (their end, then
- * their start), each channel's multiplier, nudge and shift right less one, the next group's outputs, the fields
- * pointer while the outputs take its register, out_c and the fields' end. */
-#define TR_FRAME_BYTES 56
+/* channels_s8's frame on the stack, in bytes from sp: the context, the second half of the first pass's first step,
+ * the pair's filters (their end, then their start), each channel's multiplier, nudge and shift right less one, the
+ * next group's outputs, out_c, the fields' end, the steps the first pass skips and where a pair's groups start. */
+#define TR_FRAME_BYTES 60
 
 /* conv_s8's channel loop in assembly, over groups of four pixels: for each output channel pair, its biases,
  * requantization and filters set up once, then for each group the dot products over its four receptive fields (a
@@ -512,23 +511,27 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
     register const int8_t *x __asm__("r4"), *w __asm__("r5");
     register int32_t a0 __asm__("r6"), b0 __asm__("r7");
     int32_t a1, a2, a3, b1, b2, b3;
-    __asm__ volatile("ldr %[t], [%[u], %[lead]]\n\t"
+    __asm__ volatile("sub sp, sp, %[frame]\n\t"
+                     "str %[u], [sp]\n\t"
+                     "ldr %[t], [%[u], %[lead]]\n\t"
+                     "str %[t], [sp, #52]\n\t"
                      "adr %[v], 8f\n\t"
-                     "ldrb %[t], [%[v], %[t]]\n\t"
+                     "ldrh %[t], [%[v], %[t], lsl #1]\n\t"
                      "adr %[v], 10f\n\t"
-                     "add %[v], %[v], %[t], lsl #2\n\t"
+                     "add %[v], %[v], %[t], lsl #1\n\t"
+                     "orr %[v], %[v], #1\n\t" /* in Thumb state */
+                     "str %[v], [sp, #4]\n\t"
+                     "adr %[v], 2f\n\t"
                      "ldr %[t2], [%[u], %[one]]\n\t"
                      "cbz %[t2], 9f\n\t"
                      "adr %[v], 30f\n"
                      "9:\n\t"
-                     "orr %[v], %[v], #1\n\t" /* the entry, in Thumb state */
-                     "sub sp, sp, %[frame]\n\t"
-                     "str %[u], [sp]\n\t"
-                     "str %[v], [sp, #4]\n\t"
+                     "orr %[v], %[v], #1\n\t"
+                     "str %[v], [sp, #56]\n\t"
                      "ldr %[t], [%[u], %[out_c]]\n\t"
-                     "str %[t], [sp, #48]\n\t"
+                     "str %[t], [sp, #44]\n\t"
                      "ldr %[t], [%[u], %[end]]\n\t"
-                     "str %[t], [sp, #52]\n\t"
+                     "str %[t], [sp, #48]\n\t"
                      "1:\n\t" /* a pair: its filters, requantization and first outputs into the frame */
                      "ldr %[u], [sp]\n\t"
                      "ldr %[w], [%[u], %[stream]]\n\t"
@@ -561,17 +564,29 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "str %[t], [sp, #40]\n\t"
                      "add %[t], %[t], #2\n\t"
                      "str %[t], [%[u], %[out]]\n\t"
-                     "ldr %[x], [%[u], %[fields]]\n"
-                     "2:\n\t" /* a group */
+                     "ldr %[x], [%[u], %[fields]]\n\t"
+                     "ldr pc, [sp, #56]\n"
+                     "2:\n\t" /* a group: the biases, then the first half of its first step from them, b3 its place */
                      "ldr %[w], [sp, #12]\n\t"
                      "ldr %[a0], [%[w], #-8]\n\t"
                      "ldr %[b0], [%[w], #-4]\n\t"
-                     "mov %[a1], %[a0]\n\t"
-                     "mov %[a2], %[a0]\n\t"
-                     "mov %[a3], %[a0]\n\t"
-                     "mov %[b1], %[b0]\n\t"
-                     "mov %[b2], %[b0]\n\t"
-                     "mov %[b3], %[b0]\n\t"
+                     "ldr %[t], [sp, #52]\n\t"
+                     "ldr %[v], [%[w], %[t], lsl #2]\n\t"
+                     "add %[b3], %[x], %[t], lsl #5\n\t"
+                     "sxtb16 %[u], %[v]\n\t"
+                     "sxtb16 %[v], %[v], ror #8\n\t"
+                     "ldr %[t], [%[b3], #8]\n\t"
+                     "ldr %[t2], [%[b3], #16]\n\t"
+                     "smlad %[a1], %[u], %[t], %[a0]\n\t"
+                     "smlad %[b1], %[v], %[t], %[b0]\n\t"
+                     "smlad %[a2], %[u], %[t2], %[a0]\n\t"
+                     "smlad %[b2], %[v], %[t2], %[b0]\n\t"
+                     "ldr %[t], [%[b3], #24]\n\t"
+                     "ldr %[t2], [%[b3]]\n\t"
+                     "smlad %[a3], %[u], %[t], %[a0]\n\t"
+                     "smlad %[b3], %[v], %[t], %[b0]\n\t"
+                     "smlad %[a0], %[u], %[t2], %[a0]\n\t"
+                     "smlad %[b0], %[v], %[t2], %[b0]\n\t"
                      "ldr pc, [sp, #4]\n\t"
                      TR_CHANNELS_STEP(0) TR_CHANNELS_STEP(1) TR_CHANNELS_STEP(2) TR_CHANNELS_STEP(3)
                      TR_CHANNELS_STEP(4) TR_CHANNELS_STEP(5) TR_CHANNELS_STEP(6) TR_CHANNELS_STEP(7)
@@ -580,23 +595,24 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "ldr %[t], [sp, #8]\n\t"
                      "cmp %[w], %[t]\n\t"
                      "bne 10b\n"
-                     "3:\n\t" /* the group's outputs */
-                     "str %[x], [sp, #44]\n\t"
-                     "ldr %[x], [sp, #40]\n\t"
-                     "ldr %[v], [sp, #48]\n\t"
+                     "3:\n\t" /* the group's outputs, from their place in a0 once its sum is out */
+                     "ldr %[v], [sp, #44]\n\t"
                      "ldr %[w], [sp, #16]\n\t"
                      "ldr %[t], [sp, #20]\n\t"
                      "ldr %[t2], [sp, #24]\n\t"
-                     TR_CHANNELS_OUTPUTS(a0, a1, a2, a3, x)
+                     TR_CHANNELS_REQUANTIZED(a0)
+                     "ldr %[a0], [sp, #40]\n\t"
+                     "strb %[u], [%[a0]]\n\t"
+                     TR_CHANNELS_LAST_OUTPUTS(a1, a2, a3, a0, a1)
                      "ldr %[w], [sp, #28]\n\t"
                      "ldr %[t], [sp, #32]\n\t"
                      "ldr %[t2], [sp, #36]\n\t"
-                     "add %[a0], %[x], #1\n\t"
-                     TR_CHANNELS_OUTPUTS(b0, b1, b2, b3, a0)
-                     "add %[x], %[x], %[v], lsl #2\n\t"
-                     "str %[x], [sp, #40]\n\t"
-                     "ldr %[x], [sp, #44]\n\t"
-                     "ldr %[t], [sp, #52]\n\t"
+                     "add %[a1], %[a0], #1\n\t"
+                     TR_CHANNELS_OUTPUT(b0, "[%[a1]]")
+                     TR_CHANNELS_LAST_OUTPUTS(b1, b2, b3, a1, b0)
+                     "add %[a0], %[a0], %[v], lsl #2\n\t"
+                     "str %[a0], [sp, #40]\n\t"
+                     "ldr %[t], [sp, #48]\n\t"
                      "cmp %[x], %[t]\n\t"
                      "bne 2b\n\t"
                      "ldr %[u], [sp]\n\t"
@@ -605,12 +621,14 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "str %[t], [%[u], %[pairs]]\n\t"
                      "bne 1b\n\t"
                      "b 4f\n"
-                     "8:\n\t" /* the steps' places, in words from the first (each step a whole number of words) */
-                     ".byte 0, (11b-10b)/4, (12b-10b)/4, (13b-10b)/4, (14b-10b)/4, (15b-10b)/4, (16b-10b)/4, "
-                     "(17b-10b)/4\n"
-                     "30:\n\t" /* one pixel: a step a turn, from the first block's step lead */
-                     "ldr %[u], [sp]\n\t"
-                     "ldr %[t2], [%[u], %[lead]]\n\t"
+                     "8:\n\t" /* the places of the steps' second halves, in halfwords from the first step */
+                     ".hword (20b-10b)/2, (21b-10b)/2, (22b-10b)/2, (23b-10b)/2, (24b-10b)/2, (25b-10b)/2, "
+                     "(26b-10b)/2, (27b-10b)/2\n"
+                     "30:\n\t" /* one pixel: a step a turn, from the biases and the first block's step lead */
+                     "ldr %[w], [sp, #12]\n\t"
+                     "ldr %[a0], [%[w], #-8]\n\t"
+                     "ldr %[b0], [%[w], #-4]\n\t"
+                     "ldr %[t2], [sp, #52]\n\t"
                      "add %[w], %[w], %[t2], lsl #2\n\t"
                      "add %[x], %[x], %[t2], lsl #5\n\t"
                      "rsb %[t2], %[t2], #8\n"
@@ -634,7 +652,7 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "ldr %[t], [sp, #8]\n\t"
                      "cmp %[w], %[t]\n\t"
                      "bne 31b\n\t"
-                     "ldr %[x], [sp, #52]\n\t" /* the block's only group */
+                     "ldr %[x], [sp, #48]\n\t" /* the block's only group */
                      "b 3b\n"
                      "4:\n\t"
                      "add sp, sp, %[frame]"
