@@ -1440,12 +1440,6 @@ typedef struct {
     int32_t row_step; /* the band's bytes from one output row's window to the next's: 16 times the stride */
 } band_walk;
 
-/* Two int16 values as a word's halfwords (lo, hi). */
-static inline int32_t halfwords(int32_t lo, int32_t hi)
-{
-    return (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)hi << 16);
-}
-
 /* The map as the band walks it: along the input's rows, or, where the map is taller than wide, along its columns
  * (the band's rows then hold input columns, and a pixel pair lies one pixel above the other): rows of more pixels,
  * fewer of them, and less of the band spent beside an odd last pixel. */
@@ -1477,17 +1471,28 @@ static TR_SETUP band_map walked_map(const tr_conv_params *p)
     return m;
 }
 
+/* The band's four channels from channel c on: the window's rows, doubled, as (w0, w1) and (w1, w2), each row's taps
+ * of the four channels a word split into halfwords; the requantization. */
 static __attribute__((noinline)) void prepare_band(const tr_conv_params *p, const band_map *m, int c,
                                                    band_channel ch[4])
 {
+    const int8_t *w = p->weights + c;
     const int tap_col = m->tap_col;
-    for (int k = 0; k < 4; k++, ch++) {
-        const int8_t *w = p->weights + c + k;
-        for (int ky = 0; ky < 3; ky++, w += m->tap_row) { /* read before the stores, which may alias them for C */
-            const int32_t w0 = 2 * w[0], w1 = 2 * w[tap_col], w2 = 2 * w[2 * tap_col];
-            ch->w[ky][0] = halfwords(w0, w1);
-            ch->w[ky][1] = halfwords(w1, w2);
+    for (int ky = 0; ky < 3; ky++, w += m->tap_row) {
+        const int32_t v0 = load4(w), v1 = load4(w + tap_col), v2 = load4(w + 2 * tap_col);
+        /* each tap's channels 0 and 2 (e), 1 and 3 (o) */
+        const int32_t e0 = __sxtb16(v0), e1 = __sxtb16(v1), e2 = __sxtb16(v2);
+        const int32_t o0 = sxtb16_ror8(v0), o1 = sxtb16_ror8(v1), o2 = sxtb16_ror8(v2);
+        const int32_t even[3] = {__sadd16(e0, e0), __sadd16(e1, e1), __sadd16(e2, e2)};
+        const int32_t odd[3] = {__sadd16(o0, o0), __sadd16(o1, o1), __sadd16(o2, o2)};
+        for (int i = 0; i < 2; i++) {
+            ch[0].w[ky][i] = pack_lo(even[i], even[i + 1]);
+            ch[1].w[ky][i] = pack_lo(odd[i], odd[i + 1]);
+            ch[2].w[ky][i] = pack_hi(even[i], even[i + 1]);
+            ch[3].w[ky][i] = pack_hi(odd[i], odd[i + 1]);
         }
+    }
+    for (int k = 0; k < 4; k++, ch++) {
         const int32_t right = -p->requant.shift[c + k];
         ch->multiplier = p->requant.multiplier[c + k];
         ch->nudge = doubled_nudge(right, p->out_offset);
