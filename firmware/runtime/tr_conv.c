@@ -761,34 +761,54 @@ static void dot4_pairs_s8(const int8_t *xa, const int8_t *xb, const int8_t *w, i
     "sadd16 %[" #hi "], %[" #hi "], %[" #hi "]\n\t"
 
 /* The receptive fields of a 1x1 filter's pixels pixels, words words each from x on, into their places of the block's
- * widened fields (channels_s8's): pixel i's at place + i / 4 * group_words + 2 * (i % 4), each word's bytes 0 and 2,
- * then 1 and 3, sign-extended into halfwords and doubled, eight words (four pixels) apart. Widened once per pixel
- * here, the fields' bytes are not widened again for every pair of output channels; doubled here, the sums are
- * twice the products for requantize_doubled, not doubled again for every output. In assembly, one call a block. */
+ * widened fields (channels_s8's): a group of four pixels at a time, pixel i of a group at place + 8 i, each word's
+ * bytes 0 and 2, then 1 and 3, sign-extended into halfwords and doubled, the next word 32 bytes on; the next group
+ * group_words words on. A last group of fewer pixels widens its last pixel again in the places of those missing.
+ * Widened once per pixel here, the fields' bytes are not widened again for every pair of output channels; doubled
+ * here, the sums are twice the products for requantize_doubled, not doubled again for every output. In assembly,
+ * one call a block, the four pixels' words in one turn. */
 static __attribute__((noinline)) void widen_pixels_s8(int32_t *place, const int8_t *x, int words, int pixels,
                                                       int group_words)
 {
-    int32_t *slot, v, t, n;
-    __asm__ volatile("1:\n\t"
+    int32_t *slot, v, t, t0, n;
+    const int8_t *x1, *x2, *x3;
+    __asm__ volatile("1:\n\t" /* a group: its pixels' fields, the last one's again for those missing */
+                     "lsl %[t], %[words], #2\n\t"
+                     "add %[x1], %[x], %[t]\n\t"
+                     "cmp %[pixels], #2\n\t"
+                     "it lt\n\t"
+                     "movlt %[x1], %[x]\n\t"
+                     "add %[x2], %[x1], %[t]\n\t"
+                     "cmp %[pixels], #3\n\t"
+                     "it lt\n\t"
+                     "movlt %[x2], %[x1]\n\t"
+                     "add %[x3], %[x2], %[t]\n\t"
+                     "cmp %[pixels], #4\n\t"
+                     "it lt\n\t"
+                     "movlt %[x3], %[x2]\n\t"
                      "mov %[slot], %[place]\n\t"
                      "mov %[n], %[words]\n"
                      "2:\n\t"
-                     "ldr %[v], [%[x]], #4\n\t" TR_WIDEN_DOUBLED(t, v, v)
+                     "ldr %[v], [%[x]], #4\n\t" TR_WIDEN_DOUBLED(t0, v, v)
                      "str %[v], [%[slot], #4]\n\t"
-                     "str %[t], [%[slot]], #32\n\t"
+                     "ldr %[v], [%[x1]], #4\n\t" TR_WIDEN_DOUBLED(t, v, v)
+                     "str %[t], [%[slot], #8]\n\t"
+                     "str %[v], [%[slot], #12]\n\t"
+                     "ldr %[v], [%[x2]], #4\n\t" TR_WIDEN_DOUBLED(t, v, v)
+                     "str %[t], [%[slot], #16]\n\t"
+                     "str %[v], [%[slot], #20]\n\t"
+                     "ldr %[v], [%[x3]], #4\n\t" TR_WIDEN_DOUBLED(t, v, v)
+                     "str %[t], [%[slot], #24]\n\t"
+                     "str %[v], [%[slot], #28]\n\t"
+                     "str %[t0], [%[slot]], #32\n\t"
                      "subs %[n], %[n], #1\n\t"
                      "bne 2b\n\t"
-                     "add %[place], %[place], #8\n\t"
-                     "subs %[pixels], %[pixels], #1\n\t"
-                     "beq 3f\n\t"
-                     "tst %[pixels], #3\n\t" /* four pixels done: the next group's first place */
-                     "bne 1b\n\t"
+                     "mov %[x], %[x3]\n\t" /* past the group's fourth pixel: the next group's first */
                      "add %[place], %[place], %[group], lsl #2\n\t"
-                     "sub %[place], %[place], #32\n\t"
-                     "b 1b\n"
-                     "3:"
+                     "subs %[pixels], %[pixels], #4\n\t"
+                     "bgt 1b"
                      : [place] "+r"(place), [x] "+r"(x), [pixels] "+r"(pixels), [slot] "=&r"(slot), [v] "=&r"(v),
-                       [t] "=&r"(t), [n] "=&r"(n)
+                       [t] "=&r"(t), [t0] "=&r"(t0), [n] "=&r"(n), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3)
                      : [words] "r"(words), [group] "r"(group_words)
                      : "cc", "memory");
 }
