@@ -1597,37 +1597,32 @@ static __attribute__((noinline)) void band_inside_s8(const band_map *m, int32_t 
                      : "cc", "memory");
 }
 
-/* The zero point in the band's rows from row on, n rows of the first columns column pairs: rows outside the input,
- * or (zero_columns_s8) column pairs past its columns. */
-static TR_SETUP void zero_rows_s8(const band_map *m, int32_t *row, int n, int columns)
+/* The zero point in the band's rows from row on, n rows of its column pairs: rows outside the input, or all of the
+ * band once a call. */
+static TR_SETUP void zero_rows_s8(const band_map *m, int32_t *row, int n)
 {
     const int32_t zero = __sxtb16(m->zero_points); /* band_pair's every word, of two zero points */
     for (int32_t *end = row + 4 * n; row < end; row += 4) {
-        for (int32_t *s = row, *stop = row + TR_BAND_PAIR / 4 * columns; s < stop; s += TR_BAND_PAIR / 4) {
+        for (int32_t *s = row, *stop = row + TR_BAND_PAIR / 4 * m->columns; s < stop; s += TR_BAND_PAIR / 4) {
             s[0] = s[1] = s[2] = s[3] = zero;
         }
     }
 }
 
 /* Walked input rows [iy, iy + rows) into the band's rows from row (its first column pair's words), four channels
- * of the input from in: band_inside_s8's for those inside the input, the zero point throughout for the others. Pairs
- * past the input's columns hold the zero point from zero_columns_s8. */
-static __attribute__((noinline)) void band_rows_s8(const band_map *m, const int8_t *in, int iy, int32_t *row, int rows)
+ * of the input from in: band_inside_s8's for those inside the input; with zeros, the zero point throughout for the
+ * others (without, the band holds it there already). */
+static __attribute__((noinline)) void band_rows_s8(const band_map *m, const int8_t *in, int iy, int32_t *row, int rows,
+                                                   int zeros)
 {
     const int end = iy + rows, top = tr_min(tr_max(iy, 0), end), bottom = tr_max(tr_min(end, m->in_rows), top);
-    zero_rows_s8(m, row, top - iy, m->columns);
     if (bottom > top) {
         band_inside_s8(m, row + 4 * (top - iy), in + top * m->in_row, bottom - top);
     }
-    zero_rows_s8(m, row + 4 * (bottom - iy), end - bottom, m->columns);
-}
-
-/* The zero point in every row of the band's column pairs that hold no input column: written once a call, as the
- * strips' rows only ever write the pairs before them. */
-static TR_SETUP void zero_columns_s8(const band_map *m, int32_t *band)
-{
-    const int pad = m->pad_left, used = tr_min(pad + (m->in_cols - pad + 1) / 2, m->columns);
-    zero_rows_s8(m, band + used * (TR_BAND_PAIR / 4), TR_BAND_ROWS, m->columns - used);
+    if (zeros) {
+        zero_rows_s8(m, row, top - iy);
+        zero_rows_s8(m, row + 4 * (bottom - iy), end - bottom);
+    }
 }
 
 /* A window row of band_strip_s8's two pixels: the row's words (row r of the pixels' two column pairs), weights
@@ -1778,18 +1773,21 @@ TR_SETUP void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, 
     enum { STEP = TR_BAND_PAIR / 4 }; /* words a column pair */
     const band_map m = walked_map(p);
     const int stride = p->stride_w, kept = 3 - stride; /* rows of a strip that the next one reads again */
+    /* the band's rows outside the input, and its column pairs past the input's columns, keep the zero point written
+     * here where the strips' rows never write them: rows where the map is one strip, column pairs always */
+    const int strips = m.out_rows > (TR_BAND_ROWS - kept) / stride;
     int32_t band[STEP * m.columns];
     band_channel ch[4];
-    zero_columns_s8(&m, band);
+    zero_rows_s8(&m, band, TR_BAND_ROWS);
     for (int group = 0; group < p->out_c; group += 4) {
         /* the last group, of fewer than four new channels, ends at out_c: it recomputes (and rewrites the same
          * values of) some of the one before */
         const int c = tr_min(group, p->out_c - 4);
         prepare_band(p, &m, c, ch);
-        band_rows_s8(&m, in + c, -m.pad_top, band, kept);
+        band_rows_s8(&m, in + c, -m.pad_top, band, kept, strips);
         for (int oy = 0, rows; oy < m.out_rows; oy += rows) {
             rows = tr_min((TR_BAND_ROWS - kept) / stride, m.out_rows - oy);
-            band_rows_s8(&m, in + c, stride * oy + kept - m.pad_top, band + 4 * kept, stride * rows);
+            band_rows_s8(&m, in + c, stride * oy + kept - m.pad_top, band + 4 * kept, stride * rows, strips);
             band_outputs_s8(p, &m, ch, band, rows, out + oy * m.out_row + c);
             if (oy + rows < m.out_rows) { /* the last rows on top, for the next strip */
                 for (int32_t *s = band, *end = band + STEP * m.columns; s < end; s += STEP) {
