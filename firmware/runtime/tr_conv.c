@@ -491,6 +491,16 @@ typedef struct {
     TR_CHANNELS_OUTPUT(p1, "[%[" #base "], %[v]]") TR_CHANNELS_OUTPUT(p2, "[%[" #base "], %[v], lsl #1]")          \
     "add %[" #spare "], %[" #base "], %[v], lsl #1\n\t" TR_CHANNELS_OUTPUT(p3, "[%[" #spare "], %[v]]")
 
+/* Half a step of channels_s8's one pixel: a word of the pair's weights at offset wo of the stream, split into both
+ * filters' halfwords, times the pixel's widened bytes at offset xo of its field. */
+#define TR_ONE_PIXEL_HALF(wo, xo)                                                                                  \
+    "ldr %[v], [%[w], #" wo "]\n\t"                                                                                \
+    "ldr %[t], [%[x], #" xo "]\n\t"                                                                                \
+    "sxtb16 %[u], %[v]\n\t"                                                                                        \
+    "sxtb16 %[v], %[v], ror #8\n\t"                                                                                \
+    "smlad %[a0], %[u], %[t], %[a0]\n\t"                                                                           \
+    "smlad %[b0], %[v], %[t], %[b0]\n\t"
+
 /* channels_s8's frame on the stack, in bytes from sp: the context, the second half of the first pass's first step,
  * the pair's filters (their end, then their start), each channel's multiplier, nudge and shift right less one, the
  * next group's outputs, out_c, the fields' end, the steps the first pass skips and where a pair's groups start. */
@@ -624,23 +634,15 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "8:\n\t" /* the places of the steps' second halves, in halfwords from the first step */
                      ".hword (20b-10b)/2, (21b-10b)/2, (22b-10b)/2, (23b-10b)/2, (24b-10b)/2, (25b-10b)/2, "
                      "(26b-10b)/2, (27b-10b)/2\n"
-                     "30:\n\t" /* one pixel: a step a turn, from the biases and the first block's step lead */
+                     "30:\n\t" /* one pixel: two steps a turn, from the biases and the first block's start (the lead's
+                                  * weights are zeros: whatever its places hold adds nothing) */
                      "ldr %[w], [sp, #12]\n\t"
                      "ldr %[a0], [%[w], #-8]\n\t"
                      "ldr %[b0], [%[w], #-4]\n\t"
-                     "ldr %[t2], [sp, #52]\n\t"
-                     "add %[w], %[w], %[t2], lsl #2\n\t"
-                     "add %[x], %[x], %[t2], lsl #5\n\t"
-                     "rsb %[t2], %[t2], #8\n"
-                     "31:\n\t"
-                     "ldr %[v], [%[w], #32]\n\t"
-                     "ldr %[t], [%[x], #4]\n\t"
-                     "sxtb16 %[u], %[v]\n\t"
-                     "sxtb16 %[v], %[v], ror #8\n\t"
-                     "smlad %[a0], %[u], %[t], %[a0]\n\t"
-                     "smlad %[b0], %[v], %[t], %[b0]\n\t"
-                     "ldr %[v], [%[w]], #4\n\t"
-                     "ldr %[t], [%[x]], #32\n\t"
+                     "movs %[t2], #4\n"
+                     "31:\n\t" TR_ONE_PIXEL_HALF("32", "4") TR_ONE_PIXEL_HALF("36", "36") TR_ONE_PIXEL_HALF("4", "32")
+                     "ldr %[v], [%[w]], #8\n\t"
+                     "ldr %[t], [%[x]], #64\n\t"
                      "sxtb16 %[u], %[v]\n\t"
                      "sxtb16 %[v], %[v], ror #8\n\t"
                      "smlad %[a0], %[u], %[t], %[a0]\n\t"
@@ -648,7 +650,7 @@ static __attribute__((noinline)) void channels_s8(channels_context *context)
                      "subs %[t2], %[t2], #1\n\t"
                      "bne 31b\n\t"
                      "add %[w], %[w], #32\n\t" /* past the block's second half */
-                     "movs %[t2], #8\n\t"
+                     "movs %[t2], #4\n\t"
                      "ldr %[t], [sp, #8]\n\t"
                      "cmp %[w], %[t]\n\t"
                      "bne 31b\n\t"
