@@ -905,7 +905,7 @@ static __attribute__((noinline)) void widen_fields_s8(int32_t *place, const int8
  * pixel_groups, lower.plan_pixel_groups), their receptive fields widened on the stack, then channels_s8 over the
  * block for every output channel pair. A block's fields are widened before its outputs are written (see conv_s8).
  * A last group of fewer pixels, a block of its own, writes its outputs to last, then copies them out (the missing
- * pixels' places hold what stale fields give, never copied). The caller gives the stack (a function with variable
+ * pixels' places hold what stale fields, or the last pixel's again, give: never copied). The caller gives the stack (a function with variable
  * arrays is never inlined): fields for the groups, column for a field gathered whole to widen, and last for a
  * group's outputs, also tr_conv_add_s8's values before the residual ADD. */
 static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_params *p, const int8_t *in,
