@@ -437,16 +437,16 @@ def test_depthwise_layers_of_depth_multiplier_one_take_the_optimized_kernels():
 
 
 def test_convolutions_take_as_many_pixel_groups_a_block_as_the_models_largest_layer_has_stack_for():
-    """lower.plan_pixel_groups. The 1x1 convolution over 256 channels needs the most stack with one group of four
-    pixels: 2,048 bytes of widened field and 320 of outputs and gathered field, 2,368 in all, above the band's
-    1,664 and the 2,048 a block always may take. The others take as many groups as fit in that: 9 of 256 bytes over
-    3 channels (with 36 bytes of outputs and field), 5 over 8 channels (1,032 bytes of outputs and field)."""
-    layers = [L.Conv2D(8, 1), L.DepthwiseConv2D(3, padding="same"), L.Conv2D(256, 1), L.Conv2D(16, 1)]
+    """lower.plan_pixel_groups. The 1x1 convolution over 768 channels needs the most stack with one group of four
+    pixels: 6,144 bytes of widened field and 832 of outputs and gathered field, 6,976 in all, above the band's
+    3,328 and the 6,144 a block always may take. The others take as many groups as fit in that: 27 of 256 bytes over
+    3 channels (with 36 bytes of outputs and field), 15 over 8 channels (3,080 bytes of outputs and field)."""
+    layers = [L.Conv2D(8, 1), L.DepthwiseConv2D(3, padding="same"), L.Conv2D(768, 1), L.Conv2D(16, 1)]
     compiled = compile_model(quantized_model(layers, (24, 24, 3)))
     assert [s.function for s in compiled.steps] == [
         "tr_conv_s8_opt", "tr_depthwise3x3_s8_opt", "tr_conv_s8_opt", "tr_conv_s8_opt"
     ]  # fmt: skip
-    assert [s.fields.get("pixel_groups") for s in compiled.steps] == [9, None, 5, 1]
+    assert [s.fields.get("pixel_groups") for s in compiled.steps] == [27, None, 15, 1]
 
 
 def test_a_convolution_whose_four_widened_fields_exceed_the_block_limit_takes_the_general_kernel():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 
 from tinyrobust.errors import UserError
@@ -52,4 +55,5 @@ def quantize(keras_model, representative: np.ndarray, precision: str = "int8", s
         raise ValueError(f"precision must be one of {PRECISIONS}")
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints where it saved the model first
+        return converter.convert()
