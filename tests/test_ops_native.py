@@ -439,7 +439,7 @@ def test_depthwise_layers_of_depth_multiplier_one_take_the_optimized_kernels():
 def test_convolutions_take_as_many_pixel_groups_a_block_as_the_models_largest_layer_has_stack_for():
     """lower.plan_pixel_groups. The 1x1 convolution over 768 channels needs the most stack with one group of four
     pixels: 6,144 bytes of widened field and 832 of outputs and gathered field, 6,976 in all, above the band's
-    3,328 and the 6,144 a block always may take. The others take as many groups as fit in that: 27 of 256 bytes over
+    3,328 and the 2,048 a block always may take. The others take as many groups as fit in that: 27 of 256 bytes over
     3 channels (with 36 bytes of outputs and field), 15 over 8 channels (3,080 bytes of outputs and field)."""
     layers = [L.Conv2D(8, 1), L.DepthwiseConv2D(3, padding="same"), L.Conv2D(768, 1), L.Conv2D(16, 1)]
     compiled = compile_model(quantized_model(layers, (24, 24, 3)))

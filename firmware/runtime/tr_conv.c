@@ -40,6 +40,15 @@
  * the runtime's flash small. */
 #define TR_SETUP __attribute__((noinline, optimize("Os")))
 
+/* The _opt convolution's and fully connected layer's entry points where their loops are in assembly and not
+ * inlined (the DSP extension's path): their own work runs once a block of pixels or an output row, compiled for
+ * size. Elsewhere their loops are inlined, and they are compiled for speed. */
+#if TR_DSP_ASM
+#define TR_OPT_ENTRY __attribute__((optimize("Os")))
+#else
+#define TR_OPT_ENTRY
+#endif
+
 /* An int8 kernel's output stage, copied out of its parameters: the int8 stores to the output may alias the
  * parameters as far as C knows, which made GCC reload them for every value. */
 typedef struct {
@@ -1070,7 +1079,7 @@ void tr_conv_add_s8(const tr_conv_params *p, const int8_t *in, const int8_t *ski
     conv_s8_widened(p, in, skip, out, fields, column, last, groups)
 #endif
 
-__attribute__((optimize("Os"))) void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
+TR_OPT_ENTRY void tr_conv_s8_opt(const tr_conv_params *p, const int8_t *in, int8_t *out)
 {
 #if TR_DSP_ASM
     TR_WIDENED(p, in, NULL, out);
@@ -1949,7 +1958,7 @@ void tr_fully_connected_s8(const tr_fc_params *p, const int8_t *in, int8_t *out)
     fully_connected_s8(p, in, out, 0);
 }
 
-__attribute__((optimize("Os"))) void tr_fully_connected_s8_opt(const tr_fc_params *p, const int8_t *in, int8_t *out)
+TR_OPT_ENTRY void tr_fully_connected_s8_opt(const tr_fc_params *p, const int8_t *in, int8_t *out)
 {
     fully_connected_s8(p, in, out, 1);
 }

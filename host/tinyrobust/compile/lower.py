@@ -275,7 +275,7 @@ def _band_bytes(f: dict) -> int:
 
 # The least stack plan_pixel_groups gives a block of conv_s8_widened, and the most one group of four pixels may
 # take (a layer that needs more takes tr_conv_s8): build.firmware.STACK_BYTES holds it.
-BLOCK_BYTES, BLOCK_LIMIT = 6144, 12288
+BLOCK_BYTES, BLOCK_LIMIT = 2048, 12288
 
 
 def plan_pixel_groups(lowered: list[tuple[Op, Kernel]]) -> list[tuple[Op, Kernel]]:
