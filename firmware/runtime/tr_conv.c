@@ -519,9 +519,11 @@ typedef struct {
  * requantization and filters set up once, then for each group the dot products over its four receptive fields (a
  * block of the pair's filters a pass), then its eight outputs. Per word of the fields: 2 loads and 4 SXTB16 for the
  * weights, 8 loads and 16 SMLAD, 32 products. The dot products take all fourteen registers; the rest waits in a
- * frame on the stack (TR_FRAME_BYTES), with the address of the step the first pass enters at (one load of the PC
- * per group), from a table of the steps' places: they differ in size, those of offsets past 124 bytes taking
- * 32-bit loads. A group's fields are padded to whole blocks, so that its passes end where the next group's begin. */
+ * frame on the stack (TR_FRAME_BYTES). A group's sums start from the biases in the first half of the step the first
+ * pass enters at (the first block's lead past), with register offsets; then one load of the PC goes on to that
+ * step's second half, from a table of their places: the steps differ in size, those of offsets past 124 bytes
+ * taking 32-bit loads. A group's fields are padded to whole blocks, so that its passes end where the next group's
+ * begin. */
 static __attribute__((noinline)) void channels_s8(channels_context *context)
 {
     /* the loads' registers in r0-r7, where an immediate offset up to 124 fits a 16-bit encoding */
