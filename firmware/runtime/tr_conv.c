@@ -916,9 +916,9 @@ static __attribute__((noinline)) void widen_fields_s8(int32_t *place, const int8
  * pixel_groups, lower.plan_pixel_groups), their receptive fields widened on the stack, then channels_s8 over the
  * block for every output channel pair. A block's fields are widened before its outputs are written (see conv_s8).
  * A last group of fewer pixels, a block of its own, writes its outputs to last, then copies them out (the missing
- * pixels' places hold what stale fields, or the last pixel's again, give: never copied). The caller gives the stack (a function with variable
- * arrays is never inlined): fields for the groups, column for a field gathered whole to widen, and last for a
- * group's outputs, also tr_conv_add_s8's values before the residual ADD. */
+ * pixels' places hold stale fields, or the last pixel's again: their outputs are never copied). The caller gives
+ * the stack (a function with variable arrays is never inlined): fields for the groups, column for a field gathered
+ * whole to widen, and last for a group's outputs, also tr_conv_add_s8's values before the residual ADD. */
 static inline __attribute__((always_inline)) void conv_s8_widened(const tr_conv_params *p, const int8_t *in,
                                                                    const int8_t *skip, int8_t *out, int32_t *fields,
                                                                    int8_t *column, int8_t *last, int groups)
@@ -1482,8 +1482,8 @@ typedef struct {
     int out_rows, out_cols, out_row, out_col; /* likewise for the output */
     int tap_row, tap_col;                    /* the same for the window's weights */
     int columns;                             /* the band's column pairs */
-    int pairs, last;          /* a row's column pairs of two input columns, and whether one of its last column follows */
-    int32_t zero_points;      /* the input's zero point, four times */
+    int pairs, last;                         /* a row's pairs of two input columns; whether its last column follows */
+    int32_t zero_points;                     /* the input's zero point, four times */
 } band_map;
 
 static TR_SETUP band_map walked_map(const tr_conv_params *p)
@@ -1535,18 +1535,7 @@ static __attribute__((noinline)) void prepare_band(const tr_conv_params *p, cons
 }
 
 /* A column pair of the band from the words of four channels in its two columns (v0, v1): channel k's values of
- * both, widened, at s[k]. */
-static inline __attribute__((always_inline)) void band_pair(int32_t *s, int32_t v0, int32_t v1)
-{
-    const int32_t a02 = __sxtb16(v0), a13 = sxtb16_ror8(v0), b02 = __sxtb16(v1), b13 = sxtb16_ror8(v1);
-    s[0] = pack_lo(a02, b02);
-    s[1] = pack_lo(a13, b13);
-    s[2] = pack_hi(a02, b02);
-    s[3] = pack_hi(a13, b13);
-}
-
-/* A column pair of the band from the words of four channels of its two columns in v0 and v1 (band_pair's), at s;
- * then s on to the next column pair. */
+ * both, widened, in word k from s (v0's in its low halfword); then s on to the next column pair. */
 #define TR_BAND_PAIR_WIDEN                                                                                         \
     "sxtb16 %[a], %[v0]\n\t"                                                                                       \
     "sxtb16 %[b], %[v1]\n\t"                                                                                       \
@@ -1614,7 +1603,7 @@ static __attribute__((noinline)) void band_inside_s8(const band_map *m, int32_t 
  * band once a call. */
 static TR_SETUP void zero_rows_s8(const band_map *m, int32_t *row, int n)
 {
-    const int32_t zero = __sxtb16(m->zero_points); /* band_pair's every word, of two zero points */
+    const int32_t zero = __sxtb16(m->zero_points); /* every word of such a column pair: two zero points */
     for (int32_t *end = row + 4 * n; row < end; row += 4) {
         for (int32_t *s = row, *stop = row + TR_BAND_PAIR / 4 * m->columns; s < stop; s += TR_BAND_PAIR / 4) {
             s[0] = s[1] = s[2] = s[3] = zero;
