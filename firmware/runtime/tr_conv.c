@@ -40,9 +40,10 @@
  * the runtime's flash small. */
 #define TR_SETUP __attribute__((noinline, optimize("Os")))
 
-/* The _opt convolution's and fully connected layer's entry points where their loops are in assembly and not
- * inlined (the DSP extension's path): their own work runs once a block of pixels or an output row, compiled for
- * size. Elsewhere their loops are inlined, and they are compiled for speed. */
+/* tr_conv_s8_opt's and tr_fully_connected_s8_opt's attributes: where their loops are in assembly and not inlined
+ * (the DSP extension's path), their own work runs once a block of pixels or an output row, compiled for size (the
+ * room MobileNet's flash needed; tr_conv_add_s8_opt, in models with flash to spare, stays compiled for speed).
+ * Elsewhere their loops are inlined, and they are compiled for speed. */
 #if TR_DSP_ASM
 #define TR_OPT_ENTRY __attribute__((optimize("Os")))
 #else
@@ -1775,9 +1776,10 @@ TR_SETUP void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, 
     enum { STEP = TR_BAND_PAIR / 4 }; /* words a column pair */
     const band_map m = walked_map(p);
     const int stride = p->stride_w, kept = 3 - stride; /* rows of a strip that the next one reads again */
+    const int strip_rows = (TR_BAND_ROWS - kept) / stride; /* output rows a strip gives */
     /* the band's rows outside the input, and its column pairs past the input's columns, keep the zero point written
      * here where the strips' rows never write them: rows where the map is one strip, column pairs always */
-    const int strips = m.out_rows > (TR_BAND_ROWS - kept) / stride;
+    const int strips = m.out_rows > strip_rows;
     int32_t band[STEP * m.columns];
     band_channel ch[4];
     zero_rows_s8(&m, band, TR_BAND_ROWS);
@@ -1788,7 +1790,7 @@ TR_SETUP void tr_depthwise3x3_s8_opt(const tr_conv_params *p, const int8_t *in, 
         prepare_band(p, &m, c, ch);
         band_rows_s8(&m, in + c, -m.pad_top, band, kept, strips);
         for (int oy = 0, rows; oy < m.out_rows; oy += rows) {
-            rows = tr_min((TR_BAND_ROWS - kept) / stride, m.out_rows - oy);
+            rows = tr_min(strip_rows, m.out_rows - oy);
             band_rows_s8(&m, in + c, stride * oy + kept - m.pad_top, band + 4 * kept, stride * rows, strips);
             band_outputs_s8(p, &m, ch, band, rows, out + oy * m.out_row + c);
             if (oy + rows < m.out_rows) { /* the last rows on top, for the next strip */
